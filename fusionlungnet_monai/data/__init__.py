@@ -1,0 +1,27 @@
+"""Data in and out: phantoms, readers, series selection, datalists, writers."""
+
+from fusionlungnet_monai.data.errors import InputError
+from fusionlungnet_monai.data.phantom import Phantom, make_phantom, write_phantom_case
+from fusionlungnet_monai.data.writers import (
+    DEFAULT_HU_WINDOW,
+    hu_to_uint8,
+    write_dicom_series,
+    write_localizer,
+    write_nifti,
+    write_png,
+    write_png_slices,
+)
+
+__all__ = [
+    "DEFAULT_HU_WINDOW",
+    "InputError",
+    "Phantom",
+    "hu_to_uint8",
+    "make_phantom",
+    "write_dicom_series",
+    "write_localizer",
+    "write_nifti",
+    "write_phantom_case",
+    "write_png",
+    "write_png_slices",
+]
