@@ -1,6 +1,7 @@
 """Data in and out: phantoms, readers, series selection, datalists, writers."""
 
 from fusionlungnet_monai.data.errors import InputError
+from fusionlungnet_monai.data.series import CTSeriesReader, SeriesInfo, is_dicom_file, scan_dicom_folder, select_ct_series
 from fusionlungnet_monai.data.phantom import Phantom, make_phantom, write_phantom_case
 from fusionlungnet_monai.data.writers import (
     DEFAULT_HU_WINDOW,
@@ -13,6 +14,11 @@ from fusionlungnet_monai.data.writers import (
 )
 
 __all__ = [
+    "CTSeriesReader",
+    "SeriesInfo",
+    "is_dicom_file",
+    "scan_dicom_folder",
+    "select_ct_series",
     "DEFAULT_HU_WINDOW",
     "InputError",
     "Phantom",

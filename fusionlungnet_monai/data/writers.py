@@ -13,6 +13,7 @@ from typing import Sequence
 import numpy as np
 
 from fusionlungnet_monai.data.errors import InputError
+from fusionlungnet_monai.transforms.array import DEFAULT_HU_WINDOW  # same window for PNG export and network input
 
 __all__ = [
     "DEFAULT_HU_WINDOW",
@@ -24,8 +25,6 @@ __all__ = [
     "write_png",
 ]
 
-#: HU window mapped to [0, 1] (network input) and to 0..255 (PNG export); the same window on both paths.
-DEFAULT_HU_WINDOW = (-1024.0, 600.0)
 
 
 def _check_new(path: Path, overwrite: bool) -> None:

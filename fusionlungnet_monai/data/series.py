@@ -1,0 +1,227 @@
+"""DICOM series discovery and selection, and a MONAI reader that loads the selected CT series of a folder.
+
+A folder may hold several series (localizers, reformats, SEG/RTSTRUCT/SR objects, other modalities). We group
+files by SeriesInstanceUID (empty UIDs form one group), drop what cannot be an axial CT volume and pick the axial
+CT series with the most slices (ties: ORIGINAL before DERIVED, then the thinnest slices).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+from monai.data import ITKReader
+from monai.utils import ensure_tuple
+
+from fusionlungnet_monai.data.errors import InputError
+
+__all__ = ["SeriesInfo", "scan_dicom_folder", "select_ct_series", "CTSeriesReader", "is_dicom_file"]
+
+logger = logging.getLogger(__name__)
+
+_NON_IMAGE_SOP = {
+    "1.2.840.10008.5.1.4.1.1.66.4": "SEG",
+    "1.2.840.10008.5.1.4.1.1.481.3": "RTSTRUCT",
+    "1.2.840.10008.5.1.4.1.1.66": "raw data",
+}
+
+
+def is_dicom_file(path: str | os.PathLike) -> bool:
+    """True when the file has the DICM preamble marker (or parses as DICOM without it)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(132)
+    except OSError:
+        return False
+    if len(head) >= 132 and head[128:132] == b"DICM":
+        return True
+    import pydicom
+
+    try:
+        pydicom.dcmread(str(path), stop_before_pixels=True, force=False)
+        return True
+    except Exception:
+        return False
+
+
+@dataclass
+class SeriesInfo:
+    """What we know about one series in a folder."""
+
+    uid: str
+    files: list = field(default_factory=list)
+    modality: str = ""
+    image_type: str = ""
+    description: str = ""
+    orientation: tuple = ()
+    positions: list = field(default_factory=list)
+    slice_thickness: float = 0.0
+    rejected: str = ""  # why it cannot be used ("" when usable)
+    warnings: list = field(default_factory=list)
+
+    @property
+    def num_slices(self) -> int:
+        return len(self.files)
+
+    def summary(self) -> str:
+        status = f"rejected: {self.rejected}" if self.rejected else "usable"
+        return (f"series {self.uid or '<empty UID>'} ({self.modality or '?'}, {self.image_type or '?'}, "
+                f"'{self.description}', {self.num_slices} file(s)) {status}")
+
+
+def _normal(orientation: Sequence[float]) -> np.ndarray:
+    o = np.asarray(orientation, dtype=float)
+    return np.cross(o[:3], o[3:])
+
+
+def scan_dicom_folder(folder: str | os.PathLike, recursive: bool = True) -> list[SeriesInfo]:
+    """Read the headers of every DICOM file under ``folder`` and describe each series.
+
+    Raises:
+        InputError: when the folder does not exist, is empty, or holds no DICOM file.
+    """
+    import pydicom
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise InputError(folder, "not a folder" if folder.exists() else "no such folder")
+    files = sorted(p for p in (folder.rglob("*") if recursive else folder.iterdir()) if p.is_file())
+    if not files:
+        raise InputError(folder, "empty folder: no files to read")
+    groups: dict[str, SeriesInfo] = {}
+    seen_sop: set = set()
+    n_dicom = 0
+    for path in files:
+        try:
+            ds = pydicom.dcmread(str(path), stop_before_pixels=True)
+        except Exception:
+            continue
+        n_dicom += 1
+        sop = str(ds.get("SOPInstanceUID", "")) or None
+        if sop and sop in seen_sop:
+            continue  # byte-identical duplicates and copies of the same instance
+        if sop:
+            seen_sop.add(sop)
+        uid = str(ds.get("SeriesInstanceUID", ""))
+        info = groups.setdefault(uid, SeriesInfo(uid=uid, modality=str(ds.get("Modality", "")),
+                                                 image_type="\\".join(ds.get("ImageType", []) or []),
+                                                 description=str(ds.get("SeriesDescription", ""))))
+        sop_class = str(ds.get("SOPClassUID", ""))
+        if sop_class in _NON_IMAGE_SOP or sop_class.startswith("1.2.840.10008.5.1.4.1.1.88"):
+            info.rejected = f"{_NON_IMAGE_SOP.get(sop_class, 'structured report')} object, not an image"
+        info.files.append(path)
+        info.positions.append([float(v) for v in ds.get("ImagePositionPatient", [])] or None)
+        ori = tuple(round(float(v), 4) for v in ds.get("ImageOrientationPatient", []))
+        if info.orientation and ori != info.orientation:
+            info.rejected = info.rejected or "inconsistent ImageOrientationPatient within the series"
+        info.orientation = info.orientation or ori
+        try:
+            info.slice_thickness = float(ds.get("SliceThickness", 0) or 0)
+        except (TypeError, ValueError):
+            pass
+        if "Rows" not in ds:
+            info.rejected = info.rejected or "no image pixels"
+    if n_dicom == 0:
+        raise InputError(folder, f"no DICOM files found ({len(files)} file(s) checked)")
+    for info in groups.values():
+        _validate(info)
+    return list(groups.values())
+
+
+def _validate(info: SeriesInfo) -> None:
+    """Reject what is not an axial CT volume; sort usable series by slice position; note geometry warnings."""
+    if info.rejected:
+        return
+    if info.modality != "CT":
+        info.rejected = f"modality {info.modality or 'unknown'}, not CT"
+        return
+    if any(t in info.image_type.upper() for t in ("LOCALIZER", "SCOUT", "TOPOGRAM")):
+        info.rejected = "localizer/scout image"
+        return
+    if len(info.orientation) != 6 or any(p is None or len(p) != 3 for p in info.positions):
+        info.rejected = "missing ImageOrientationPatient/ImagePositionPatient"
+        return
+    n = _normal(info.orientation)
+    if abs(n[2]) < 0.9:
+        info.rejected = "not an axial series (orientation is coronal/sagittal/oblique)"
+        return
+    z = np.asarray(info.positions) @ n
+    order = np.argsort(z)
+    info.files = [info.files[i] for i in order]
+    info.positions = [info.positions[i] for i in order]
+    if abs(n[2]) < 0.9999:
+        info.warnings.append(f"gantry tilt / oblique slices (slice normal {np.round(n, 4).tolist()})")
+    if len(z) > 2:
+        gaps = np.diff(np.sort(z))
+        if np.any(gaps < 1e-3):
+            info.rejected = "several slices share one position (multiple phases or duplicates)"
+        elif gaps.max() - gaps.min() > 0.1 * np.median(gaps):
+            info.warnings.append(f"irregular slice spacing ({gaps.min():.3f}..{gaps.max():.3f} mm); ITK uses a "
+                                 "constant spacing, so positions along z are approximate")
+
+
+def select_ct_series(folder: str | os.PathLike, series_uid: str | None = None) -> SeriesInfo:
+    """Pick the axial CT series of ``folder`` (or the one with ``series_uid``); logs what was found and picked.
+
+    Raises:
+        InputError: when no usable series is there, or ``series_uid`` is not found / not usable.
+    """
+    series = scan_dicom_folder(folder)
+    report = "; ".join(s.summary() for s in series)
+    if series_uid is not None:
+        match = [s for s in series if s.uid == series_uid]
+        if not match:
+            raise InputError(folder, f"series {series_uid} not found; found: {report}")
+        if match[0].rejected:
+            raise InputError(folder, f"series {series_uid} cannot be used: {match[0].rejected}")
+        picked = match[0]
+    else:
+        usable = [s for s in series if not s.rejected]
+        if not usable:
+            raise InputError(folder, f"no axial CT series to segment; found: {report}")
+        picked = max(usable, key=lambda s: (s.num_slices, "ORIGINAL" in s.image_type.upper(), -s.slice_thickness))
+    logger.info("%s: %d series found (%s); picked %s", folder, len(series), report, picked.uid or "<empty UID>")
+    for w in picked.warnings:
+        warnings.warn(f"{folder}: series {picked.uid or '<empty UID>'}: {w}", stacklevel=2)
+    return picked
+
+
+class CTSeriesReader(ITKReader):
+    """MONAI ``ITKReader`` that, given a folder, loads the selected axial CT series (see :func:`select_ct_series`).
+
+    Files (DICOM, NIfTI, MetaImage, ...) are read as ``ITKReader`` reads them. Use it in ``LoadImage(d)``:
+    ``LoadImaged(keys="image", reader=CTSeriesReader())``; PNG/JPG fall through to MONAI's PIL reader.
+    The selected series' UID is in the image meta as ITK reports it (``"0020|000e"``).
+
+    Args:
+        series_uid: pick this SeriesInstanceUID instead of the automatic choice.
+        kwargs: passed to ``ITKReader``.
+    """
+
+    def __init__(self, series_uid: str | None = None, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.series_uid = series_uid
+
+    def verify_suffix(self, filename: Sequence[str] | str) -> bool:
+        names = ensure_tuple(filename)
+        return all(os.path.isdir(n) or str(n).lower().endswith((".dcm", ".nii", ".nii.gz", ".mha", ".mhd", ".nrrd"))
+                   or (os.path.isfile(n) and "." not in os.path.basename(str(n)) and is_dicom_file(n)) for n in names)
+
+    def read(self, data, **kwargs):
+        import itk
+
+        images = []
+        for name in ensure_tuple(data):
+            if os.path.isdir(name):
+                info = select_ct_series(name, self.series_uid)
+                files = [str(f) for f in info.files]
+                img = itk.imread(files if len(files) > 1 else files[0], **kwargs)
+                images.append(img)
+            else:
+                images.append(super().read(name, **kwargs))
+        return images if len(images) > 1 else images[0]

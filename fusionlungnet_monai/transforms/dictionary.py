@@ -1,0 +1,146 @@
+"""Dictionary wrappers of the array transforms (MONAI style), and the paper's preprocessing chain."""
+
+from __future__ import annotations
+
+from typing import Hashable, Mapping, Sequence
+
+from monai.config import KeysCollection
+from monai.transforms import (
+    AsDiscreted,
+    Compose,
+    EnsureChannelFirstd,
+    EnsureTyped,
+    MapTransform,
+    Resized,
+)
+
+from fusionlungnet_monai.transforms.array import (
+    DEFAULT_HU_WINDOW,
+    ArtifactRemoval,
+    CTIntensityNormalize,
+    DynamicThreshold,
+    MedianFilter,
+)
+
+__all__ = ["ArtifactRemovald", "CTIntensityNormalized", "DynamicThresholdd", "MedianFilterd", "paper_preprocessing"]
+
+
+class _Wrapd(MapTransform):
+    """Apply one array transform to every key."""
+
+    transform: object
+
+    def __call__(self, data: Mapping[Hashable, object]) -> dict:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            d[key] = self.transform(d[key])
+        return d
+
+
+class MedianFilterd(_Wrapd):
+    """Dictionary :class:`MedianFilter`. Args: keys, radius, allow_missing_keys."""
+
+    backend = MedianFilter.backend
+
+    def __init__(self, keys: KeysCollection, radius: int = 1, allow_missing_keys: bool = False) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.transform = MedianFilter(radius)
+
+
+class DynamicThresholdd(_Wrapd):
+    """Dictionary :class:`DynamicThreshold`. Args: keys, window, k, alpha, beta, clamp, allow_missing_keys."""
+
+    backend = DynamicThreshold.backend
+
+    def __init__(self, keys: KeysCollection, window: int = 25, k: float = 0.5, alpha: float = 1.2, beta: float = 0.0,
+                 clamp: bool = True, allow_missing_keys: bool = False) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.transform = DynamicThreshold(window, k, alpha, beta, clamp)
+
+
+class CTIntensityNormalized(_Wrapd):
+    """Dictionary :class:`CTIntensityNormalize`. Args: keys, hu_window, mode, channels, allow_missing_keys."""
+
+    backend = CTIntensityNormalize.backend
+
+    def __init__(self, keys: KeysCollection, hu_window: Sequence[float] = DEFAULT_HU_WINDOW, mode: str = "auto",
+                 channels: int = 1, allow_missing_keys: bool = False) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.transform = CTIntensityNormalize(hu_window, mode, channels)
+
+
+class ArtifactRemovald(MapTransform):
+    """Dictionary :class:`ArtifactRemoval`; the body mask is stored under ``mask_key`` when given.
+
+    Args:
+        keys: image keys.
+        threshold, background, opening_radius: see :class:`ArtifactRemoval`.
+        mask_key: key (or ``"{key}"`` pattern) for the body mask, e.g. ``"{key}_body"``; ``None``: not stored.
+        allow_missing_keys: don't raise for missing keys.
+    """
+
+    backend = ArtifactRemoval.backend
+
+    def __init__(self, keys: KeysCollection, threshold: float | None = None, background: float | None = None,
+                 opening_radius: int = 0, mask_key: str | None = None, allow_missing_keys: bool = False) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.remover = ArtifactRemoval(threshold, background, opening_radius, return_mask=True)
+        self.mask_key = mask_key
+
+    def __call__(self, data: Mapping[Hashable, object]) -> dict:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            d[key], mask = self.remover(d[key])
+            if self.mask_key:
+                d[self.mask_key.format(key=key)] = mask
+        return d
+
+
+def paper_preprocessing(
+    keys: Sequence[str] = ("image", "label"),
+    spatial_size: Sequence[int] = (320, 320),
+    volume: bool = False,
+    hu_window: Sequence[float] = DEFAULT_HU_WINDOW,
+    channels: int = 1,
+    median_radius: int = 1,
+    dt_window: int = 25,
+    dt_k: float = 0.5,
+    dt_alpha: float = 1.2,
+    dt_beta: float = 0.0,
+    artifact_removal: bool = True,
+    dynamic_threshold: bool = True,
+    median: bool = True,
+) -> Compose:
+    """The paper's preprocessing after loading: channel first -> intensity to [0, 1] -> resize -> median ->
+    dynamic threshold -> artifact removal. The first key is the image; further keys (labels) are only resized
+    (nearest) and binarised. Resizing is the only shape change and MONAI inverts it (``Invertd``).
+
+    Args:
+        keys: image key first, then label keys.
+        spatial_size: in-plane network input size.
+        volume: inputs are ``(X, Y, Z)`` volumes (resize in-plane only, keep the slice count).
+        hu_window, channels: see :class:`CTIntensityNormalize`.
+        median_radius: see :class:`MedianFilter`.
+        dt_window, dt_k, dt_alpha, dt_beta: see :class:`DynamicThreshold`.
+        artifact_removal, dynamic_threshold, median: switch steps off (ablation of the preprocessing).
+
+    Returns:
+        a MONAI ``Compose`` (apply after ``LoadImaged``).
+    """
+    image, labels = keys[0], list(keys[1:])
+    size = list(spatial_size) + ([-1] if volume else [])
+    xs: list = [
+        EnsureChannelFirstd(keys=list(keys)),
+        CTIntensityNormalized(keys=image, hu_window=hu_window, channels=channels),
+        Resized(keys=list(keys), spatial_size=size, mode=["bilinear"] + ["nearest"] * len(labels)),
+    ]
+    if median:
+        xs.append(MedianFilterd(keys=image, radius=median_radius))
+    if dynamic_threshold:
+        xs.append(DynamicThresholdd(keys=image, window=dt_window, k=dt_k, alpha=dt_alpha, beta=dt_beta))
+    if artifact_removal:
+        xs.append(ArtifactRemovald(keys=image, threshold=0.3, background=0.0))
+    if labels:
+        xs.append(AsDiscreted(keys=labels, threshold=0.5))  # 0/1 and 0/255 masks -> 0/1
+    xs.append(EnsureTyped(keys=list(keys), dtype="float32"))
+    return Compose(xs)

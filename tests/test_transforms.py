@@ -1,0 +1,143 @@
+import numpy as np
+import pytest
+import torch
+from monai.data import MetaTensor
+from monai.transforms import Compose, Invertd, LoadImaged
+
+from fusionlungnet_monai.data import make_phantom
+from fusionlungnet_monai.transforms import (
+    ArtifactRemoval,
+    ArtifactRemovald,
+    CTIntensityNormalize,
+    DynamicThreshold,
+    DynamicThresholdd,
+    MedianFilter,
+    MedianFilterd,
+    paper_preprocessing,
+)
+
+
+def test_median_removes_salt_and_pepper_in_plane_only():
+    rng = np.random.default_rng(0)
+    img = np.full((1, 32, 32), 0.5, dtype=np.float32)
+    idx = rng.integers(0, 32, size=(2, 40))
+    img[0, idx[0], idx[1]] = rng.choice([0.0, 1.0], size=40)
+    out = MedianFilter(1)(img)
+    assert isinstance(out, np.ndarray)
+    assert np.abs(out - 0.5).max() < 1e-6
+    vol = np.zeros((1, 9, 9, 3), dtype=np.float32)
+    vol[0, :, :, 1] = 1.0  # a bright middle slice survives: no filtering across slices
+    np.testing.assert_array_equal(MedianFilter(1)(torch.as_tensor(vol)).numpy()[0, 4, 4], [0, 1, 0])
+
+
+def test_dynamic_threshold_changes_exactly_the_pixels_above_t():
+    g = torch.Generator().manual_seed(0)
+    img = torch.rand(1, 40, 40, generator=g)
+    dt = DynamicThreshold(window=7, k=0.3, alpha=1.5, beta=0.05, clamp=False)
+    t = dt.threshold(img)
+    out = dt(img)
+    above = img > t
+    torch.testing.assert_close(out[above], 1.5 * img[above] + 0.05)
+    torch.testing.assert_close(out[~above], img[~above])
+    # reference threshold for one interior pixel: mean + k * std of its 7x7 window
+    win = img[0, 10:17, 20:27]
+    ref = win.mean() + 0.3 * win.std(unbiased=False)
+    torch.testing.assert_close(t[0, 13, 23], ref, rtol=1e-4, atol=1e-5)
+    clamped = DynamicThreshold(window=7, alpha=3.0)(img)
+    assert clamped.max() <= img.max() + 1e-6 and clamped.min() >= img.min() - 1e-6
+    # numpy in -> numpy out; volumes slice by slice
+    vol = np.random.default_rng(1).random((1, 20, 20, 3)).astype(np.float32)
+    v_out = DynamicThreshold(window=5)(vol)
+    assert isinstance(v_out, np.ndarray) and v_out.shape == vol.shape
+    np.testing.assert_allclose(v_out[..., 1], DynamicThreshold(window=5)(vol[..., 1]), rtol=1e-5)
+
+
+@pytest.mark.parametrize("kwargs,name", [({"window": 0}, "window"), ({"window": 4}, "window"),
+                                         ({"alpha": 0}, "alpha"), ({"alpha": -1}, "alpha")])
+def test_dynamic_threshold_bad_parameters(kwargs, name):
+    with pytest.raises(ValueError, match=name):
+        DynamicThreshold(**kwargs)
+
+
+def test_bad_parameters_and_dims():
+    with pytest.raises(ValueError, match="radius"):
+        MedianFilter(0)
+    with pytest.raises(ValueError, match="opening_radius"):
+        ArtifactRemoval(opening_radius=-1)
+    with pytest.raises(ValueError, match="channel-first"):
+        DynamicThreshold()(torch.zeros(4, 4))
+    with pytest.raises(ValueError, match="hu_window"):
+        CTIntensityNormalize(hu_window=(100, -100))
+
+
+def test_artifact_removal_deletes_table_and_text_but_keeps_lungs():
+    ph = make_phantom(4, size=128, seed=5, text="FLN 7")
+    hu = torch.as_tensor(ph.image[None].astype(np.float32))  # (1, X, Y, Z) volume in HU
+    cleaned, body = ArtifactRemoval(return_mask=True)(hu)
+    body = body[0].numpy().astype(bool)
+    assert body[ph.mask > 0].all(), "every lung pixel must stay inside the body mask"
+    assert cleaned.numpy()[0][ph.mask > 0].tolist() == hu.numpy()[0][ph.mask > 0].tolist()
+    outside = ~ph.body
+    assert not body[outside & (ph.image > 1000)].any(), "burnt-in text must be removed"
+    assert not body[outside & (ph.image > 100) & (ph.image < 200)].any(), "table must be removed"
+    assert float(cleaned[0][torch.as_tensor(outside)].max()) == float(hu.min())
+    # same on a [0, 1] slice with an explicit background
+    sl = torch.clamp((hu[..., 2] + 1024) / 1624, 0, 1)
+    out = ArtifactRemoval(background=0.0)(sl)
+    assert float(out[0][torch.as_tensor(outside[..., 2])].max()) == 0.0
+    assert torch.equal(out[0][torch.as_tensor(ph.mask[..., 2] > 0)], sl[0][torch.as_tensor(ph.mask[..., 2] > 0)])
+
+
+def test_dict_versions_agree_and_keep_meta():
+    img = MetaTensor(torch.rand(1, 32, 32), affine=torch.diag(torch.tensor([2.0, 3.0, 1.0, 1.0])),
+                     meta={"filename_or_obj": "x.dcm"})
+    d = {"image": img}
+    for arr, dct in [(MedianFilter(1), MedianFilterd("image", 1)), (DynamicThreshold(5), DynamicThresholdd("image", 5))]:
+        out = dct(d)["image"]
+        torch.testing.assert_close(torch.as_tensor(out), torch.as_tensor(arr(img)))
+        assert isinstance(out, MetaTensor)
+        assert out.meta["filename_or_obj"] == "x.dcm" and torch.equal(out.affine, img.affine)
+    res = ArtifactRemovald("image", threshold=0.5, mask_key="{key}_body")(d)
+    assert "image_body" in res and res["image_body"].shape == img.shape
+    assert isinstance(res["image"], MetaTensor) and res["image"].meta["filename_or_obj"] == "x.dcm"
+
+
+def test_intensity_normalize_hu_png_and_rgb():
+    hu = MetaTensor(torch.tensor([[[-2000.0, -1024.0, 600.0, 3000.0]]]), meta={"filename_or_obj": "a.dcm"})
+    torch.testing.assert_close(torch.as_tensor(CTIntensityNormalize()(hu)), torch.tensor([[[0.0, 0.0, 1.0, 1.0]]]))
+    png = MetaTensor(torch.tensor([[[0.0, 51.0, 255.0]]]), meta={"filename_or_obj": "slice.PNG"})
+    torch.testing.assert_close(torch.as_tensor(CTIntensityNormalize()(png)), torch.tensor([[[0.0, 0.2, 1.0]]]))
+    rgb = MetaTensor(torch.full((3, 2, 2), 255.0), meta={"filename_or_obj": "slice.jpg"})
+    assert CTIntensityNormalize()(rgb).shape == (1, 2, 2)
+    three = CTIntensityNormalize(channels=3)(png)
+    assert three.shape == (3, 1, 3)
+
+
+def test_paper_chain_on_png_and_invert(phantom_dir):
+    keys = ["image", "label"]
+    pre = Compose([LoadImaged(keys=keys, image_only=True), paper_preprocessing(keys, spatial_size=(96, 96))])
+    name = "ph000_s005.png"
+    d = pre({"image": str(phantom_dir / "png" / "images" / name), "label": str(phantom_dir / "png" / "masks" / name)})
+    assert d["image"].shape == (1, 96, 96) and d["label"].shape == (1, 96, 96)
+    assert float(d["image"].min()) >= 0 and float(d["image"].max()) <= 1
+    assert set(d["label"].unique().tolist()) == {0.0, 1.0}
+    inv = Invertd(keys="label", transform=pre, orig_keys="image", nearest_interp=True)(dict(d))
+    assert inv["label"].shape == (1, 128, 128)
+
+
+def test_paper_chain_on_volume_keeps_slices_and_inverts(phantom_dir):
+    from fusionlungnet_monai.data import CTSeriesReader
+
+    pre = Compose([LoadImaged(keys="image", reader=CTSeriesReader(), image_only=True),
+                   paper_preprocessing(["image"], spatial_size=(64, 64), volume=True)])
+    d = pre({"image": str(phantom_dir / "dicom" / "ph000")})
+    assert d["image"].shape == (1, 64, 64, 12)
+    d["pred"] = d["image"].clone()
+    inv = Invertd(keys="pred", transform=pre, orig_keys="image", nearest_interp=False)(d)
+    assert inv["pred"].shape == (1, 128, 128, 12)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
+def test_dynamic_threshold_cuda_matches_cpu():
+    img = torch.rand(1, 64, 64)
+    torch.testing.assert_close(DynamicThreshold()(img.cuda()).cpu(), DynamicThreshold()(img), rtol=1e-5, atol=1e-6)
