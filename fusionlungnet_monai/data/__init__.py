@@ -1,5 +1,6 @@
 """Data in and out: phantoms, readers, series selection, datalists, writers."""
 
+from fusionlungnet_monai.data.datalist import make_datalist, pair_images_and_masks, split_by_patient
 from fusionlungnet_monai.data.errors import InputError
 from fusionlungnet_monai.data.series import CTSeriesReader, SeriesInfo, is_dicom_file, scan_dicom_folder, select_ct_series
 from fusionlungnet_monai.data.phantom import Phantom, make_phantom, write_phantom_case
@@ -14,6 +15,9 @@ from fusionlungnet_monai.data.writers import (
 )
 
 __all__ = [
+    "make_datalist",
+    "pair_images_and_masks",
+    "split_by_patient",
     "CTSeriesReader",
     "SeriesInfo",
     "is_dicom_file",

@@ -6,12 +6,14 @@ from fusionlungnet_monai.transforms.array import (
     CTIntensityNormalize,
     DynamicThreshold,
     MedianFilter,
+    SqueezeSingleSlice,
 )
 from fusionlungnet_monai.transforms.dictionary import (
     ArtifactRemovald,
     CTIntensityNormalized,
     DynamicThresholdd,
     MedianFilterd,
+    SqueezeSingleSliced,
     paper_preprocessing,
 )
 
@@ -25,5 +27,7 @@ __all__ = [
     "DynamicThresholdd",
     "MedianFilter",
     "MedianFilterd",
+    "SqueezeSingleSlice",
+    "SqueezeSingleSliced",
     "paper_preprocessing",
 ]

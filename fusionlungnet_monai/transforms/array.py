@@ -15,11 +15,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from monai.config import NdarrayOrTensor
-from monai.transforms import KeepLargestConnectedComponent, MedianSmooth, Transform
+from monai.transforms import KeepLargestConnectedComponent, MedianSmooth, SqueezeDim, Transform
 from monai.utils import TransformBackends, convert_to_dst_type, convert_to_tensor
 from scipy import ndimage
 
-__all__ = ["ArtifactRemoval", "CTIntensityNormalize", "DynamicThreshold", "MedianFilter", "DEFAULT_HU_WINDOW",
+__all__ = ["ArtifactRemoval", "SqueezeSingleSlice", "CTIntensityNormalize", "DynamicThreshold", "MedianFilter", "DEFAULT_HU_WINDOW",
            "EIGHT_BIT_SUFFIXES"]
 
 #: HU window mapped to [0, 1]; the PNG export of the phantoms uses the same window.
@@ -240,3 +240,16 @@ class CTIntensityNormalize(Transform):
             t = t.repeat(3, *([1] * (t.dim() - 1)))
         out, *_ = convert_to_dst_type(t, img, dtype=torch.float32)
         return out
+
+
+class SqueezeSingleSlice(Transform):
+    """``(C, X, Y, 1)`` -> ``(C, X, Y)``: a one-slice volume (a DICOM slice read by ITK) becomes a 2D slice, so
+    DICOM and PNG/JPG slices share one training chain. Anything else passes unchanged (MONAI ``SqueezeDim``,
+    affine updated)."""
+
+    backend = SqueezeDim.backend
+
+    def __call__(self, img: NdarrayOrTensor) -> NdarrayOrTensor:
+        if len(img.shape) == 4 and img.shape[-1] == 1:
+            return SqueezeDim(dim=-1, update_meta=True)(img)
+        return img

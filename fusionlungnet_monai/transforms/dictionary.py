@@ -20,9 +20,10 @@ from fusionlungnet_monai.transforms.array import (
     CTIntensityNormalize,
     DynamicThreshold,
     MedianFilter,
+    SqueezeSingleSlice,
 )
 
-__all__ = ["ArtifactRemovald", "CTIntensityNormalized", "DynamicThresholdd", "MedianFilterd", "paper_preprocessing"]
+__all__ = ["SqueezeSingleSliced", "ArtifactRemovald", "CTIntensityNormalized", "DynamicThresholdd", "MedianFilterd", "paper_preprocessing"]
 
 
 class _Wrapd(MapTransform):
@@ -67,6 +68,16 @@ class CTIntensityNormalized(_Wrapd):
                  channels: int = 1, allow_missing_keys: bool = False) -> None:
         super().__init__(keys, allow_missing_keys)
         self.transform = CTIntensityNormalize(hu_window, mode, channels)
+
+
+class SqueezeSingleSliced(_Wrapd):
+    """Dictionary :class:`SqueezeSingleSlice`. Args: keys, allow_missing_keys."""
+
+    backend = SqueezeSingleSlice.backend
+
+    def __init__(self, keys: KeysCollection, allow_missing_keys: bool = False) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.transform = SqueezeSingleSlice()
 
 
 class ArtifactRemovald(MapTransform):
@@ -131,6 +142,7 @@ def paper_preprocessing(
     size = list(spatial_size) + ([-1] if volume else [])
     xs: list = [
         EnsureChannelFirstd(keys=list(keys)),
+        *([] if volume else [SqueezeSingleSliced(keys=list(keys))]),
         CTIntensityNormalized(keys=image, hu_window=hu_window, channels=channels),
         Resized(keys=list(keys), spatial_size=size, mode=["bilinear"] + ["nearest"] * len(labels)),
     ]

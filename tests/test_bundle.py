@@ -1,0 +1,197 @@
+"""The MONAI bundle, driven exactly as users drive it: `python -m monai.bundle ...` subprocesses on phantoms."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+BUNDLE = ROOT / "bundle"
+SMALL = ["--spatial_size", "[64,64]", "--num_workers", "0", "--batch_size", "4", "--val_batch_size", "4"]
+
+
+def bundle(*args: str, cwd: Path = BUNDLE, timeout: int = 600) -> subprocess.CompletedProcess:
+    r = subprocess.run([sys.executable, "-m", "monai.bundle", *args], cwd=cwd, capture_output=True, text=True,
+                       timeout=timeout, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    assert r.returncode == 0, f"{args[:2]} failed:\n{r.stdout[-3000:]}\n{r.stderr[-5000:]}"
+    return r
+
+
+@pytest.fixture(scope="module")
+def png_dataset(phantom_dir, tmp_path_factory) -> Path:
+    """PNG slices of the two session phantoms plus a third, with a datalist split by patient."""
+    from fusionlungnet_monai.data import make_datalist, write_phantom_case
+
+    root = tmp_path_factory.mktemp("pngset")
+    shutil.copytree(phantom_dir / "png", root, dirs_exist_ok=True)
+    write_phantom_case(str(root.parent / (root.name + "_extra")), "ph002", seed=2, num_slices=12, size=128,
+                       formats=("png",))
+    shutil.copytree(root.parent / (root.name + "_extra") / "png", root, dirs_exist_ok=True)
+    dl = make_datalist(root, root / "datalist.json")
+    assert len(dl["validation"]) == 12 and len(dl["training"]) == 24
+    return root
+
+
+@pytest.fixture(scope="module")
+def trained(png_dataset, tmp_path_factory) -> Path:
+    """A bundle root with models/ after two epochs of `run training` on PNG slices."""
+    out = tmp_path_factory.mktemp("bundle_run")
+    r = bundle("run", "training", "--config_file", "configs/train.json", "--bundle_root", str(out),
+               "--dataset_dir", str(png_dataset), "--max_epochs", "2", *SMALL)
+    assert "Epoch: 2/2" in r.stdout + r.stderr
+    return out
+
+
+def test_training_writes_checkpoints(trained):
+    assert (trained / "models" / "model.pt").is_file()
+    assert (trained / "models" / "checkpoint_final.pt").is_file()
+    sd = torch.load(trained / "models" / "model.pt", map_location="cpu", weights_only=True)
+    assert "encoder.conv1.weight" in sd  # a plain state dict (what MONAI Label loads)
+    ckpt = torch.load(trained / "models" / "checkpoint_final.pt", map_location="cpu", weights_only=True)
+    assert ckpt["trainer"]["iteration"] == 2 * ckpt["trainer"]["epoch_length"]  # two epochs done
+    assert list((trained / "eval").glob("events.out.tfevents.*")), "TensorBoard logs"
+
+
+def test_resume_continues_epoch_count(trained, png_dataset, tmp_path):
+    run = tmp_path / "resume"
+    shutil.copytree(trained / "models", run / "models")
+    r = bundle("run", "training", "--config_file", "configs/train.json", "--bundle_root", str(run),
+               "--dataset_dir", str(png_dataset), "--max_epochs", "3", "--resume", "true", *SMALL)
+    log = r.stdout + r.stderr
+    assert "Epoch: 3/3" in log and "Epoch: 1/3" not in log
+    ckpt = torch.load(run / "models" / "checkpoint_final.pt", map_location="cpu", weights_only=True)
+    assert ckpt["trainer"]["iteration"] == 3 * ckpt["trainer"]["epoch_length"]
+
+
+def test_evaluate_writes_six_metrics_both_aggregations(trained, png_dataset):
+    bundle("run", "evaluating", "--config_file", "['configs/train.json','configs/evaluate.json']",
+           "--bundle_root", str(trained), "--dataset_dir", str(png_dataset), *SMALL, "--save_predictions", "true")
+    summary = json.loads((trained / "eval" / "summary.json").read_text())
+    for m in ("iou", "f1", "precision", "recall", "accuracy", "mcc"):
+        assert 0.0 <= summary[f"val_{m}"] <= 1.0 and 0.0 <= summary[f"val_{m}_global"] <= 1.0 or m == "mcc"
+    assert summary["num_images"] == 12
+    rows = (trained / "eval" / "per_image.csv").read_text().strip().splitlines()
+    assert len(rows) == 13 and rows[0].startswith("filename,") and "val_mcc" in rows[0]
+    assert len(list((trained / "eval" / "predictions").glob("*_seg.nii.gz"))) == 12
+
+
+def test_inference_on_dicom_series_keeps_geometry(trained, phantom_dir, tmp_path):
+    from monai.transforms import LoadImage
+
+    from fusionlungnet_monai.data import CTSeriesReader
+
+    series = phantom_dir / "dicom" / "ph001"  # holds a localizer series too
+    bundle("run", "--config_file", "configs/inference.json", "--bundle_root", str(trained), "--input", str(series),
+           "--output_dir", str(tmp_path), "--spatial_size", "[64,64]")
+    out = list(tmp_path.glob("*_lungmask.nii.gz"))
+    assert len(out) == 1
+    import nibabel as nib
+
+    mask = nib.load(str(out[0]))
+    ref = LoadImage(reader=CTSeriesReader(), image_only=True)(str(series))
+    assert mask.shape == tuple(ref.shape) == (128, 128, 12)
+    np.testing.assert_allclose(mask.affine, ref.affine.numpy(), atol=1e-4)
+    assert set(np.unique(np.asarray(mask.dataobj))) <= {0, 1}
+
+
+def test_inference_2d_png_keeps_size(trained, phantom_dir, tmp_path):
+    from PIL import Image
+
+    src = phantom_dir / "png" / "images" / "ph000_s003.png"
+    bundle("run", "--config_file", "['configs/inference.json','configs/inference_2d.json']", "--bundle_root",
+           str(trained), "--input", str(src), "--output_dir", str(tmp_path), "--spatial_size", "[64,64]")
+    out = Image.open(tmp_path / "ph000_s003_lungmask.png")
+    assert out.size == Image.open(src).size and out.mode == "L"
+    assert set(np.unique(np.array(out))) <= {0, 255}
+
+
+def test_training_on_dicom_slices(phantom_dir, tmp_path):
+    """LungSegDB-V1 style: single DICOM slices with PNG masks in one datalist."""
+    files = sorted((phantom_dir / "dicom" / "ph000").glob("CT*.dcm"))
+    masks = sorted((phantom_dir / "png" / "masks").glob("ph000_s*.png"))
+    items = [{"image": str(f), "label": str(m)} for f, m in zip(files, masks)]
+    (tmp_path / "datalist.json").write_text(json.dumps({"training": items[:8], "validation": items[8:]}))
+    bundle("run", "training", "--config_file", "configs/train.json", "--bundle_root", str(tmp_path / "b"),
+           "--dataset_dir", str(tmp_path), "--max_epochs", "1", *SMALL)
+    assert (tmp_path / "b" / "models" / "model.pt").is_file()
+
+
+def test_verify_metadata_net_in_out_and_export(trained):
+    bundle("verify_metadata", "--meta_file", "configs/metadata.json", "--filepath", "docs/metadata_schema.json")
+    bundle("verify_net_in_out", "network_def", "--meta_file", "configs/metadata.json", "--config_file",
+           "configs/inference.json")
+    ts = trained / "models" / "model.ts"
+    bundle("ckpt_export", "network_def", "--filepath", str(ts), "--ckpt_file", str(trained / "models" / "model.pt"),
+           "--meta_file", "configs/metadata.json", "--config_file", "configs/inference.json")
+    scripted = torch.jit.load(str(ts))
+    from fusionlungnet_monai import FusionLungNet
+
+    net = FusionLungNet(deep_supervision=False).eval()
+    net.load_state_dict(torch.load(trained / "models" / "model.pt", weights_only=True))
+    x = torch.rand(1, 1, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(scripted(x), net(x), rtol=1e-4, atol=1e-4)
+
+
+def test_metadata_matches_network():
+    meta = json.loads((BUNDLE / "configs" / "metadata.json").read_text())
+    train = json.loads((BUNDLE / "configs" / "train.json").read_text())
+    assert meta["network_data_format"]["outputs"]["pred"]["num_channels"] == train["network_def"]["out_channels"]
+    assert meta["network_data_format"]["inputs"]["image"]["spatial_shape"] == train["spatial_size"]
+    assert meta["version"] in meta["changelog"]
+
+
+def test_multi_gpu_config_instantiates_on_cpu(png_dataset, monkeypatch, tmp_path):
+    """torchrun config: parse train + multi_gpu_train and build its DDP objects on one CPU process (gloo)."""
+    import torch.distributed as dist
+    from monai.bundle import ConfigParser
+
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
+    monkeypatch.setenv("MASTER_PORT", "29517")
+    parser = ConfigParser()
+    parser.read_config([str(BUNDLE / "configs" / "train.json"), str(BUNDLE / "configs" / "multi_gpu_train.json")])
+    parser.update({"bundle_root": str(tmp_path), "dataset_dir": str(png_dataset), "device": "$torch.device('cpu')",
+                   "network#device_ids": None, "num_workers": 0, "spatial_size": [64, 64],
+                   "cache_rate": 0.0})
+    init = parser.get("initialize")
+    assert "dist.init_process_group(backend='nccl')" in " ".join(init)
+    dist.init_process_group(backend="gloo", rank=0, world_size=1)
+    try:
+        trainer = parser.get_parsed_content("train#trainer")
+        assert isinstance(trainer.network, torch.nn.parallel.DistributedDataParallel)
+        sampler = parser.get_parsed_content("train#sampler")
+        assert isinstance(sampler, torch.utils.data.DistributedSampler)
+        evaluator = parser.get_parsed_content("validate#evaluator")
+        assert evaluator.data_loader.sampler is parser.get_parsed_content("validate#sampler")
+    finally:
+        dist.destroy_process_group()
+
+
+def _series(log: str, pattern: str) -> list[float]:
+    import re
+
+    return [float(v) for v in re.findall(pattern, log)]
+
+
+def test_learning_happens(png_dataset, tmp_path):
+    """A short run on phantoms lowers the loss and raises validation IoU (precise BN on, as the demo runs)."""
+    r = bundle("run", "training", "--config_file", "configs/train.json", "--bundle_root", str(tmp_path),
+               "--dataset_dir", str(png_dataset), "--max_epochs", "5", "--precise_bn_batches", "3", *SMALL)
+    log = r.stdout + r.stderr
+    iou = _series(log, r"Metrics -- .*?val_iou: ([0-9.]+)")
+    loss = _series(log, r"Iter: 6/6 -- train_loss: ([0-9.]+)")
+    assert len(iou) == 5 and len(loss) == 5, log[-2000:]
+    print("val_iou per epoch", iou, "last-iteration loss per epoch", loss)
+    assert max(iou[-2:]) > 0.5 and max(iou[-2:]) > iou[0] + 0.2
+    assert loss[-1] < loss[0]

@@ -1,0 +1,67 @@
+import numpy as np
+import pydicom
+import pytest
+from monai.transforms import LoadImage
+
+from fusionlungnet_monai.data import CTSeriesReader, InputError, scan_dicom_folder, select_ct_series
+
+from pathlib import Path
+
+DATA = Path(__file__).parent / "data"
+
+
+def test_phantom_folder_picks_ct_over_localizer(phantom_dir):
+    series = scan_dicom_folder(phantom_dir / "dicom" / "ph000")
+    assert len(series) == 2
+    assert {s.rejected for s in series} == {"", "localizer/scout image"}
+    picked = select_ct_series(phantom_dir / "dicom" / "ph000")
+    assert picked.num_slices == 12
+    img = LoadImage(reader=CTSeriesReader(), image_only=True)(str(phantom_dir / "dicom" / "ph000"))
+    assert img.shape == (128, 128, 12)
+
+
+def test_jpeg2000_series_with_empty_uids_decodes():
+    folder = DATA / "totalseg_example_ct" / "dicom"
+    picked = select_ct_series(folder)
+    assert picked.uid == "" and picked.num_slices == 20
+    img = LoadImage(reader=CTSeriesReader(), image_only=True)(str(folder))
+    assert img.shape == (512, 512, 20)
+    # ITK's HU equal pydicom's decode + rescale for the first slice (sorted by position)
+    ds = pydicom.dcmread(str(picked.files[0]))
+    hu = ds.pixel_array * float(ds.RescaleSlope) + float(ds.RescaleIntercept)
+    np.testing.assert_array_equal(np.asarray(img[..., 0]), hu.T)
+    np.testing.assert_allclose(img.pixdim[:3].numpy(), [0.9765625, 0.9765625, 2.0], atol=1e-4)
+
+
+def test_tcia_folder_rejects_reformats_and_duplicates():
+    folder = DATA / "covid19_ny_sbu_sample" / "dicom" / "A072894"
+    series = scan_dicom_folder(folder)
+    files = sum(s.num_slices for s in series)
+    assert files == 6  # 8 files, two byte-identical duplicates dropped
+    rejected = [s for s in series if s.rejected]
+    assert any("not an axial" in s.rejected for s in rejected)
+    picked = select_ct_series(folder)
+    assert "ORIGINAL" in picked.image_type  # the derived axial reformat loses the tie
+    assert picked.num_slices == 1
+
+
+def test_series_uid_override_and_errors(tmp_path, phantom_dir):
+    folder = phantom_dir / "dicom" / "ph001"
+    loc = [s for s in scan_dicom_folder(folder) if s.rejected][0]
+    with pytest.raises(InputError, match="cannot be used: localizer"):
+        select_ct_series(folder, series_uid=loc.uid)
+    with pytest.raises(InputError, match="not found"):
+        select_ct_series(folder, series_uid="1.2.3")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InputError, match="empty folder") as e:
+        select_ct_series(tmp_path / "empty")
+    assert str(tmp_path / "empty") in str(e.value)
+    (tmp_path / "txt").mkdir()
+    (tmp_path / "txt" / "notes.txt").write_text("hello")
+    with pytest.raises(InputError, match="no DICOM files"):
+        select_ct_series(tmp_path / "txt")
+    only_loc = tmp_path / "loc"
+    only_loc.mkdir()
+    (only_loc / "a.dcm").write_bytes((folder / "SCOUT0001.dcm").read_bytes())
+    with pytest.raises(InputError, match="no axial CT series"):
+        select_ct_series(only_loc)
