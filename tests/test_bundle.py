@@ -13,41 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-BUNDLE = ROOT / "bundle"
-SMALL = ["--spatial_size", "[64,64]", "--num_workers", "0", "--batch_size", "4", "--val_batch_size", "4"]
-
-
-def bundle(*args: str, cwd: Path = BUNDLE, timeout: int = 600) -> subprocess.CompletedProcess:
-    r = subprocess.run([sys.executable, "-m", "monai.bundle", *args], cwd=cwd, capture_output=True, text=True,
-                       timeout=timeout, env={**os.environ, "PYTHONWARNINGS": "ignore"})
-    assert r.returncode == 0, f"{args[:2]} failed:\n{r.stdout[-3000:]}\n{r.stderr[-5000:]}"
-    return r
-
-
-@pytest.fixture(scope="module")
-def png_dataset(phantom_dir, tmp_path_factory) -> Path:
-    """PNG slices of the two session phantoms plus a third, with a datalist split by patient."""
-    from fusionlungnet_monai.data import make_datalist, write_phantom_case
-
-    root = tmp_path_factory.mktemp("pngset")
-    shutil.copytree(phantom_dir / "png", root, dirs_exist_ok=True)
-    write_phantom_case(str(root.parent / (root.name + "_extra")), "ph002", seed=2, num_slices=12, size=128,
-                       formats=("png",))
-    shutil.copytree(root.parent / (root.name + "_extra") / "png", root, dirs_exist_ok=True)
-    dl = make_datalist(root, root / "datalist.json")
-    assert len(dl["validation"]) == 12 and len(dl["training"]) == 24
-    return root
-
-
-@pytest.fixture(scope="module")
-def trained(png_dataset, tmp_path_factory) -> Path:
-    """A bundle root with models/ after two epochs of `run training` on PNG slices."""
-    out = tmp_path_factory.mktemp("bundle_run")
-    r = bundle("run", "training", "--config_file", "configs/train.json", "--bundle_root", str(out),
-               "--dataset_dir", str(png_dataset), "--max_epochs", "2", *SMALL)
-    assert "Epoch: 2/2" in r.stdout + r.stderr
-    return out
+from conftest import BUNDLE, SMALL, bundle
 
 
 def test_training_writes_checkpoints(trained):

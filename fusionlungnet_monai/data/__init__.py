@@ -1,5 +1,6 @@
 """Data in and out: phantoms, readers, series selection, datalists, writers."""
 
+from fusionlungnet_monai.data.checks import check_input, check_output_dir, check_pair, image_size
 from fusionlungnet_monai.data.datalist import make_datalist, pair_images_and_masks, split_by_patient
 from fusionlungnet_monai.data.errors import InputError
 from fusionlungnet_monai.data.series import CTSeriesReader, SeriesInfo, is_dicom_file, scan_dicom_folder, select_ct_series
@@ -15,6 +16,10 @@ from fusionlungnet_monai.data.writers import (
 )
 
 __all__ = [
+    "check_input",
+    "check_output_dir",
+    "check_pair",
+    "image_size",
     "make_datalist",
     "pair_images_and_masks",
     "split_by_patient",

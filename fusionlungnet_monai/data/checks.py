@@ -1,0 +1,149 @@
+"""Input checks that turn bad data into one clear :class:`InputError` naming the path and the problem,
+before any library raises from deep inside (empty folder, not DICOM, truncated file, 16-bit PNG, RGBA,
+mask/image size mismatch, empty mask, unwritable output)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from fusionlungnet_monai.data.errors import InputError
+from fusionlungnet_monai.data.series import is_dicom_file, select_ct_series
+
+__all__ = ["PICTURE_SUFFIXES", "VOLUME_SUFFIXES", "check_input", "check_output_dir", "check_pair", "image_size"]
+
+PICTURE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+VOLUME_SUFFIXES = (".nii", ".nii.gz", ".mha", ".mhd", ".nrrd")
+
+
+def _kind(path: Path) -> str:
+    name = path.name.lower()
+    if name.endswith(PICTURE_SUFFIXES):
+        return "picture"
+    if name.endswith(VOLUME_SUFFIXES):
+        return "volume"
+    if name.endswith(".dcm") or is_dicom_file(path):
+        return "dicom"
+    return "unknown"
+
+
+def _check_picture(path: Path, mask: bool = False) -> tuple[int, int]:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            im.load()
+            mode, size = im.mode, im.size
+            alpha = np.asarray(im.getchannel("A")) if mode in ("RGBA", "LA") else None
+    except (UnidentifiedImageError, OSError, SyntaxError) as e:
+        raise InputError(path, f"not a readable image ({type(e).__name__})") from None
+    if mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        raise InputError(path, f"{'16-bit' if mode.startswith('I;16') else mode + '-mode'} image not supported: "
+                               "export 8-bit PNG/JPG, or use DICOM/NIfTI for HU data")
+    if alpha is not None and alpha.min() < 255:
+        raise InputError(path, f"{mode} image with transparency not supported: flatten it to grey or RGB")
+    if mask and mode not in ("L", "1", "P", "LA"):
+        raise InputError(path, f"mask must be a single-channel image, got mode {mode}")
+    return size  # (width, height) = (x, y)
+
+
+def _check_dicom_file(path: Path) -> tuple[int, ...]:
+    import pydicom
+
+    try:
+        ds = pydicom.dcmread(str(path))
+        arr = ds.pixel_array
+    except Exception as e:  # truncated, corrupt, or no decoder
+        raise InputError(path, f"truncated or corrupt DICOM, or pixel data that cannot be decoded ({type(e).__name__})") from None
+    if arr.ndim not in (2, 3):
+        raise InputError(path, f"unsupported DICOM pixel array of shape {arr.shape}")
+    return tuple(arr.shape[::-1]) if arr.ndim == 2 else tuple(arr.shape[1:][::-1]) + (arr.shape[0],)
+
+
+def _check_volume(path: Path) -> tuple[int, ...]:
+    import itk
+
+    try:
+        io = itk.ImageIOFactory.CreateImageIO(str(path), itk.CommonEnums.IOFileMode_ReadMode)
+        if io is None:
+            raise RuntimeError("no reader")
+        io.SetFileName(str(path))
+        io.ReadImageInformation()
+        return tuple(int(io.GetDimensions(i)) for i in range(io.GetNumberOfDimensions()))
+    except Exception as e:
+        raise InputError(path, f"not a readable volume ({type(e).__name__})") from None
+
+
+def image_size(path: str | os.PathLike, mask: bool = False) -> tuple[int, ...]:
+    """Spatial size ``(x, y[, z])`` of an image file after the checks above (one-slice volumes count as 2D)."""
+    path = Path(path)
+    kind = _kind(path)
+    if kind == "picture":
+        size = _check_picture(path, mask)
+    elif kind == "dicom":
+        size = _check_dicom_file(path)
+    elif kind == "volume":
+        size = _check_volume(path)
+    else:
+        raise InputError(path, "not an image file (supported: DICOM, NIfTI/MHA/NRRD, PNG/JPG/BMP/TIFF)")
+    return size[:2] if len(size) == 3 and size[2] == 1 else size
+
+
+def check_input(path: str | os.PathLike, series_uid: str | None = None) -> str:
+    """Validate an inference input and say what it is: ``"series"`` (DICOM folder), ``"dicom"``, ``"volume"``
+    or ``"picture"``.
+
+    Raises:
+        InputError: missing path, empty folder, folder without DICOM / only localizers, non-image file, truncated
+            DICOM, 16-bit or transparent pictures.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise InputError(path, "no such file or folder")
+    if path.is_dir():
+        select_ct_series(path, series_uid)
+        return "series"
+    kind = _kind(path)
+    image_size(path)
+    return kind
+
+
+def check_pair(image: str | os.PathLike, mask: str | os.PathLike, require_foreground: bool = False) -> None:
+    """Check an image/mask training pair: readable, mask single-channel, same in-plane size, and (optionally)
+    at least one foreground pixel.
+
+    Raises:
+        InputError: naming the file at fault.
+    """
+    isz, msz = image_size(image), image_size(mask, mask=True)
+    if tuple(isz) != tuple(msz):
+        raise InputError(mask, f"mask size {tuple(msz)} does not match image size {tuple(isz)} of {image}")
+    if require_foreground:
+        from monai.transforms import LoadImage
+
+        m = np.asarray(LoadImage(image_only=True)(str(mask)))
+        if not np.any(m > 0):
+            raise InputError(mask, "mask has no foreground pixel (all zero)")
+
+
+def check_output_dir(path: str | os.PathLike, inputs: tuple = ()) -> Path:
+    """Create ``path`` if needed and make sure it is a writable folder that is not one of the inputs.
+
+    Raises:
+        InputError: when it is a file, cannot be created, is not writable, or is an input path.
+    """
+    path = Path(path)
+    for i in inputs:
+        if Path(i).resolve() == path.resolve():
+            raise InputError(path, "output folder is the input itself; choose another folder (inputs are never overwritten)")
+    if path.exists() and not path.is_dir():
+        raise InputError(path, "output path exists and is not a folder")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise InputError(path, f"cannot create output folder ({e.strerror})") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise InputError(path, "output folder is not writable")
+    return path

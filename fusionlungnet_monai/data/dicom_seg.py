@@ -1,0 +1,67 @@
+"""DICOM SEG writer (highdicom) for lung masks on a source CT series."""
+
+from __future__ import annotations
+
+import os
+from typing import Sequence
+
+import numpy as np
+
+from fusionlungnet_monai.version import __version__
+
+__all__ = ["write_dicom_seg"]
+
+_SEGMENTS = {
+    1: ("Lung", "39607008", "Lung"),
+}
+_SIDES = {1: ("Right lung", "3341006", "Right lung"), 2: ("Left lung", "44029006", "Left lung")}
+
+
+def write_dicom_seg(labels: np.ndarray, source_files: Sequence[str | os.PathLike], path: str | os.PathLike,
+                    split: bool = False) -> str:
+    """Write a DICOM Segmentation object that references the source CT instances.
+
+    Args:
+        labels: ``(x, y, z)`` mask (binary) or ``1`` right / ``2`` left label map when ``split``; slice ``k`` belongs
+            to ``source_files[k]`` (the series sorted by position, as :func:`select_ct_series` returns it).
+        source_files: the CT series' files, in slice order.
+        path: output ``.dcm`` file (must not exist).
+        split: write two segments (right, left lung) instead of one (lung).
+
+    Returns:
+        the written path.
+    """
+    import highdicom as hd
+    import pydicom
+    from pydicom.sr.codedict import codes
+    from pydicom.sr.coding import Code
+
+    if os.path.exists(path):
+        raise FileExistsError(f"{path}: already exists; refusing to overwrite")
+    src = [pydicom.dcmread(str(f)) for f in source_files]
+    lab = np.asarray(labels)
+    if lab.ndim != 3 or lab.shape[2] != len(src):
+        raise ValueError(f"labels {lab.shape} must be (x, y, {len(src)}) to match the source series.")
+    frames = np.ascontiguousarray(np.moveaxis(lab, 2, 0).transpose(0, 2, 1)).astype(np.uint8)  # (z, rows=y, cols=x)
+    if not split:
+        frames = (frames > 0).astype(np.uint8)
+    algo = hd.AlgorithmIdentificationSequence(name="FusionLungNet", version=__version__,
+                                              family=codes.cid7162.ArtificialIntelligence)
+    table = _SIDES if split else _SEGMENTS
+    descriptions = [
+        hd.seg.SegmentDescription(segment_number=n, segment_label=label,
+                                  segmented_property_category=codes.SCT.AnatomicalStructure,
+                                  segmented_property_type=Code(code, "SCT", meaning),
+                                  algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
+                                  algorithm_identification=algo)
+        for n, (label, code, meaning) in table.items()
+    ]
+    seg = hd.seg.Segmentation(
+        source_images=src, pixel_array=frames, segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
+        segment_descriptions=descriptions, series_instance_uid=hd.UID(), series_number=900,
+        sop_instance_uid=hd.UID(), instance_number=1, manufacturer="fusionlungnet-monai",
+        manufacturer_model_name="FusionLungNet", software_versions=__version__, device_serial_number="0",
+        series_description="Lung segmentation (FusionLungNet)", omit_empty_frames=False,
+    )
+    seg.save_as(str(path))
+    return str(path)

@@ -1,0 +1,67 @@
+"""Quality-control picture: axial, coronal and sagittal lung-window views with the mask outline."""
+
+from __future__ import annotations
+
+import os
+from typing import Sequence
+
+import numpy as np
+
+__all__ = ["qc_overlay", "LUNG_DISPLAY_WINDOW"]
+
+#: display window for lungs (level -600, width 1500)
+LUNG_DISPLAY_WINDOW = (-1350.0, 150.0)
+
+
+def _view(img2d: np.ndarray, m2d: np.ndarray, window: Sequence[float]) -> np.ndarray:
+    from scipy import ndimage
+
+    g = np.clip((img2d - window[0]) / (window[1] - window[0]), 0, 1)
+    rgb = np.stack([g, g, g], -1)
+    edge = m2d & ~ndimage.binary_erosion(m2d, border_value=1)
+    rgb[edge] = [1.0, 0.15, 0.15]
+    return (rgb * 255).astype(np.uint8)
+
+
+def qc_overlay(ct_hu: np.ndarray, mask: np.ndarray, path: str | os.PathLike,
+               spacing: Sequence[float] = (1.0, 1.0, 1.0), window: Sequence[float] = LUNG_DISPLAY_WINDOW) -> str:
+    """Write a PNG of three views through the mask (axial, coronal, sagittal), outline in red.
+
+    Args:
+        ct_hu: HU volume ``(x, y, z)`` in the DICOM patient frame (x to the patient's left, y posterior, z head).
+        mask: binary mask, same shape.
+        path: output PNG.
+        spacing: voxel size ``(x, y, z)`` in mm, so the coronal/sagittal views keep physical proportions.
+        window: HU display window.
+
+    Returns:
+        the written path.
+    """
+    from PIL import Image
+
+    ct, m = np.asarray(ct_hu, dtype=np.float32), np.asarray(mask) > 0
+    if ct.ndim != 3 or ct.shape != m.shape:
+        raise ValueError(f"ct_hu {ct.shape} and mask {m.shape} must be 3D arrays of one shape.")
+    # slices through the most mask (the middle of the volume when the mask is empty)
+    x = int(np.argmax(m.sum((1, 2)))) if m.any() else ct.shape[0] // 2
+    y = int(np.argmax(m.sum((0, 2)))) if m.any() else ct.shape[1] // 2
+    z = int(np.argmax(m.sum((0, 1)))) if m.any() else ct.shape[2] // 2
+    axial = _view(ct[:, :, z].T, m[:, :, z].T, window)
+    coronal = _view(ct[:, y, :].T[::-1], m[:, y, :].T[::-1], window)  # head at the top
+    sagittal = _view(ct[x, :, :].T[::-1], m[x, :, :].T[::-1], window)
+    h = axial.shape[0]
+    sx, sy, sz = (float(s) for s in spacing)
+
+    def fit(v: np.ndarray, width_mm: float) -> np.ndarray:
+        height_mm = ct.shape[2] * sz
+        scale = h / max(height_mm, width_mm)
+        size = (max(int(round(width_mm * scale)), 1), max(int(round(height_mm * scale)), 1))
+        out = np.zeros((h, max(size[0], 1), 3), dtype=np.uint8)
+        img = np.asarray(Image.fromarray(v).resize(size, Image.BILINEAR))
+        top = (h - img.shape[0]) // 2
+        out[top : top + img.shape[0], : img.shape[1]] = img
+        return out
+
+    tiles = [axial, fit(coronal, ct.shape[0] * sx), fit(sagittal, ct.shape[1] * sy)]
+    Image.fromarray(np.concatenate(tiles, 1)).save(str(path))
+    return str(path)

@@ -1,0 +1,123 @@
+"""The bad-input matrix: every case is one InputError naming the path and the problem."""
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from fusionlungnet_monai.data import (
+    InputError,
+    check_input,
+    check_output_dir,
+    check_pair,
+    image_size,
+    make_datalist,
+    pair_images_and_masks,
+)
+
+DATA = Path(__file__).parent / "data"
+
+
+def expect(match, fn, *args, path=None, **kw):
+    with pytest.raises(InputError, match=match) as e:
+        fn(*args, **kw)
+    msg = str(e.value)
+    assert "\n" not in msg, "one line"
+    if path is not None:
+        assert str(path) in msg, f"names the path: {msg}"
+    return msg
+
+
+def test_kinds_of_valid_input(phantom_dir):
+    assert check_input(phantom_dir / "dicom" / "ph000") == "series"
+    assert check_input(DATA / "totalseg_example_ct" / "dicom") == "series"  # JPEG 2000, no .dcm suffix
+    assert check_input(DATA / "covid19_ny_sbu_sample" / "dicom" / "A046441" / "axial" / "19001111-045.dcm") == "dicom"
+    assert check_input(phantom_dir / "nifti" / "ph000_image.nii.gz") == "volume"
+    assert check_input(DATA / "elastix_lung_small" / "3DCT_lung_baseline_small.mha") == "volume"
+    assert check_input(phantom_dir / "png" / "images" / "ph000_s000.png") == "picture"
+    assert image_size(phantom_dir / "nifti" / "ph000_image.nii.gz") == (128, 128, 12)
+
+
+def test_missing_empty_and_non_dicom_folders(tmp_path):
+    expect("no such file or folder", check_input, tmp_path / "nope", path=tmp_path / "nope")
+    (tmp_path / "empty").mkdir()
+    expect("empty folder", check_input, tmp_path / "empty", path=tmp_path / "empty")
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "readme.txt").write_text("hi")
+    expect("no DICOM files", check_input, tmp_path / "docs", path=tmp_path / "docs")
+
+
+def test_only_localizers(tmp_path, phantom_dir):
+    d = tmp_path / "scouts"
+    d.mkdir()
+    (d / "a.dcm").write_bytes((phantom_dir / "dicom" / "ph000" / "SCOUT0001.dcm").read_bytes())
+    expect("no axial CT series.*localizer", check_input, d, path=d)
+
+
+def test_non_image_and_truncated_dicom(tmp_path, phantom_dir):
+    f = tmp_path / "notes.csv"
+    f.write_text("a,b\n")
+    expect("not an image file", check_input, f, path=f)
+    src = (phantom_dir / "dicom" / "ph000" / "CT0001.dcm").read_bytes()
+    t = tmp_path / "cut.dcm"
+    t.write_bytes(src[: len(src) // 2])
+    expect("truncated or corrupt DICOM", check_input, t, path=t)
+    fake = tmp_path / "fake.png"
+    fake.write_bytes(b"not really a png")
+    expect("not a readable image", check_input, fake, path=fake)
+
+
+def test_16bit_and_transparent_pictures(tmp_path):
+    p16 = tmp_path / "ct16.png"
+    Image.fromarray(np.full((8, 8), 40000, dtype=np.uint16)).save(p16)
+    expect("16-bit image not supported", check_input, p16, path=p16)
+    rgba = tmp_path / "rgba.png"
+    a = np.zeros((8, 8, 4), dtype=np.uint8)
+    a[..., 3] = 128
+    Image.fromarray(a, "RGBA").save(rgba)
+    expect("transparency", check_input, rgba, path=rgba)
+    opaque = tmp_path / "opaque.png"
+    a[..., 3] = 255
+    Image.fromarray(a, "RGBA").save(opaque)
+    assert check_input(opaque) == "picture"  # alpha without transparency is fine (dropped)
+
+
+def test_pairs_size_mismatch_rgb_mask_and_empty_mask(tmp_path):
+    img, mask, rgb_mask, empty = (tmp_path / n for n in ("i.png", "m.png", "rgbm.png", "e.png"))
+    Image.fromarray(np.zeros((16, 16), np.uint8)).save(img)
+    Image.fromarray(np.zeros((16, 12), np.uint8)).save(mask)
+    expect(r"mask size \(12, 16\) does not match image size \(16, 16\)", check_pair, img, mask, path=mask)
+    Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(rgb_mask)
+    expect("single-channel", check_pair, img, rgb_mask, path=rgb_mask)
+    Image.fromarray(np.zeros((16, 16), np.uint8)).save(empty)
+    check_pair(img, empty)
+    expect("no foreground", check_pair, img, empty, require_foreground=True, path=empty)
+
+
+def test_datalist_pairs_and_checks(tmp_path, phantom_dir):
+    dl = make_datalist(phantom_dir / "png")
+    n = sum(len(v) for v in dl.values())
+    assert n == 24
+    patients = {k: {Path(it["image"]).name.split("_s")[0] for it in v} for k, v in dl.items()}
+    assert not (patients["training"] & patients["validation"]), "a patient is in one subset only"
+    assert dl == make_datalist(phantom_dir / "png"), "deterministic"
+    (tmp_path / "images").mkdir()
+    (tmp_path / "masks").mkdir()
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / "images" / "a_s000.png")
+    expect("no mask with the same name", pair_images_and_masks, tmp_path / "images", tmp_path / "masks",
+           path=tmp_path / "images" / "a_s000.png")
+    out = phantom_dir / "png" / "dl.json"
+    make_datalist(phantom_dir / "png", out)
+    expect("already exists", make_datalist, phantom_dir / "png", out, path=out)
+    os.remove(out)
+
+
+def test_output_dir_checks(tmp_path):
+    f = tmp_path / "file"
+    f.write_text("x")
+    expect("not a folder", check_output_dir, f, path=f)
+    expect("is the input itself", check_output_dir, tmp_path, inputs=(tmp_path,), path=tmp_path)
+    expect("cannot create output folder", check_output_dir, f / "sub", path=f / "sub")  # parent is a file
+    assert check_output_dir(tmp_path / "new" / "deep").is_dir()

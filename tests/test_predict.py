@@ -1,0 +1,112 @@
+"""`fusionlungnet predict` end to end with a checkpoint trained in this test session (tests/conftest.py)."""
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import BUNDLE
+
+
+def predict(*args, expect_rc=0):
+    r = subprocess.run([sys.executable, "-m", "fusionlungnet_monai", "predict", *map(str, args), "--no-progress"],
+                       capture_output=True, text=True, timeout=900)
+    assert r.returncode == expect_rc, f"rc={r.returncode}\n{r.stdout[-3000:]}\n{r.stderr[-4000:]}"
+    return r
+
+
+@pytest.fixture(scope="module")
+def model(trained):
+    return trained / "models" / "model.pt"
+
+
+def test_dicom_series_mask_seg_report_and_qc(model, phantom_dir, tmp_path):
+    import highdicom as hd
+    import nibabel as nib
+    import pydicom
+    from monai.transforms import LoadImage
+    from PIL import Image
+
+    from fusionlungnet_monai.data import CTSeriesReader, select_ct_series
+    from fusionlungnet_monai.volumes import lung_volumes
+
+    series = phantom_dir / "dicom" / "ph001"  # CT series + a localizer series
+    out = tmp_path / "out"
+    predict(series, out, "--model", model, "--input-size", "64", "--format", "dicom-seg", "--split-lr",
+            "--bundle", BUNDLE)
+    report = json.loads((out / "report.json").read_text())
+    mask = nib.load(str(out / "lungmask.nii.gz"))
+    ref = LoadImage(reader=CTSeriesReader(), image_only=True)(str(series))
+    assert mask.shape == tuple(ref.shape) == (128, 128, 12)
+    np.testing.assert_allclose(mask.affine, ref.affine.numpy(), atol=1e-4)
+    labels = np.asarray(mask.dataobj)
+    assert set(np.unique(labels)) <= {0, 1, 2} and labels.any(), "a trained model finds lungs"
+    info = select_ct_series(series)
+    assert report["series_uid"] == info.uid and report["num_slices"] == 12
+    assert report["spacing_mm"] == pytest.approx([0.75, 0.75, 5.0])
+    v = report["volumes_ml"]
+    assert v["total_ml"] == pytest.approx((labels > 0).sum() * 0.75 * 0.75 * 5 / 1000, abs=0.1)
+    assert v["right_ml"] + v["left_ml"] == pytest.approx(v["total_ml"], abs=0.2)
+    assert any("outside the plausible adult range" in w for w in report["warnings"])  # a 12-slice phantom
+    assert set(report["timings_s"]) >= {"bundle_inference", "total"}
+    # the same volume code on the exact phantom mask: within 10 % of the phantom's lung volume (in fact exact)
+    gt = nib.load(str(phantom_dir / "nifti" / "ph001_label.nii.gz"))
+    from fusionlungnet_monai.data import make_phantom
+
+    exact = make_phantom(12, size=128, seed=1).lung_volume_ml
+    gt_ml = lung_volumes(np.asarray(gt.dataobj), np.linalg.norm(gt.affine[:3, :3], axis=0), gt.affine)["total_ml"]
+    assert gt_ml == pytest.approx(exact, rel=0.10)
+    # DICOM SEG: loads with highdicom and pydicom; frames align with the source instances
+    seg = hd.seg.segread(str(out / "seg.dcm"))
+    assert seg.get_segment_numbers() == [1, 2]
+    assert pydicom.dcmread(str(out / "seg.dcm")).Modality == "SEG"
+    uids = [pydicom.dcmread(str(f), stop_before_pixels=True).SOPInstanceUID for f in info.files]
+    frames = seg.get_pixels_by_source_instance(source_sop_instance_uids=uids, combine_segments=True, relabel=False)
+    for k in range(12):
+        np.testing.assert_array_equal(frames[k], labels[:, :, k].T)
+    qc = Image.open(out / "qc.png")
+    assert qc.size[1] == 128 and qc.size[0] > 128 * 2  # axial + coronal + sagittal side by side
+
+
+def test_png_in_png_out(model, phantom_dir, tmp_path):
+    from PIL import Image
+
+    src = phantom_dir / "png" / "images" / "ph000_s006.png"
+    predict(src, tmp_path / "o", "--model", model, "--input-size", "64")
+    m = Image.open(tmp_path / "o" / "lungmask.png")
+    assert m.size == Image.open(src).size
+    assert json.loads((tmp_path / "o" / "report.json").read_text())["kind"] == "picture"
+
+
+def test_batch_mode_reports_a_broken_case_and_finishes_the_rest(model, phantom_dir, tmp_path):
+    cases = tmp_path / "cases"
+    cases.mkdir()
+    shutil.copytree(phantom_dir / "dicom" / "ph000", cases / "patientA")
+    shutil.copy(phantom_dir / "nifti" / "ph001_image.nii.gz", cases / "patientB.nii.gz")
+    (cases / "broken").mkdir()
+    (cases / "broken" / "CT0001.dcm").write_bytes(b"\x00" * 300)  # not DICOM at all
+    r = predict(cases, tmp_path / "out", "--model", model, "--input-size", "64", expect_rc=1)
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["cases"] == 3 and summary["failed"] == 1
+    failed = [x for x in summary["results"] if not x["ok"]]
+    assert "broken" in failed[0]["error"] and "no DICOM files" in failed[0]["error"]
+    assert (tmp_path / "out" / "patientA" / "lungmask.nii.gz").is_file()
+    assert (tmp_path / "out" / "patientB" / "lungmask.nii.gz").is_file()
+    assert "2 of 3 cases done" in r.stdout
+
+
+def test_clear_errors_for_missing_model_and_input(tmp_path, phantom_dir):
+    r = predict(phantom_dir / "dicom" / "ph000", tmp_path / "o", "--model", tmp_path / "none.pt", expect_rc=2)
+    assert "no trained weights here" in r.stderr and "Traceback" not in r.stderr
+    r = predict(tmp_path / "missing", tmp_path / "o", expect_rc=2)
+    assert "no such file or folder" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_module_entry_point_help():
+    r = subprocess.run([sys.executable, "-m", "fusionlungnet_monai", "predict", "--help"], capture_output=True,
+                       text=True)
+    assert r.returncode == 0 and "--series-uid" in r.stdout and "example" in r.stdout
