@@ -1,12 +1,27 @@
 """FusionLungNet lung CT segmentation as MONAI components and a MONAI bundle.
 
-Public API (also what the bundle configs reference by ``_target_``):
+Public API (everything the bundle configs reference by ``_target_`` is importable from here or its subpackage):
 
-- networks: :class:`FusionLungNet`, :class:`ResidualRefinementModule` and the blocks (CAA, MFF, SR)
-- loss: :class:`HybridLoss`
+- networks: :class:`FusionLungNet`, :class:`ResidualRefinementModule` and the paper's blocks (CAA, MFF, SR)
+- transforms (array + dictionary, MONAI style): median filter, dynamic threshold, artifact removal, CT intensity,
+  and :func:`paper_preprocessing`
+- loss and metrics: :class:`HybridLoss`, :class:`BinarySegmentationMetric`, :class:`SegmentationMetricHandler`,
+  :func:`compute_segmentation_metrics`
+- data: :class:`CTSeriesReader`, :func:`select_ct_series`, :func:`make_datalist`, :func:`make_phantom`, :class:`InputError`
+- bundle from Python: :func:`load_inference_workflow`, :func:`infer_tensors`
 """
 
+from fusionlungnet_monai.data import (
+    CTSeriesReader,
+    InputError,
+    make_datalist,
+    make_phantom,
+    scan_dicom_folder,
+    select_ct_series,
+    write_phantom_case,
+)
 from fusionlungnet_monai.losses import HybridLoss
+from fusionlungnet_monai.metrics import BinarySegmentationMetric, SegmentationMetricHandler, compute_segmentation_metrics
 from fusionlungnet_monai.networks import (
     CAA,
     MFF,
@@ -18,18 +33,55 @@ from fusionlungnet_monai.networks import (
     ResidualRefinementModule,
     SelfRefinement,
 )
+from fusionlungnet_monai.transforms import (
+    ArtifactRemoval,
+    ArtifactRemovald,
+    CTIntensityNormalize,
+    CTIntensityNormalized,
+    DynamicThreshold,
+    DynamicThresholdd,
+    MedianFilter,
+    MedianFilterd,
+    SqueezeSingleSlice,
+    SqueezeSingleSliced,
+    paper_preprocessing,
+)
 from fusionlungnet_monai.version import __version__
+from fusionlungnet_monai.workflow import infer_tensors, load_inference_workflow
 
 __all__ = [
+    "ArtifactRemoval",
+    "ArtifactRemovald",
+    "BinarySegmentationMetric",
     "CAA",
+    "CTIntensityNormalize",
+    "CTIntensityNormalized",
+    "CTSeriesReader",
     "ChannelAggregationAttention",
+    "DynamicThreshold",
+    "DynamicThresholdd",
     "FusionLungNet",
     "HybridLoss",
+    "InputError",
     "MFF",
+    "MedianFilter",
+    "MedianFilterd",
     "MultiScaleFeatureFusion",
     "RRM",
     "ResidualRefinementModule",
     "SR",
+    "SegmentationMetricHandler",
     "SelfRefinement",
+    "SqueezeSingleSlice",
+    "SqueezeSingleSliced",
     "__version__",
+    "compute_segmentation_metrics",
+    "infer_tensors",
+    "load_inference_workflow",
+    "make_datalist",
+    "make_phantom",
+    "paper_preprocessing",
+    "scan_dicom_folder",
+    "select_ct_series",
+    "write_phantom_case",
 ]

@@ -24,28 +24,15 @@ from fusionlungnet_monai.data.checks import PICTURE_SUFFIXES, VOLUME_SUFFIXES, c
 from fusionlungnet_monai.data.errors import InputError
 from fusionlungnet_monai.data.series import is_dicom_file
 from fusionlungnet_monai.version import __version__
+from fusionlungnet_monai.workflow import find_bundle, infer_tensors
 
-__all__ = ["Predictor", "CaseResult", "find_bundle", "list_cases", "PLAUSIBLE_LUNG_ML"]
+__all__ = ["Predictor", "CaseResult", "list_cases", "PLAUSIBLE_LUNG_ML"]
 
 logger = logging.getLogger(__name__)
 
 #: adult total lung volume range used for the plausibility warning (mL)
 PLAUSIBLE_LUNG_ML = (1000.0, 10000.0)
 FAST_SIZE = (160, 160)
-
-
-def find_bundle(bundle_dir: str | os.PathLike | None = None) -> Path:
-    """The bundle folder: ``bundle_dir``, else ``$FUSIONLUNGNET_BUNDLE``, else this repository's ``bundle/``.
-
-    Raises:
-        InputError: when no folder with ``configs/inference.json`` is found.
-    """
-    candidates = [bundle_dir, os.environ.get("FUSIONLUNGNET_BUNDLE"), Path(__file__).resolve().parents[1] / "bundle"]
-    for c in candidates:
-        if c and (Path(c) / "configs" / "inference.json").is_file():
-            return Path(c).resolve()
-    where = bundle_dir or os.environ.get("FUSIONLUNGNET_BUNDLE") or candidates[-1]
-    raise InputError(where, "no MONAI bundle here (configs/inference.json missing); pass --bundle DIR")
 
 
 def _is_case_dir(d: Path) -> bool:
@@ -145,11 +132,9 @@ class Predictor:
         """The bundle's inference ``ConfigWorkflow`` for ``"volume"`` kinds or ``"picture"`` (built once)."""
         key = "picture" if kind == "picture" else "volume"
         if key not in self._workflows:
-            from monai.bundle import ConfigWorkflow
+            from fusionlungnet_monai.workflow import load_inference_workflow
 
-            cfg = self.bundle / "configs"
-            files = [str(cfg / "inference.json")] + ([str(cfg / "inference_2d.json")] if key == "picture" else [])
-            overrides = {"bundle_root": str(self.bundle), "ckpt_path": str(self.model),
+            overrides = {"ckpt_path": str(self.model),
                          "device": f"$torch.device('{self.device}')", "sw_batch_size": self.batch_size,
                          "series_uid": self.series_uid, "output_dir": str(self._tmp / key), "input": []}
             if key == "volume":  # SliceInferer's progress bar over slice batches
@@ -160,12 +145,10 @@ class Predictor:
                 overrides["spatial_size"] = list(FAST_SIZE)
             quiet = logging.getLogger("monai.bundle.workflows")
             level, quiet.level = quiet.level, logging.ERROR  # "logging file is set to False" is not news here
-            try:
-                wf = ConfigWorkflow(config_file=files, meta_file=str(cfg / "metadata.json"), logging_file=False,
-                                    workflow_type="inference", **overrides)
+            try:  # builds the network and loads the checkpoint once
+                wf = load_inference_workflow(self.bundle, overrides, pictures=key == "picture")
             finally:
                 quiet.setLevel(level)
-            wf.initialize()  # builds the network and loads the checkpoint once
             self._workflows[key] = wf
         return self._workflows[key]
 
@@ -173,10 +156,7 @@ class Predictor:
         wf = self.workflow(kind)
         out = Path(wf.parser.get_parsed_content("output_dir"))
         shutil.rmtree(out, ignore_errors=True)
-        wf.parser.get_parsed_content("dataset").data = [{"image": str(case)}]
-        evaluator = wf.parser.get_parsed_content("evaluator")
-        evaluator.state.epoch_length = 1  # MONAI fixes it from the (then empty) loader at construction
-        evaluator.run()
+        infer_tensors(wf, [case])
         produced = sorted(out.glob("*"))
         if len(produced) != 1:
             raise RuntimeError(f"expected one mask from the bundle, found {len(produced)} in {out}")

@@ -24,7 +24,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import shutil
 import subprocess
 import sys
@@ -97,8 +96,19 @@ def bench_preprocess(repeat: int) -> dict:
     return {"ms_per_slice": s * 1000}
 
 
-_E2E_CHILD = r"""
-import json, os, resource, sys, time, torch
+# Peak RSS of a child process: VmHWM of its own address space. (ru_maxrss is not usable here: Linux carries it
+# over fork+exec, so every child would report at least the parent's peak.)
+_PEAK_RSS = r"""
+def peak_rss_mb():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    import resource
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+"""
+
+_E2E_CHILD = _PEAK_RSS + r"""
+import json, os, sys, time, torch
 from monai.bundle import ConfigWorkflow
 args = json.loads(sys.argv[1])
 torch.set_num_threads(args["threads"])
@@ -109,7 +119,7 @@ wf.initialize()
 t = time.perf_counter()
 wf.run()
 elapsed = time.perf_counter() - t
-print(json.dumps({"seconds": elapsed, "max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+print(json.dumps({"seconds": elapsed, "max_rss_mb": peak_rss_mb()}))
 """
 
 
@@ -126,8 +136,8 @@ def bench_e2e(series: Path, n: int, size: int, batch: int, threads: int) -> dict
             "max_rss_mb": res["max_rss_mb"]}
 
 
-_LM_CHILD = r"""
-import json, resource, sys, time, torch
+_LM_CHILD = _PEAK_RSS + r"""
+import json, sys, time, torch
 import SimpleITK as sitk
 from lungmask.mask import LMInferer
 from lungmask.resunet import UNet
@@ -149,8 +159,7 @@ net.eval()
 with torch.inference_mode():
     net(x)
     t = time.perf_counter(); net(x); fwd = (time.perf_counter() - t) / args["batch"]
-print(json.dumps({"seconds": e2e, "forward_s_per_slice": fwd,
-                  "max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+print(json.dumps({"seconds": e2e, "forward_s_per_slice": fwd, "max_rss_mb": peak_rss_mb()}))
 """
 
 

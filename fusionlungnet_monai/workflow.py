@@ -1,0 +1,79 @@
+"""Drive the bundle from Python: MONAI ``ConfigWorkflow`` helpers for the bundle's inference configs."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Sequence
+
+from fusionlungnet_monai.data.errors import InputError
+
+__all__ = ["find_bundle", "load_inference_workflow", "infer_tensors"]
+
+
+def find_bundle(bundle_dir: str | os.PathLike | None = None) -> Path:
+    """The bundle folder: ``bundle_dir``, else ``$FUSIONLUNGNET_BUNDLE``, else this repository's ``bundle/``.
+
+    Raises:
+        InputError: when no folder with ``configs/inference.json`` is found.
+    """
+    candidates = [bundle_dir, os.environ.get("FUSIONLUNGNET_BUNDLE"), Path(__file__).resolve().parents[1] / "bundle"]
+    for c in candidates:
+        if c and (Path(c) / "configs" / "inference.json").is_file():
+            return Path(c).resolve()
+    where = bundle_dir or os.environ.get("FUSIONLUNGNET_BUNDLE") or candidates[-1]
+    raise InputError(where, "no MONAI bundle here (configs/inference.json missing); pass --bundle DIR")
+
+
+def load_inference_workflow(bundle_dir: str | os.PathLike | None = None, overrides: dict[str, Any] | None = None,
+                            pictures: bool = False, save: bool = True, initialize: bool = True):
+    """The bundle's inference workflow (``configs/inference.json``; ``+ inference_2d.json`` for pictures).
+
+    Args:
+        bundle_dir: bundle folder; default: ``$FUSIONLUNGNET_BUNDLE`` or this repository's ``bundle/``.
+        overrides: config ids to replace, e.g. ``{"input": "/data/ct/p01", "ckpt_path": "model.pt",
+            "device": "$torch.device('cpu')", "load_pretrain": False}``.
+        pictures: use the PNG/JPG variant.
+        save: keep the ``SaveImaged`` step (``False``: results only in memory, see :func:`infer_tensors`).
+        initialize: run the workflow's ``initialize`` (builds the net and loads ``ckpt_path`` when
+            ``load_pretrain``).
+
+    Returns:
+        a ``monai.bundle.ConfigWorkflow``; ``wf.evaluator``, ``wf.network_def``, ``wf.preprocessing`` ... are its parts.
+    """
+    from monai.bundle import ConfigWorkflow
+
+    bundle = find_bundle(bundle_dir)
+    cfg = bundle / "configs"
+    files = [str(cfg / "inference.json")] + ([str(cfg / "inference_2d.json")] if pictures else [])
+    ov = {"bundle_root": str(bundle), **(overrides or {})}
+    if not save:
+        ov["postprocessing#transforms#5#_disabled_"] = True  # the SaveImaged step
+    wf = ConfigWorkflow(config_file=files, meta_file=str(cfg / "metadata.json"), logging_file=False,
+                        workflow_type="inference", **ov)
+    if initialize:
+        wf.initialize()
+    return wf
+
+
+def infer_tensors(workflow, inputs: str | os.PathLike | Sequence[str | os.PathLike]) -> list[dict]:
+    """Run an inference workflow on ``inputs`` and return the post-processed items
+    (``{"image": MetaTensor, "pred": MetaTensor}`` per input; ``pred`` on the input grid with its meta/affine)."""
+    from ignite.engine import Events
+
+    items = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
+    workflow.parser.get_parsed_content("dataset").data = [{"image": str(Path(i))} for i in items]
+    evaluator = workflow.parser.get_parsed_content("evaluator")
+    evaluator.state.epoch_length = len(items)
+    results: list[dict] = []
+
+    def collect(engine) -> None:
+        out = engine.state.output
+        results.extend(out if isinstance(out, list) else [out])
+
+    handle = evaluator.add_event_handler(Events.ITERATION_COMPLETED, collect)
+    try:
+        evaluator.run()
+    finally:
+        handle.remove()
+    return results
