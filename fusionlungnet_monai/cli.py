@@ -35,7 +35,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     import json
     from pathlib import Path
 
-    from fusionlungnet_monai.predict import Predictor, list_cases
+    from fusionlungnet_monai.predict import Predictor, case_name, list_cases
 
     cases = list_cases(args.input)
     out = Path(args.output)
@@ -50,14 +50,13 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
             iterator = tqdm(cases, desc="cases", unit="case")
         for case in iterator:
-            from fusionlungnet_monai.predict import _case_name
-
-            res = predictor.predict(case, out / _case_name(case) if batch else out)
+            case_out = out / case_name(case) if batch else out
+            res = predictor.predict(case, case_out)
             results.append(res)
             if res.ok:
-                v = res.report.get("volumes_ml", {})
-                vol = f", lungs {v['total_ml']:.0f} mL" if v.get("total_ml") is not None else ""
-                print(f"ok      {case}{vol} -> {Path(res.report['outputs'].get('mask_nifti') or res.report['outputs'].get('mask_png')).parent}")
+                total = res.report.get("volumes_ml", {}).get("total_ml")
+                vol = f", lungs {total:.0f} mL" if total is not None else ""
+                print(f"ok      {case}{vol} -> {case_out}")
                 for w in res.report.get("warnings", []):
                     print(f"warning {case}: {w}")
             else:

@@ -20,13 +20,13 @@ from typing import Sequence
 
 import numpy as np
 
-from fusionlungnet_monai.data.checks import PICTURE_SUFFIXES, VOLUME_SUFFIXES, check_input, check_output_dir
+from fusionlungnet_monai.data.checks import IMAGE_SUFFIXES, check_input, check_output_dir, file_stem
 from fusionlungnet_monai.data.errors import InputError
 from fusionlungnet_monai.data.series import is_dicom_file
 from fusionlungnet_monai.version import __version__
 from fusionlungnet_monai.workflow import find_bundle, infer_tensors
 
-__all__ = ["Predictor", "CaseResult", "list_cases", "PLAUSIBLE_LUNG_ML"]
+__all__ = ["Predictor", "CaseResult", "case_name", "list_cases", "PLAUSIBLE_LUNG_ML"]
 
 logger = logging.getLogger(__name__)
 
@@ -48,20 +48,16 @@ def list_cases(path: str | os.PathLike) -> list[Path]:
         raise InputError(path, "no such file or folder")
     if path.is_file() or _is_case_dir(path):
         return [path]
-    suffixes = PICTURE_SUFFIXES + VOLUME_SUFFIXES + (".dcm",)
-    cases = sorted(p for p in path.iterdir() if p.is_dir() or p.name.lower().endswith(suffixes))
+    cases = sorted(p for p in path.iterdir() if p.is_dir() or p.name.lower().endswith(IMAGE_SUFFIXES))
     if not cases:
         # nested DICOM layouts (study/series/...): treat the folder as one case and let series selection decide
         return [path]
     return cases
 
 
-def _case_name(path: Path) -> str:
-    name = path.name
-    for suf in sorted(PICTURE_SUFFIXES + VOLUME_SUFFIXES + (".dcm",), key=len, reverse=True):
-        if name.lower().endswith(suf):
-            return name[: -len(suf)]
-    return name
+def case_name(path: Path) -> str:
+    """Output folder name of a case: the file name without its image suffix, or the folder name."""
+    return file_stem(path)
 
 
 @dataclass

@@ -141,3 +141,15 @@ def test_paper_chain_on_volume_keeps_slices_and_inverts(phantom_dir):
 def test_dynamic_threshold_cuda_matches_cpu():
     img = torch.rand(1, 64, 64)
     torch.testing.assert_close(DynamicThreshold()(img.cuda()).cpu(), DynamicThreshold()(img), rtol=1e-5, atol=1e-6)
+
+
+def test_stacked_hole_filling_equals_per_slice_scipy():
+    from scipy import ndimage
+
+    from fusionlungnet_monai.transforms.array import _box_mean, _fill_holes_2d
+
+    rng = np.random.default_rng(3)
+    masks = rng.random((6, 40, 33)) > 0.55
+    np.testing.assert_array_equal(_fill_holes_2d(masks), np.stack([ndimage.binary_fill_holes(m) for m in masks]))
+    x = torch.rand(2, 1, 30, 27)
+    torch.testing.assert_close(_box_mean(x, 9), torch.nn.functional.avg_pool2d(x, 9, stride=1))

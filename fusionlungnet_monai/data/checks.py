@@ -12,10 +12,21 @@ import numpy as np
 from fusionlungnet_monai.data.errors import InputError
 from fusionlungnet_monai.data.series import is_dicom_file, select_ct_series
 
-__all__ = ["PICTURE_SUFFIXES", "VOLUME_SUFFIXES", "check_input", "check_output_dir", "check_pair", "image_size"]
+__all__ = ["IMAGE_SUFFIXES", "PICTURE_SUFFIXES", "VOLUME_SUFFIXES", "check_input", "check_output_dir", "check_pair",
+           "file_stem", "image_size"]
 
 PICTURE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 VOLUME_SUFFIXES = (".nii", ".nii.gz", ".mha", ".mhd", ".nrrd")
+IMAGE_SUFFIXES = PICTURE_SUFFIXES + VOLUME_SUFFIXES + (".dcm",)
+
+
+def file_stem(path: str | os.PathLike) -> str:
+    """The file name without its image suffix (``a.nii.gz`` -> ``a``); other names are returned whole."""
+    name = Path(path).name
+    for suf in sorted(IMAGE_SUFFIXES, key=len, reverse=True):
+        if name.lower().endswith(suf):
+            return name[: -len(suf)]
+    return name
 
 
 def _kind(path: Path) -> str:

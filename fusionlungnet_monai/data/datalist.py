@@ -9,20 +9,10 @@ import re
 from pathlib import Path
 from typing import Sequence
 
+from fusionlungnet_monai.data.checks import IMAGE_SUFFIXES, file_stem
 from fusionlungnet_monai.data.errors import InputError
 
-__all__ = ["IMAGE_SUFFIXES", "pair_images_and_masks", "split_by_patient", "make_datalist"]
-
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".dcm", ".nii", ".nii.gz", ".mha")
-
-
-def _stem(path: Path) -> str:
-    name = path.name
-    for suf in sorted(IMAGE_SUFFIXES, key=len, reverse=True):
-        if name.lower().endswith(suf):
-            return name[: -len(suf)]
-    return path.stem
-
+__all__ = ["pair_images_and_masks", "split_by_patient", "make_datalist"]
 
 def pair_images_and_masks(images_dir: str | os.PathLike, masks_dir: str | os.PathLike) -> list[dict]:
     """Match images and masks by file stem (``a.dcm`` <-> ``a.png``).
@@ -35,12 +25,12 @@ def pair_images_and_masks(images_dir: str | os.PathLike, masks_dir: str | os.Pat
     for d in (idir, mdir):
         if not d.is_dir():
             raise InputError(d, "no such folder")
-    masks = {_stem(p): p for p in sorted(mdir.iterdir()) if p.name.lower().endswith(IMAGE_SUFFIXES)}
+    masks = {file_stem(p): p for p in sorted(mdir.iterdir()) if p.name.lower().endswith(IMAGE_SUFFIXES)}
     images = [p for p in sorted(idir.iterdir()) if p.name.lower().endswith(IMAGE_SUFFIXES)]
     if not images:
         raise InputError(idir, f"empty folder: no images ({', '.join(IMAGE_SUFFIXES)})")
     for img in images:
-        m = masks.get(_stem(img))
+        m = masks.get(file_stem(img))
         if m is None:
             raise InputError(img, f"no mask with the same name in {mdir}")
         out.append({"image": str(img), "label": str(m)})
@@ -49,7 +39,7 @@ def pair_images_and_masks(images_dir: str | os.PathLike, masks_dir: str | os.Pat
 
 def _patient(path: str, pattern: str) -> str:
     m = re.match(pattern, Path(path).name)
-    return m.group(1) if m else _stem(Path(path))
+    return m.group(1) if m else file_stem(Path(path))
 
 
 def split_by_patient(items: Sequence[dict], val_fraction: float = 0.2, test_fraction: float = 0.0,

@@ -6,7 +6,7 @@ Channel counts and wiring follow the authors' public code where the paper's figu
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Sequence, Tuple
 
 import torch
 import torch.nn as nn
@@ -66,7 +66,24 @@ class ChannelAggregationAttention(nn.Module):
         return i4 * w
 
 
-class MultiScaleFeatureFusion(nn.Module):
+class _ProjectedFusion(nn.Module):
+    """The three input projections shared by MFF and its ablation: 3x3 conv + BN + ReLU each, the decoder and
+    global branches resized to the encoder level's size."""
+
+    def __init__(self, spatial_dims: int, encoder_channels: int, decoder_channels: int, global_channels: int,
+                 out_channels: int = 256) -> None:
+        super().__init__()
+        self.proj_encoder = conv_norm_act(spatial_dims, encoder_channels, out_channels)
+        self.proj_decoder = conv_norm_act(spatial_dims, decoder_channels, out_channels)
+        self.proj_global = conv_norm_act(spatial_dims, global_channels, out_channels)
+
+    def project(self, encoder: torch.Tensor, decoder: torch.Tensor,
+                global_: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        b = self.proj_encoder(encoder)
+        return resize_to(self.proj_decoder(decoder), b), b, resize_to(self.proj_global(global_), b)
+
+
+class MultiScaleFeatureFusion(_ProjectedFusion):
     """MFF (paper §4.3, Fig. 7, eq. 4-8): pairwise products of three projected inputs, concat, 3x3 conv.
 
     Inputs are an encoder level ``b`` (sets the output size), the decoder level above ``a`` and the global
@@ -83,32 +100,20 @@ class MultiScaleFeatureFusion(nn.Module):
 
     def __init__(self, spatial_dims: int, encoder_channels: int, decoder_channels: int, global_channels: int,
                  out_channels: int = 256) -> None:
-        super().__init__()
-        self.proj_encoder = conv_norm_act(spatial_dims, encoder_channels, out_channels)
-        self.proj_decoder = conv_norm_act(spatial_dims, decoder_channels, out_channels)
-        self.proj_global = conv_norm_act(spatial_dims, global_channels, out_channels)
+        super().__init__(spatial_dims, encoder_channels, decoder_channels, global_channels, out_channels)
         self.fuse = conv_norm_act(spatial_dims, 3 * out_channels, out_channels)
 
     def forward(self, encoder: torch.Tensor, decoder: torch.Tensor, global_: torch.Tensor) -> torch.Tensor:
-        b = self.proj_encoder(encoder)
-        a = resize_to(self.proj_decoder(decoder), b)
-        c = resize_to(self.proj_global(global_), b)
+        a, b, c = self.project(encoder, decoder, global_)
         return self.fuse(torch.cat([a * b, b * c, a * c], dim=1))
 
 
-class SumFusion(nn.Module):
+class SumFusion(_ProjectedFusion):
     """Plain fusion used when MFF is ablated (paper Table 4 baseline): the same projections, summed."""
 
-    def __init__(self, spatial_dims: int, encoder_channels: int, decoder_channels: int, global_channels: int,
-                 out_channels: int = 256) -> None:
-        super().__init__()
-        self.proj_encoder = conv_norm_act(spatial_dims, encoder_channels, out_channels)
-        self.proj_decoder = conv_norm_act(spatial_dims, decoder_channels, out_channels)
-        self.proj_global = conv_norm_act(spatial_dims, global_channels, out_channels)
-
     def forward(self, encoder: torch.Tensor, decoder: torch.Tensor, global_: torch.Tensor) -> torch.Tensor:
-        b = self.proj_encoder(encoder)
-        return b + resize_to(self.proj_decoder(decoder), b) + resize_to(self.proj_global(global_), b)
+        a, b, c = self.project(encoder, decoder, global_)
+        return a + b + c
 
 
 class SelfRefinement(nn.Module):

@@ -45,6 +45,26 @@ def _from_slices(s: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
     return s.reshape(c, z, x, y).permute(0, 2, 3, 1)
 
 
+def _box_mean(x: torch.Tensor, k: int) -> torch.Tensor:
+    """Mean over k x k windows (valid) of (N, 1, H, W), as two separable 1D passes: 2k instead of k² adds/pixel."""
+    return F.avg_pool2d(F.avg_pool2d(x, (k, 1), stride=1), (1, k), stride=1)
+
+
+def _fill_holes_2d(masks: np.ndarray) -> np.ndarray:
+    """Fill holes of every 2D mask in an (N, H, W) stack at once: background components (4-connected, in-plane
+    only) that do not touch the slice border are holes. Same result as per-slice ``binary_fill_holes``, faster."""
+    structure = np.zeros((3, 3, 3), dtype=bool)
+    structure[1] = ndimage.generate_binary_structure(2, 1)
+    labels, n = ndimage.label(~masks, structure=structure)
+    if n == 0:
+        return masks.copy()
+    border = np.zeros(n + 1, dtype=bool)
+    for edge in (labels[:, 0, :], labels[:, -1, :], labels[:, :, 0], labels[:, :, -1]):
+        border[np.unique(edge)] = True
+    border[0] = True  # label 0 is the foreground itself
+    return masks | ~border[labels]
+
+
 class MedianFilter(Transform):
     """In-plane median filter (paper §4.7): MONAI ``MedianSmooth`` with radius 0 along the slice axis of volumes.
 
@@ -103,8 +123,7 @@ class DynamicThreshold(Transform):
         pad = self.window // 2
         mode = "reflect" if min(s.shape[-2:]) > pad else "replicate"
         sp = F.pad(s, [pad, pad, pad, pad], mode=mode)
-        mean = F.avg_pool2d(sp, self.window, stride=1)
-        sq = F.avg_pool2d(sp * sp, self.window, stride=1)
+        mean, sq = _box_mean(sp, self.window), _box_mean(sp * sp, self.window)
         std = torch.sqrt(torch.clamp(sq - mean * mean, min=0.0))
         return mean + self.k * std
 
@@ -168,7 +187,7 @@ class ArtifactRemoval(Transform):
         # one "channel" per slice; one-hot mode skips channel 0 unless every channel is listed
         lcc = KeepLargestConnectedComponent(is_onehot=True, independent=True, applied_labels=list(range(len(fg))))
         fg = convert_to_tensor(lcc(fg), track_meta=False).cpu().numpy() > 0
-        filled = np.stack([ndimage.binary_fill_holes(m) for m in fg]) if len(fg) else fg
+        filled = _fill_holes_2d(fg) if len(fg) else fg
         return _from_slices(torch.as_tensor(filled, device=img.device)[:, None], shape)
 
     def __call__(self, img: NdarrayOrTensor):
