@@ -228,8 +228,10 @@ class Predictor:
         report.update({"shape": list(mask.shape), "spacing_mm": spacing, "num_slices": int(mask.shape[2])})
         report["volumes_ml"] = {k: (None if v is None else round(v, 1))
                                 for k, v in lung_volumes(mask, spacing, affine).items()}
+        source_files = [case]
         if kind == "series":
             info = select_ct_series(case, self.series_uid)
+            source_files = info.files
             report["series_uid"] = info.uid
             report["series_description"] = info.description
             report["warnings"] += info.warnings
@@ -241,11 +243,10 @@ class Predictor:
             else:
                 from fusionlungnet_monai.data.dicom_seg import write_dicom_seg
 
-                files = select_ct_series(case, self.series_uid).files if kind == "series" else [case]
                 seg = out / "seg.dcm"
                 if seg.exists():
                     seg.unlink()
-                report["outputs"]["dicom_seg"] = write_dicom_seg(labels, files, seg, split=self.split_lr)
+                report["outputs"]["dicom_seg"] = write_dicom_seg(labels, source_files, seg, split=self.split_lr)
         return report
 
     @staticmethod
