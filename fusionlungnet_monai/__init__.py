@@ -7,19 +7,16 @@ Public API (everything the bundle configs reference by ``_target_`` is importabl
   and :func:`paper_preprocessing`
 - loss and metrics: :class:`HybridLoss`, :class:`BinarySegmentationMetric`, :class:`SegmentationMetricHandler`,
   :func:`compute_segmentation_metrics`
-- data: :class:`CTSeriesReader`, :func:`select_ct_series`, :func:`make_datalist`, :func:`make_phantom`, :class:`InputError`
+- data: :class:`CTSeriesReader`, :func:`select_ct_series`, :func:`make_datalist`, :class:`InputError`
+- phantoms: :func:`make_phantom` (simple), :func:`make_chest_phantom` (domain-randomised, for training)
+- :func:`classical_lung_mask`: classical 3D HU lung segmentation (second opinion, pseudo-labels)
 - bundle from Python: :func:`load_inference_workflow`, :func:`infer_tensors`
 """
 
-from fusionlungnet_monai.data import (
-    CTSeriesReader,
-    InputError,
-    make_datalist,
-    make_phantom,
-    scan_dicom_folder,
-    select_ct_series,
-    write_phantom_case,
-)
+from fusionlungnet_monai.classical import classical_lung_mask
+from fusionlungnet_monai.config import amp_dtype, as_bool
+from fusionlungnet_monai.data import CTSeriesReader, InputError, make_datalist, scan_dicom_folder, select_ct_series
+from fusionlungnet_monai.phantom import make_chest_phantom, make_phantom, write_phantom_case
 from fusionlungnet_monai.losses import HybridLoss
 from fusionlungnet_monai.metrics import BinarySegmentationMetric, SegmentationMetricHandler, compute_segmentation_metrics
 from fusionlungnet_monai.networks import (
@@ -75,9 +72,13 @@ __all__ = [
     "SqueezeSingleSlice",
     "SqueezeSingleSliced",
     "__version__",
+    "amp_dtype",
+    "as_bool",
+    "classical_lung_mask",
     "compute_segmentation_metrics",
     "infer_tensors",
     "load_inference_workflow",
+    "make_chest_phantom",
     "make_datalist",
     "make_phantom",
     "paper_preprocessing",

@@ -12,7 +12,7 @@ __all__ = ["main", "build_parser"]
 
 
 def _cmd_phantom(args: argparse.Namespace) -> int:
-    from fusionlungnet_monai.data.phantom import write_phantom_case
+    from fusionlungnet_monai.phantom import write_phantom_case
 
     for i in range(args.cases):
         case_id = f"{args.prefix}{i:03d}"
@@ -31,44 +31,139 @@ def _cmd_phantom(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_predict(args: argparse.Namespace) -> int:
+def _check_output_not_in_input(inp: Path, out: Path) -> None:
+    from fusionlungnet_monai.data.errors import InputError
+
+    i, o = inp.resolve(), out.resolve()
+    if o == i or (i.is_dir() and i in o.parents):
+        raise InputError(out, f"output folder is inside the input {inp}; choose a folder outside it "
+                              "(inputs are never written to)")
+
+
+def _write_summary(out: Path, results: list, skipped: list, interrupted: bool) -> Path:
     import json
+    import os
+    import tempfile
+
+    out.mkdir(parents=True, exist_ok=True)
+    summary = {"cases": len(results), "ok": sum(r.ok for r in results), "failed": sum(not r.ok for r in results),
+               "interrupted": interrupted,
+               "results": [{"input": r.input, "ok": r.ok, "error": r.error,
+                            "volumes_ml": r.report.get("volumes_ml"), "warnings": r.report.get("warnings", [])}
+                           for r in results],
+               "skipped": [{"input": str(p), "reason": why} for p, why in skipped]}
+    fd, tmp = tempfile.mkstemp(prefix=".summary-", suffix=".json", dir=out)
+    with os.fdopen(fd, "w") as f:
+        json.dump(summary, f, indent=1)
+    os.replace(tmp, out / "summary.json")
+    return out / "summary.json"
+
+
+def _init_distributed(args: argparse.Namespace) -> tuple[int, int]:
+    """Under ``torchrun`` with ``--distributed``: join the process group (NCCL on GPUs, gloo on CPU) and pick this
+    process's GPU. Returns ``(rank, world_size)``; ``(0, 1)`` otherwise."""
+    import os
+
+    if not getattr(args, "distributed", False):
+        return 0, 1
+    from fusionlungnet_monai.data.errors import InputError
+
+    if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
+        raise InputError(None, "--distributed needs torchrun (torchrun --nproc_per_node N -m fusionlungnet_monai "
+                               "predict ... --distributed)")
+    import torch
+    import torch.distributed as dist
+
+    cuda = args.device.startswith("cuda")
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if cuda else "gloo")
+    if cuda:
+        local = int(os.environ.get("LOCAL_RANK", 0))
+        torch.cuda.set_device(local)
+        args.device = f"cuda:{local}"
+    return dist.get_rank(), dist.get_world_size()
+
+
+def _gather(results: list, interrupted: bool, n_cases: int) -> tuple[list, bool, int]:
+    """All processes' results, in case order, with the run's interrupted flag and case count."""
+    import torch.distributed as dist
+
+    parts: list = [None] * dist.get_world_size()
+    dist.all_gather_object(parts, (results, interrupted, n_cases))
+    merged = [r for p in parts for r in p[0]]
+    order = {}
+    for rank, p in enumerate(parts):  # rank r held cases r, r + world, ...: restore the folder's order
+        for i, r in enumerate(p[0]):
+            order[id(r)] = i * len(parts) + rank
+    merged.sort(key=lambda r: order[id(r)])
+    dist.destroy_process_group()
+    return merged, any(p[1] for p in parts), sum(p[2] for p in parts)
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from fusionlungnet_monai.predict import Predictor, case_name, list_cases
+    from fusionlungnet_monai.predict import CaseResult, Predictor, case_name, list_cases
 
-    cases = list_cases(args.input)
-    out = Path(args.output)
+    inp, out = Path(args.input), Path(args.output)
+    skipped: list = []
+    cases = list_cases(inp, skipped)
+    _check_output_not_in_input(inp, out)
+    batch = len(cases) > 1 or inp.resolve() != cases[0].resolve()
+    names = [case_name(c) for c in cases]
+    counts = {n: names.count(n) for n in names}  # two inputs never write to the same output (a.nii.gz, a.png)
+    names = [n if counts[n] == 1 else c.name.replace(".", "_") for n, c in zip(names, cases)]
+    rank, world = _init_distributed(args)
+    if world > 1:  # each process takes every world-th case; rank 0 merges the results into one summary
+        batch = True
+        cases, names = cases[rank::world], names[rank::world]
+        skipped = skipped if rank == 0 else []
+        args.no_progress = True
     formats = {"nifti"} | set(args.format or [])
-    with Predictor(args.bundle, args.model, args.device, args.batch_size, args.fast, args.series_uid, args.split_lr,
-                   sorted(formats), progress=not args.no_progress, input_size=args.input_size) as predictor:
-        batch = len(cases) > 1 or Path(args.input).resolve() != cases[0].resolve()
-        results = []
-        iterator = cases
-        if batch and not args.no_progress:
-            from tqdm import tqdm
+    for p, why in skipped:
+        print(f"skipped {p}: {why}", file=sys.stderr)
+    results: list = []
+    interrupted = False
+    try:
+        with Predictor(args.bundle, args.model, args.device, args.batch_size, args.fast, args.series_uid,
+                       args.split_lr, sorted(formats), progress=not args.no_progress,
+                       input_size=args.input_size) as predictor:
+            iterator = cases
+            if batch and not args.no_progress:
+                from tqdm import tqdm
 
-            iterator = tqdm(cases, desc="cases", unit="case")
-        for case in iterator:
-            case_out = out / case_name(case) if batch else out
-            res = predictor.predict(case, case_out)
-            results.append(res)
-            if res.ok:
-                total = res.report.get("volumes_ml", {}).get("total_ml")
-                vol = f", lungs {total:.0f} mL" if total is not None else ""
-                print(f"ok      {case}{vol} -> {case_out}")
-                for w in res.report.get("warnings", []):
-                    print(f"warning {case}: {w}")
-            else:
-                print(f"FAILED  {res.error}", file=sys.stderr)
+                iterator = tqdm(cases, desc="cases", unit="case")
+            for case, name in zip(iterator, names):
+                case_out = out / name if batch else out
+                try:
+                    res = predictor.predict(case, case_out, overwrite=args.overwrite)
+                except KeyboardInterrupt:
+                    results.append(CaseResult(input=str(case), error=f"{case}: interrupted"))
+                    raise
+                results.append(res)
+                if res.ok:
+                    total = res.report.get("volumes_ml", {}).get("total_ml")
+                    vol = f", lungs {total:.0f} mL" if total is not None else ""
+                    print(f"ok      {case}{vol} -> {case_out}")
+                    for w in res.report.get("warnings", []):
+                        print(f"warning {case}: {w}")
+                else:
+                    print(f"FAILED  {res.error}", file=sys.stderr)
+    except KeyboardInterrupt:
+        interrupted = True
+        print("interrupted: the current case was not written; finished cases are kept", file=sys.stderr)
+    n_cases = len(cases)
+    if world > 1:
+        results, interrupted, n_cases = _gather(results, interrupted, n_cases)
+        if rank != 0:
+            return 130 if interrupted else (1 if any(not r.ok for r in results) else 0)
     failed = [r for r in results if not r.ok]
     if batch:
-        (out / "summary.json").write_text(json.dumps(
-            {"cases": len(results), "failed": len(failed),
-             "results": [{"input": r.input, "ok": r.ok, "error": r.error,
-                          "volumes_ml": r.report.get("volumes_ml")} for r in results]}, indent=1))
-        print(f"{len(results) - len(failed)} of {len(results)} cases done, {len(failed)} failed; summary: "
-              f"{out / 'summary.json'}")
+        path = _write_summary(out, results, skipped, interrupted)
+        print(f"{len(results) - len(failed)} of {n_cases} cases done, {len(failed)} failed"
+              f"{', interrupted' if interrupted else ''}; summary: {path}")
+    if interrupted:
+        return 130
     return 1 if failed else 0
 
 
@@ -113,7 +208,8 @@ def build_parser() -> argparse.ArgumentParser:
                "  fusionlungnet predict /data/ct/patient01 out/p01 --format dicom-seg\n"
                "  fusionlungnet predict /data/all_cases out/all --fast             # batch: one sub-folder/file per case\n"
                "  fusionlungnet predict slice.png out/slice                        # PNG in, PNG mask out\n"
-               "outputs per case: lungmask.nii.gz (or .png), report.json, qc.png, seg.dcm (with --format dicom-seg)",
+               "outputs per case: lungmask.nii.gz (or .png), report.json, qc.png, seg.dcm (with --format dicom-seg)\n"
+               "exit codes: 0 all cases done, 1 some cases failed, 2 usage or input error, 130 interrupted",
     )
     pr.add_argument("input", help="DICOM series folder, DICOM file, NIfTI/MHA, PNG/JPG, or a folder of such cases")
     pr.add_argument("output", help="output folder (one sub-folder per case in batch mode); inputs are never overwritten")
@@ -126,16 +222,30 @@ def build_parser() -> argparse.ArgumentParser:
                     help="extra outputs; repeatable. dicom-seg writes a DICOM SEG referencing the source series")
     pr.add_argument("--split-lr", action="store_true", help="label 1 = right lung, 2 = left lung")
     pr.add_argument("--fast", action="store_true",
-                    help="160x160 network input: ~6x fewer FLOPs, slightly lower accuracy (paper Table 5)")
+                    help="160x160 network input (the shipped weights' size and the bundle default; matters for a "
+                         "bundle set to 320x320: ~6x fewer FLOPs, paper Table 5)")
     pr.add_argument("--input-size", type=int, help="network input size when the weights were trained at a size other "
                                                    "than the bundle's spatial_size (e.g. 96 for the demo's weights)")
     pr.add_argument("--no-progress", action="store_true", help="no progress bars")
+    pr.add_argument("--overwrite", action="store_true",
+                    help="replace results of an earlier run in the output folder (default: keep them, report an error)")
+    pr.add_argument("--debug", action="store_true", help="show tracebacks of unexpected errors")
+    pr.add_argument("--distributed", action="store_true",
+                    help="under torchrun: shard the cases across processes/GPUs (gloo on CPU, NCCL with --device "
+                         "cuda); one merged summary.json from rank 0")
     pr.set_defaults(func=_cmd_predict)
     return p
 
 
+def _sigterm_as_interrupt(signum, frame):  # SIGTERM ends the run like Ctrl-C: clean up, write the summary
+    raise KeyboardInterrupt
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point; returns the process exit code."""
+    """Entry point; returns the process exit code (0 ok, 1 some cases failed, 2 usage/input error, 130 interrupted)."""
+    import logging
+    import signal
+
     from fusionlungnet_monai.data.errors import InputError
 
     parser = build_parser()
@@ -143,8 +253,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "command", None):
         parser.print_help()
         return 0
+    debug = getattr(args, "debug", False)
+    logging.getLogger("fusionlungnet_monai").setLevel(logging.DEBUG if debug else logging.WARNING)
+    # MONAI's optional GPU DICOM decoder announces its absence on every import: not news on the command line
+    logging.getLogger("monai.data.nvimgcodec_pydicom_plugin").setLevel(logging.DEBUG if debug else logging.ERROR)
+    previous = signal.getsignal(signal.SIGTERM)
+    try:
+        signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
+    except ValueError:  # not the main thread
+        previous = None
     try:
         return int(args.func(args) or 0)
     except InputError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:
+        if debug:
+            raise
+        print(f"error: {type(e).__name__}: {e} (run with --debug for the traceback)", file=sys.stderr)
+        return 1
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)

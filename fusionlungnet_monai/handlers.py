@@ -1,18 +1,22 @@
-"""Ignite handlers: the evaluation report (per-image CSV + summary JSON) and precise BatchNorm statistics."""
+"""Ignite handlers: the evaluation report (per-image CSV + summary JSON), precise BatchNorm statistics, atomic
+checkpoints and a GradScaler monitor."""
 
 from __future__ import annotations
 
 import csv
+import glob
 import json
 import os
 from typing import TYPE_CHECKING
 
 import torch
+from ignite.handlers.checkpoint import BaseSaveHandler
+from monai.handlers import CheckpointSaver
 
 if TYPE_CHECKING:
     from ignite.engine import Engine
 
-__all__ = ["EvaluationReport", "PreciseBatchNorm"]
+__all__ = ["AmpMonitor", "AtomicCheckpointSaver", "EvaluationReport", "PreciseBatchNorm"]
 
 
 def _names(batch) -> list[str]:
@@ -114,3 +118,113 @@ class PreciseBatchNorm:
         for m, mom in zip(bns, momenta):
             m.momentum = mom
         self.network.train(was_training)
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class _AtomicDiskSaver(BaseSaveHandler):
+    """Write a checkpoint to a temporary file in the target folder, flush it to disk, then rename it over the
+    target: a reader (or a run killed mid-save) sees the old file or the new one, never half of one.
+
+    With a fixed ``filename`` the old file is replaced by the rename, not deleted first.
+    """
+
+    def __init__(self, dirname: str, filename: str | None = None) -> None:
+        self.dirname, self.filename = str(dirname), filename
+        os.makedirs(self.dirname, exist_ok=True)
+        for stale in glob.glob(os.path.join(self.dirname, "*.pt.tmp*")):  # left by a killed run
+            pid = stale.rsplit(".tmp", 1)[-1]
+            if not (pid.isdigit() and _alive(int(pid))):
+                os.remove(stale)
+
+    def __call__(self, checkpoint, filename: str, metadata=None) -> None:
+        path = os.path.join(self.dirname, self.filename or filename)
+        tmp = f"{path}.tmp{os.getpid()}"
+        try:
+            with open(tmp, "wb") as f:
+                torch.save(checkpoint, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+
+    def remove(self, filename: str) -> None:
+        if self.filename is None:  # fixed names are replaced by the next save
+            path = os.path.join(self.dirname, filename)
+            if os.path.exists(path):
+                os.remove(path)
+
+
+class AtomicCheckpointSaver(CheckpointSaver):
+    """MONAI ``CheckpointSaver`` whose files are written atomically (temporary file + rename).
+
+    MONAI's own saver writes in place (``atomic=False``) and removes a fixed-name file before writing the next one,
+    so a run killed at that moment leaves no ``model.pt`` or a truncated one. Same arguments as
+    ``CheckpointSaver``, plus ``interval_filename``: a fixed name for the ``save_interval`` checkpoints (e.g.
+    ``checkpoint_last.pt``, the file ``--resume true`` reads) instead of one file per epoch.
+    """
+
+    def __init__(self, *args, interval_filename: str | None = None, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        fixed = {"_final_checkpoint": self._final_filename, "_interval_checkpoint": interval_filename,
+                 "_key_metric_checkpoint": kwargs.get("key_metric_filename")}
+        for attr, name in fixed.items():
+            ckpt = getattr(self, attr, None)
+            if ckpt is not None:
+                ckpt.save_handler = _AtomicDiskSaver(self.save_dir, name)
+                if name is not None and attr == "_interval_checkpoint":
+                    ckpt.n_saved = 1
+
+
+class AmpMonitor:
+    """Count the optimizer steps that mixed precision skipped: ``torch.amp.GradScaler`` lowers its scale only
+    when a step had non-finite gradients and was skipped.
+
+    Puts ``amp_skipped_steps`` (cumulative) and ``amp_scale`` into ``engine.state.metrics`` and logs them at every
+    epoch end. Does nothing when the trainer has no scaler (AMP off).
+    """
+
+    def __init__(self, log: bool = True) -> None:
+        self.log, self.skipped, self._scale = log, 0, None
+
+    def attach(self, engine: Engine) -> None:
+        from ignite.engine import Events
+
+        engine.add_event_handler(Events.ITERATION_STARTED, self._before)
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self._after)
+        engine.add_event_handler(Events.EPOCH_COMPLETED, self._epoch)
+
+    def _scaler(self, engine):
+        scaler = getattr(engine, "scaler", None)
+        return scaler if scaler is not None and scaler.is_enabled() else None
+
+    def _before(self, engine: Engine) -> None:
+        scaler = self._scaler(engine)
+        self._scale = float(scaler.get_scale()) if scaler is not None else None
+
+    def _after(self, engine: Engine) -> None:
+        scaler = self._scaler(engine)
+        if scaler is None or self._scale is None:
+            return
+        new = float(scaler.get_scale())
+        if new < self._scale:
+            self.skipped += 1
+        engine.state.metrics["amp_skipped_steps"] = self.skipped
+        engine.state.metrics["amp_scale"] = new
+
+    def _epoch(self, engine: Engine) -> None:
+        if self.log and self._scaler(engine) is not None:
+            engine.logger.info(f"AMP: {self.skipped} optimizer steps skipped so far, scale {engine.state.metrics.get('amp_scale')}")

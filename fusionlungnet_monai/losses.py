@@ -73,10 +73,18 @@ class HybridLoss(_Loss):
                                                     weights=list(deep_supervision_weights) if deep_supervision_weights else None)
 
     def per_image(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """Hybrid loss of one output, one value per image, shape ``(B,)``."""
+        """Hybrid loss of one output, one value per image, shape ``(B,)``, always computed in float32.
+
+        Under mixed precision (``torch.autocast``) the terms are computed with autocast off on float32 inputs: SSIM's
+        variances (``E[x²] - μ²``) cancel catastrophically and the IoU sums over a slice exceed float16's range, so a
+        reduced-precision loss gives non-finite gradients (fp16) or runs as a slow low-precision convolution (bf16).
+        """
         if input.shape != target.shape:
             raise ValueError(f"input {tuple(input.shape)} and target {tuple(target.shape)} must have the same shape.")
-        target = target.to(input.dtype)
+        with torch.autocast(device_type=input.device.type, enabled=False):
+            return self._terms(input.float(), target.float())
+
+    def _terms(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         total = input.new_zeros(input.shape[0])
         if self.focal_weight:
             total = total + self.focal_weight * self.focal_scale * self.focal(input, target).flatten(1).mean(1)

@@ -26,32 +26,100 @@ from fusionlungnet_monai.data.series import is_dicom_file
 from fusionlungnet_monai.version import __version__
 from fusionlungnet_monai.workflow import find_bundle, infer_tensors
 
-__all__ = ["Predictor", "CaseResult", "case_name", "list_cases", "PLAUSIBLE_LUNG_ML"]
+__all__ = ["Predictor", "CaseResult", "case_name", "list_cases", "check_device", "check_weights", "PLAUSIBLE_LUNG_ML",
+           "RESULT_FILES", "SECOND_OPINION_DICE"]
 
 logger = logging.getLogger(__name__)
 
 #: adult total lung volume range used for the plausibility warning (mL)
 PLAUSIBLE_LUNG_ML = (1000.0, 10000.0)
 FAST_SIZE = (160, 160)
+#: below this Dice between the network and the classical segmentation, the report says "check this case"
+SECOND_OPINION_DICE = 0.85
+#: every file a case may write (an earlier run's files are kept unless --overwrite)
+RESULT_FILES = ("lungmask.nii.gz", "lungmask.png", "qc.png", "report.json", "seg.dcm")
 
 
-def _is_case_dir(d: Path) -> bool:
-    """A folder is one case when it holds DICOM files itself (a series folder)."""
-    return any(p.is_file() and (p.suffix.lower() == ".dcm" or ("." not in p.name and is_dicom_file(p)))
-               for p in d.iterdir())
+def check_device(device: str) -> None:
+    """``cpu``, ``cuda`` or ``cuda:N`` with such a GPU present.
+
+    Raises:
+        InputError: for anything else.
+    """
+    import re
+
+    import torch
+
+    if device == "cpu":
+        return
+    m = re.fullmatch(r"cuda(?::(\d+))?", str(device))
+    if not m:
+        raise InputError(None, f"--device {device!r}: expected cpu, cuda or cuda:N")
+    if not torch.cuda.is_available():
+        raise InputError(None, f"--device {device}: no CUDA device is available")
+    if m.group(1) is not None and int(m.group(1)) >= torch.cuda.device_count():
+        raise InputError(None, f"--device {device}: only {torch.cuda.device_count()} CUDA device(s)")
 
 
-def list_cases(path: str | os.PathLike) -> list[Path]:
-    """One case for a file or a DICOM series folder; otherwise every sub-folder and image file of ``path``."""
+def check_weights(path: Path) -> None:
+    """A FusionLungNet state dict (plain, or a checkpoint holding one under ``"model"``).
+
+    Raises:
+        InputError: when the file is not a PyTorch checkpoint or holds another network's weights.
+    """
+    import torch
+
+    try:
+        sd = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise InputError(path, f"not a PyTorch weights file ({type(e).__name__})") from None
+    if isinstance(sd, dict) and isinstance(sd.get("model"), dict):
+        sd = sd["model"]
+    if not isinstance(sd, dict) or not any(str(k).startswith("encoder.conv1") for k in sd) or \
+            not any(str(k).startswith(("caa.", "fuse2.")) for k in sd):
+        raise InputError(path, "does not hold FusionLungNet weights (a state dict with encoder/caa/fuse keys)")
+
+
+def _is_dicom_entry(p: Path) -> bool:
+    return p.is_file() and (p.suffix.lower() == ".dcm" or ("." not in p.name and is_dicom_file(p)))
+
+
+def list_cases(path: str | os.PathLike, skipped: list | None = None) -> list[Path]:
+    """The cases under ``path``: the path itself for a file or a DICOM series folder (DICOM files and no
+    sub-folders); otherwise every sub-folder and image file of ``path``.
+
+    Every other entry is added to ``skipped`` as ``(path, reason)``: hidden files, files that are not images,
+    and loose DICOM files next to case folders (which would otherwise turn the whole folder into one series).
+
+    Raises:
+        InputError: when ``path`` does not exist.
+    """
     path = Path(path)
+    skipped = [] if skipped is None else skipped
     if not path.exists():
         raise InputError(path, "no such file or folder")
-    if path.is_file() or _is_case_dir(path):
+    if path.is_file():
         return [path]
-    cases = sorted(p for p in path.iterdir() if p.is_dir() or p.name.lower().endswith(IMAGE_SUFFIXES))
-    if not cases:
-        # nested DICOM layouts (study/series/...): treat the folder as one case and let series selection decide
-        return [path]
+    entries = sorted(path.iterdir())
+    dicoms = [p for p in entries if _is_dicom_entry(p)]
+    folders = [p for p in entries if p.is_dir() and not p.name.startswith(".")]
+    visible = [p for p in entries if not p.name.startswith(".")]
+    if (dicoms and not folders) or (len(visible) == 1 and folders):
+        return [path]  # a series folder, or a patient/study/series chain of single folders
+    cases = []
+    for p in entries:
+        if p.name.startswith("."):
+            skipped.append((p, "hidden"))
+        elif p.is_dir():
+            cases.append(p)
+        elif p in dicoms:
+            skipped.append((p, "loose DICOM file next to case folders: put a series in a folder of its own"))
+        elif p.name.lower().endswith(IMAGE_SUFFIXES):
+            cases.append(p)
+        else:
+            skipped.append((p, "not an image file or case folder"))
+    if not cases and not dicoms:
+        return [path]  # let the series selection give its own error (empty folder, nested study layouts ...)
     return cases
 
 
@@ -78,9 +146,9 @@ class Predictor:
         model: checkpoint (state dict, e.g. ``models/model.pt``); default ``<bundle>/models/model.pt``.
         device: ``"cpu"`` or ``"cuda"`` (``"cuda:1"`` ...).
         batch_size: slices per forward pass.
-        fast: the faster profile: 160×160 network input instead of 320×320 (~6× fewer FLOPs; the paper's Table 5
-            reports IoU 97.93 at 160² vs 98.04 at 320²). Weights trained at 320² still run; best accuracy needs
-            weights trained at the same size.
+        fast: the faster profile, 160×160 network input (~6× fewer FLOPs than 320²; the paper's Table 5 reports IoU
+            97.93 at 160² vs 98.04 at 320²). The shipped weights are trained at 160², which is also the bundle's
+            default ``spatial_size``; ``fast`` matters for a bundle configured at 320².
         series_uid: pick this series in DICOM folders.
         split_lr: label the mask 1 = right lung, 2 = left lung (NIfTI and DICOM SEG).
         formats: any of ``"nifti"``, ``"png"``, ``"dicom-seg"`` (volumes always get NIfTI, pictures PNG).
@@ -103,12 +171,13 @@ class Predictor:
                                          "--config_file configs/train.json ...` or pass --model PATH")
         bad = set(formats) - {"nifti", "png", "dicom-seg"}
         if bad:
-            raise ValueError(f"formats: unsupported {sorted(bad)}; choose from nifti, png, dicom-seg.")
-        if device.startswith("cuda"):
-            import torch
-
-            if not torch.cuda.is_available():
-                raise InputError(None, "--device cuda requested but no CUDA device is available")
+            raise InputError(None, f"--format: unsupported {sorted(bad)}; choose from nifti, png, dicom-seg")
+        check_device(device)
+        if int(batch_size) < 1:
+            raise InputError(None, f"--batch-size must be 1 or more, got {batch_size}")
+        if input_size is not None and int(input_size) < 32:
+            raise InputError(None, f"--input-size must be 32 or more, got {input_size}")
+        check_weights(self.model)
         self.device, self.batch_size, self.fast = device, int(batch_size), fast
         self.series_uid, self.split_lr, self.formats, self.progress = series_uid, split_lr, set(formats), progress
         self.input_size = input_size
@@ -158,33 +227,54 @@ class Predictor:
             raise RuntimeError(f"expected one mask from the bundle, found {len(produced)} in {out}")
         return produced[0]
 
-    def predict(self, case: str | os.PathLike, output_dir: str | os.PathLike) -> CaseResult:
+    def predict(self, case: str | os.PathLike, output_dir: str | os.PathLike, overwrite: bool = False) -> CaseResult:
         """Segment one case into ``output_dir`` (mask, report.json, qc.png, optional seg.dcm).
 
-        Bad input is reported in the result (``ok=False``, ``error``), not raised.
+        The case's files are written into a temporary folder inside ``output_dir`` and moved into place together
+        at the end, so they appear all at once or not at all. Existing results are kept unless ``overwrite``;
+        with ``overwrite``, files of an earlier run that this run does not write again are removed.
+        Bad input is reported in the result (``ok=False``, ``error``), not raised. ``KeyboardInterrupt`` (Ctrl-C,
+        or SIGTERM through the CLI) propagates after the temporary folder is removed.
         """
         case = Path(case)
         res = CaseResult(input=str(case))
         t0 = time.perf_counter()
+        stage = None
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # geometry warnings are collected into the report instead
                 kind = check_input(case, self.series_uid)
                 out = check_output_dir(output_dir, inputs=(case,))
+                existing = [out / n for n in RESULT_FILES if (out / n).exists()]
+                if existing and not overwrite:
+                    raise InputError(out, f"holds results of an earlier run ({existing[0].name}); "
+                                          "pass --overwrite to replace them")
+                stage = Path(tempfile.mkdtemp(prefix=".fusionlungnet-partial-", dir=out))
                 t1 = time.perf_counter()
                 mask_file = self._run_bundle(case, kind)
                 t2 = time.perf_counter()
-                report = self._finish(case, kind, mask_file, out)
+                report = self._finish(case, kind, mask_file, stage)
             report["timings_s"] = {"checks": round(t1 - t0, 3), "bundle_inference": round(t2 - t1, 3),
                                    "postprocess_and_outputs": round(time.perf_counter() - t2, 3),
                                    "total": round(time.perf_counter() - t0, 3)}
-            (out / "report.json").write_text(json.dumps(report, indent=1))
+            report["outputs"] = {k: str(out / Path(v).name) for k, v in report["outputs"].items()}
+            (stage / "report.json").write_text(json.dumps(report, indent=1))
+            for old in existing:  # --overwrite: nothing of the earlier run survives next to the new files
+                old.unlink()
+            for f in sorted(stage.iterdir()):
+                os.replace(f, out / f.name)
             res.ok, res.report = True, report
         except InputError as e:
             res.error = str(e)
+        except KeyboardInterrupt:
+            res.error = f"{case}: interrupted"
+            raise
         except Exception as e:  # an unexpected failure in one case must not stop a batch
-            logger.exception("case %s failed", case)
+            logger.debug("case %s failed", case, exc_info=True)
             res.error = f"{case}: {type(e).__name__}: {e}"
+        finally:
+            if stage is not None:
+                shutil.rmtree(stage, ignore_errors=True)
         return res
 
     def _finish(self, case: Path, kind: str, mask_file: Path, out: Path) -> dict:
@@ -192,7 +282,8 @@ class Predictor:
         from fusionlungnet_monai.volumes import lung_volumes, split_left_right
 
         report: dict = {"input": str(case), "kind": kind, "version": __version__, "model": str(self.model),
-                        "network_input": self.input_size or (FAST_SIZE[0] if self.fast else "bundle spatial_size"), "outputs": {}, "warnings": []}
+                        "network_input": self.input_size or (FAST_SIZE[0] if self.fast else "bundle spatial_size"),
+                        "outputs": {}, "warnings": []}
         if kind == "picture":
             dst = out / "lungmask.png"
             shutil.move(str(mask_file), dst)
@@ -208,23 +299,26 @@ class Predictor:
             report["outputs"]["qc_png"] = qc_overlay(pic, m, out / "qc.png", window=(0, 255))
             return report
         import nibabel as nib
-        from monai.transforms import LoadImage
 
-        from fusionlungnet_monai.data.series import CTSeriesReader, select_ct_series
+        from fusionlungnet_monai.classical import classical_lung_mask, dice_score
+        from fusionlungnet_monai.data.series import LoadCTImage, select_ct_series
 
         nii = nib.load(str(mask_file))
         mask = np.asarray(nii.dataobj) > 0
+        if mask.ndim == 2:  # one slice (a DICOM slice, a 2D NIfTI): the bundle squeezed the slice axis
+            mask = mask[..., None]
         affine = nii.affine
         spacing = [float(v) for v in np.linalg.norm(affine[:3, :3], axis=0)]
         labels = split_left_right(mask, affine) if self.split_lr else mask.astype(np.uint8)
         dst = out / "lungmask.nii.gz"
-        img = nib.Nifti1Image(labels.astype(np.uint8), affine, nii.header)
-        nib.save(img, str(dst))
+        nib.save(nib.Nifti1Image(labels.astype(np.uint8), affine, nii.header), str(dst))
         report["outputs"]["mask_nifti"] = str(dst)
         report["labels"] = {"1": "right lung", "2": "left lung"} if self.split_lr else {"1": "lung"}
-        ct = np.asarray(LoadImage(reader=CTSeriesReader(series_uid=self.series_uid), image_only=True)(str(case)))
+        ct = np.asarray(LoadCTImage(series_uid=self.series_uid, image_only=True)(str(case)), dtype=np.float32)
         if ct.ndim == 2:
             ct = ct[..., None]
+        if ct.shape != mask.shape:
+            raise RuntimeError(f"mask shape {mask.shape} differs from the image's {ct.shape}")
         report.update({"shape": list(mask.shape), "spacing_mm": spacing, "num_slices": int(mask.shape[2])})
         report["volumes_ml"] = {k: (None if v is None else round(v, 1))
                                 for k, v in lung_volumes(mask, spacing, affine).items()}
@@ -235,18 +329,32 @@ class Predictor:
             report["series_uid"] = info.uid
             report["series_description"] = info.description
             report["warnings"] += info.warnings
+        nan = int(np.isnan(ct).sum())
+        if nan:
+            report["warnings"].append(f"{nan} voxels are NaN (not a number) in the input; they were read as "
+                                      "air (-1024 HU) for the second opinion and may punch holes in the mask")
+            ct = np.nan_to_num(ct, nan=-1024.0)
         report["warnings"] += self._sanity(mask, ct, affine, report["volumes_ml"]["total_ml"])
-        report["outputs"]["qc_png"] = qc_overlay(ct, mask, out / "qc.png", spacing=spacing)
+        second = classical_lung_mask(ct, spacing)
+        agreement = dice_score(mask, second)
+        report["second_opinion"] = {"method": "classical 3D HU segmentation (threshold, components, hole filling)",
+                                    "dice_with_network": round(agreement, 4),
+                                    "check_below": SECOND_OPINION_DICE, "classical_ml": round(
+                                        float(second.sum()) * float(np.prod(spacing)) / 1000.0, 1)}
+        if mask.any() and agreement < SECOND_OPINION_DICE:
+            report["warnings"].append(
+                f"check this case: the network and the classical HU segmentation agree only at Dice {agreement:.2f} "
+                f"(< {SECOND_OPINION_DICE}); see qc.png (red: network, cyan: classical). Dense lung (consolidation, "
+                "effusion) lowers the classical score; a failed network lowers both")
+        report["outputs"]["qc_png"] = qc_overlay(ct, mask, out / "qc.png", spacing=spacing, second=second)
         if "dicom-seg" in self.formats:
             if kind not in ("series", "dicom"):
                 report["warnings"].append("DICOM SEG needs DICOM input; not written for this input")
             else:
                 from fusionlungnet_monai.data.dicom_seg import write_dicom_seg
 
-                seg = out / "seg.dcm"
-                if seg.exists():
-                    seg.unlink()
-                report["outputs"]["dicom_seg"] = write_dicom_seg(labels, source_files, seg, split=self.split_lr)
+                report["outputs"]["dicom_seg"] = write_dicom_seg(labels, source_files, out / "seg.dcm",
+                                                                 split=self.split_lr)
         return report
 
     @staticmethod

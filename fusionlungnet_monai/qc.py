@@ -13,19 +13,23 @@ __all__ = ["qc_overlay", "LUNG_DISPLAY_WINDOW"]
 LUNG_DISPLAY_WINDOW = (-1350.0, 150.0)
 
 
-def _view(img2d: np.ndarray, m2d: np.ndarray, window: Sequence[float]) -> np.ndarray:
+def _view(img2d: np.ndarray, m2d: np.ndarray, window: Sequence[float], m2: np.ndarray | None = None) -> np.ndarray:
     from scipy import ndimage
 
     g = np.clip((img2d - window[0]) / (window[1] - window[0]), 0, 1)
     rgb = np.stack([g, g, g], -1)
+    if m2 is not None:  # second opinion outline in cyan, under the network's red
+        rgb[m2 & ~ndimage.binary_erosion(m2, border_value=1)] = [0.1, 0.9, 0.9]
     edge = m2d & ~ndimage.binary_erosion(m2d, border_value=1)
     rgb[edge] = [1.0, 0.15, 0.15]
     return (rgb * 255).astype(np.uint8)
 
 
 def qc_overlay(ct_hu: np.ndarray, mask: np.ndarray, path: str | os.PathLike,
-               spacing: Sequence[float] = (1.0, 1.0, 1.0), window: Sequence[float] = LUNG_DISPLAY_WINDOW) -> str:
-    """Write a PNG of three views through the mask (axial, coronal, sagittal), outline in red.
+               spacing: Sequence[float] = (1.0, 1.0, 1.0), window: Sequence[float] = LUNG_DISPLAY_WINDOW,
+               second: np.ndarray | None = None) -> str:
+    """Write a PNG of three views through the mask (axial, coronal, sagittal), outline in red (and a second
+    mask's outline in cyan, e.g. the classical second opinion).
 
     Args:
         ct_hu: HU volume ``(x, y, z)`` in the DICOM patient frame (x to the patient's left, y posterior, z head).
@@ -33,6 +37,7 @@ def qc_overlay(ct_hu: np.ndarray, mask: np.ndarray, path: str | os.PathLike,
         path: output PNG.
         spacing: voxel size ``(x, y, z)`` in mm, so the coronal/sagittal views keep physical proportions.
         window: HU display window.
+        second: optional second binary mask of the same shape, drawn in cyan.
 
     Returns:
         the written path.
@@ -46,9 +51,11 @@ def qc_overlay(ct_hu: np.ndarray, mask: np.ndarray, path: str | os.PathLike,
     x = int(np.argmax(m.sum((1, 2)))) if m.any() else ct.shape[0] // 2
     y = int(np.argmax(m.sum((0, 2)))) if m.any() else ct.shape[1] // 2
     z = int(np.argmax(m.sum((0, 1)))) if m.any() else ct.shape[2] // 2
-    axial = _view(ct[:, :, z].T, m[:, :, z].T, window)
-    coronal = _view(ct[:, y, :].T[::-1], m[:, y, :].T[::-1], window)  # head at the top
-    sagittal = _view(ct[x, :, :].T[::-1], m[x, :, :].T[::-1], window)
+    m2 = None if second is None else np.asarray(second) > 0
+    axial = _view(ct[:, :, z].T, m[:, :, z].T, window, None if m2 is None else m2[:, :, z].T)
+    coronal = _view(ct[:, y, :].T[::-1], m[:, y, :].T[::-1], window,  # head at the top
+                    None if m2 is None else m2[:, y, :].T[::-1])
+    sagittal = _view(ct[x, :, :].T[::-1], m[x, :, :].T[::-1], window, None if m2 is None else m2[x, :, :].T[::-1])
     h = axial.shape[0]
     sx, sy, sz = (float(s) for s in spacing)
 

@@ -48,7 +48,7 @@ def load_inference_workflow(bundle_dir: str | os.PathLike | None = None, overrid
     files = [str(cfg / "inference.json")] + ([str(cfg / "inference_2d.json")] if pictures else [])
     ov = {"bundle_root": str(bundle), **(overrides or {})}
     if not save:
-        ov["postprocessing#transforms#5#_disabled_"] = True  # the SaveImaged step
+        ov["post#save#_disabled_"] = True
     wf = ConfigWorkflow(config_file=files, meta_file=str(cfg / "metadata.json"), logging_file=False,
                         workflow_type="inference", **ov)
     if initialize:

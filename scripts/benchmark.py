@@ -88,7 +88,7 @@ def bench_preprocess(repeat: int) -> dict:
     from fusionlungnet_monai.transforms import paper_preprocessing
 
     pre = paper_preprocessing(keys=["image"], spatial_size=(320, 320))
-    from fusionlungnet_monai.data import make_phantom
+    from fusionlungnet_monai.phantom import make_phantom
 
     sl = make_phantom(1, size=512, seed=0).image[..., 0].astype(np.float32)
     img = MetaTensor(torch.from_numpy(sl), meta={"filename_or_obj": "slice.dcm", "original_channel_dim": "no_channel"})
@@ -199,7 +199,8 @@ def bench_train(size: int, batch: int, repeat: int) -> dict:
 
 def make_series(folder: Path, n: int) -> tuple[Path, str]:
     """A 512² phantom DICOM series of ``n`` slices under ``folder`` (reused when already there)."""
-    from fusionlungnet_monai.data import select_ct_series, write_phantom_case
+    from fusionlungnet_monai.data import select_ct_series
+    from fusionlungnet_monai.phantom import write_phantom_case
 
     series = folder / "dicom" / f"n{n}"
     if not series.exists():

@@ -11,7 +11,8 @@ import numpy as np
 import torch
 from monai.transforms import EnsureChannelFirst, LoadImage, Resize
 
-from fusionlungnet_monai.data import CTSeriesReader, make_phantom
+from fusionlungnet_monai.data import CTSeriesReader
+from fusionlungnet_monai.phantom import make_phantom
 from fusionlungnet_monai.transforms import ArtifactRemoval, CTIntensityNormalize, DynamicThreshold, MedianFilter
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -31,7 +31,7 @@ def bundle(*args: str, cwd: Path = BUNDLE, timeout: int = 900) -> subprocess.Com
 @pytest.fixture(scope="session")
 def phantom_dir(tmp_path_factory) -> Path:
     """Two small phantoms (128x128x12) as DICOM series (+ localizer), NIfTI and PNG slices."""
-    from fusionlungnet_monai.data import write_phantom_case
+    from fusionlungnet_monai.phantom import write_phantom_case
 
     out = tmp_path_factory.mktemp("phantoms")
     for i in range(2):
@@ -42,7 +42,8 @@ def phantom_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def png_dataset(phantom_dir, tmp_path_factory) -> Path:
     """PNG slices of the two session phantoms plus a third, with a datalist split by patient."""
-    from fusionlungnet_monai.data import make_datalist, write_phantom_case
+    from fusionlungnet_monai.data import make_datalist
+    from fusionlungnet_monai.phantom import write_phantom_case
 
     root = tmp_path_factory.mktemp("pngset")
     shutil.copytree(phantom_dir / "png", root, dirs_exist_ok=True)

@@ -103,7 +103,7 @@ def app(trained, tmp_path_factory) -> Path:
 def test_volume_datastore_info_infer_and_train(monailabel_python, app, tmp_path):
     import nibabel as nib
 
-    from fusionlungnet_monai.data import write_phantom_case
+    from fusionlungnet_monai.phantom import write_phantom_case
 
     studies = tmp_path / "volumes"
     (studies / "labels" / "final").mkdir(parents=True)

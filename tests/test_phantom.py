@@ -8,7 +8,7 @@ import pydicom
 import pytest
 from scipy import ndimage
 
-from fusionlungnet_monai.data import make_phantom, write_phantom_case
+from fusionlungnet_monai.phantom import make_phantom, write_phantom_case
 
 
 def test_deterministic_and_plausible():

@@ -55,7 +55,7 @@ def test_dicom_series_mask_seg_report_and_qc(model, phantom_dir, tmp_path):
     assert set(report["timings_s"]) >= {"bundle_inference", "total"}
     # the same volume code on the exact phantom mask: within 10 % of the phantom's lung volume (in fact exact)
     gt = nib.load(str(phantom_dir / "nifti" / "ph001_label.nii.gz"))
-    from fusionlungnet_monai.data import make_phantom
+    from fusionlungnet_monai.phantom import make_phantom
 
     exact = make_phantom(12, size=128, seed=1).lung_volume_ml
     gt_ml = lung_volumes(np.asarray(gt.dataobj), np.linalg.norm(gt.affine[:3, :3], axis=0), gt.affine)["total_ml"]

@@ -65,3 +65,32 @@ def test_series_uid_override_and_errors(tmp_path, phantom_dir):
     (only_loc / "a.dcm").write_bytes((folder / "SCOUT0001.dcm").read_bytes())
     with pytest.raises(InputError, match="no axial CT series"):
         select_ct_series(only_loc)
+
+
+def test_a_slice_without_pixels_or_of_another_size_rejects_the_series(phantom_dir, tmp_path):
+    import shutil
+
+    from fusionlungnet_monai.data import check_input
+
+    src = phantom_dir / "dicom" / "ph000"
+    files = sorted(f for f in src.rglob("*.dcm") if pydicom.dcmread(str(f), stop_before_pixels=True).Modality == "CT"
+                   and "LOCALIZER" not in "\\".join(pydicom.dcmread(str(f), stop_before_pixels=True).ImageType))
+    a = tmp_path / "nopix"
+    a.mkdir()
+    for f in files:
+        shutil.copy(f, a / f.name)
+    ds = pydicom.dcmread(str(a / files[5].name))
+    del ds.PixelData
+    ds.save_as(str(a / files[5].name))
+    with pytest.raises(InputError, match="1 of 12 slices have no pixel data"):
+        check_input(a)
+    b = tmp_path / "mixed"
+    b.mkdir()
+    for f in files:
+        shutil.copy(f, b / f.name)
+    ds = pydicom.dcmread(str(b / files[3].name))
+    small = np.asarray(ds.pixel_array)[::2, ::2].copy()
+    ds.Rows, ds.Columns, ds.PixelData = small.shape[0], small.shape[1], small.tobytes()
+    ds.save_as(str(b / files[3].name))
+    with pytest.raises(InputError, match="slices of different sizes 64x64, 128x128"):
+        check_input(b)

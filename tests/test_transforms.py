@@ -4,7 +4,7 @@ import torch
 from monai.data import MetaTensor
 from monai.transforms import Compose, Invertd, LoadImaged
 
-from fusionlungnet_monai.data import make_phantom
+from fusionlungnet_monai.phantom import make_phantom
 from fusionlungnet_monai.transforms import (
     ArtifactRemoval,
     ArtifactRemovald,
@@ -137,6 +137,7 @@ def test_paper_chain_on_volume_keeps_slices_and_inverts(phantom_dir):
     assert inv["pred"].shape == (1, 128, 128, 12)
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
 def test_dynamic_threshold_cuda_matches_cpu():
     img = torch.rand(1, 64, 64)

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from fusionlungnet_monai.data import make_phantom
+from fusionlungnet_monai.phantom import make_phantom
 from fusionlungnet_monai.volumes import LEFT_LABEL, RIGHT_LABEL, lung_volumes, split_left_right
 
 

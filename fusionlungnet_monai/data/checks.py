@@ -117,7 +117,10 @@ def check_input(path: str | os.PathLike, series_uid: str | None = None) -> str:
         select_ct_series(path, series_uid)
         return "series"
     kind = _kind(path)
-    image_size(path)
+    size = image_size(path)
+    if kind == "volume" and len(size) > 3 and any(int(n) > 1 for n in size[3:]):
+        raise InputError(path, f"{len(size)}D image of size {tuple(size)}: one 3D CT volume expected "
+                               "(extract one volume of the series first)")
     return kind
 
 

@@ -15,12 +15,14 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-from monai.data import ITKReader
+from monai.data import ImageReader, ITKReader, NibabelReader, PILReader
+from monai.transforms import LoadImage, LoadImaged
 from monai.utils import ensure_tuple
 
 from fusionlungnet_monai.data.errors import InputError
 
-__all__ = ["SeriesInfo", "scan_dicom_folder", "select_ct_series", "CTSeriesReader", "is_dicom_file"]
+__all__ = ["SeriesInfo", "scan_dicom_folder", "select_ct_series", "CTSeriesReader", "LoadCTImage", "LoadCTImaged",
+           "is_dicom_file"]
 
 logger = logging.getLogger(__name__)
 
@@ -63,6 +65,8 @@ class SeriesInfo:
     slice_thickness: float = 0.0
     rejected: str = ""  # why it cannot be used ("" when usable)
     warnings: list = field(default_factory=list)
+    sizes: set = field(default_factory=set)  # (Rows, Columns) of its slices
+    no_pixels: list = field(default_factory=list)  # files without PixelData
 
     @property
     def num_slices(self) -> int:
@@ -98,7 +102,7 @@ def scan_dicom_folder(folder: str | os.PathLike, recursive: bool = True) -> list
     n_dicom = 0
     for path in files:
         try:
-            ds = pydicom.dcmread(str(path), stop_before_pixels=True)
+            ds = pydicom.dcmread(str(path), defer_size="1 KB")  # headers + whether PixelData is there, not its bytes
         except Exception:
             continue
         n_dicom += 1
@@ -124,11 +128,19 @@ def scan_dicom_folder(folder: str | os.PathLike, recursive: bool = True) -> list
             info.slice_thickness = float(ds.get("SliceThickness", 0) or 0)
         except (TypeError, ValueError):
             pass
-        if "Rows" not in ds:
-            info.rejected = info.rejected or "no image pixels"
+        if "Rows" in ds:
+            info.sizes.add((int(ds.Rows), int(ds.get("Columns", 0))))
+        if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
+            info.no_pixels.append(path)
     if n_dicom == 0:
         raise InputError(folder, f"no DICOM files found ({len(files)} file(s) checked)")
     for info in groups.values():
+        if info.no_pixels and not info.rejected:
+            info.rejected = ("no image pixels" if len(info.no_pixels) == len(info.files) else
+                             f"{len(info.no_pixels)} of {len(info.files)} slices have no pixel data (e.g. "
+                             f"{info.no_pixels[0].name}): the mask would not line up with the CT in z")
+        if len(info.sizes) > 1 and not info.rejected:
+            info.rejected = "slices of different sizes " + ", ".join(f"{r}x{c}" for r, c in sorted(info.sizes))
         _validate(info)
     return list(groups.values())
 
@@ -191,12 +203,30 @@ def select_ct_series(folder: str | os.PathLike, series_uid: str | None = None) -
     return picked
 
 
-class CTSeriesReader(ITKReader):
-    """MONAI ``ITKReader`` that, given a folder, loads the selected axial CT series (see :func:`select_ct_series`).
+_PICTURES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+_NIFTI = (".nii", ".nii.gz")
+_ITK_FILES = (".dcm", ".mha", ".mhd", ".nrrd")
 
-    Files (DICOM, NIfTI, MetaImage, ...) are read as ``ITKReader`` reads them. Use it in ``LoadImage(d)``:
-    ``LoadImaged(keys="image", reader=CTSeriesReader())``; PNG/JPG fall through to MONAI's PIL reader.
-    The selected series' UID is in the image meta as ITK reports it (``"0020|000e"``).
+
+def _itk_available() -> bool:
+    try:
+        import itk  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+class CTSeriesReader(ImageReader):
+    """MONAI image reader for everything the project reads; given a folder, it loads the selected axial CT series
+    (see :func:`select_ct_series`).
+
+    - DICOM folders and files, MetaImage, NRRD: ``ITKReader`` (needs ``itk``);
+    - NIfTI: ``ITKReader`` when ``itk`` is installed, else ``NibabelReader`` (same voxel order and affine);
+    - PNG/JPG/BMP/TIFF: ``PILReader`` (no ``itk`` needed), ``(x, y)`` order like the others.
+
+    Use it through :class:`LoadCTImage` / :class:`LoadCTImaged`, which never fall back to another reader: what
+    this reader refuses (a folder without a CT series, an MR series, mixed slice sizes) stops with one
+    :class:`InputError` naming the path. The selected series' UID is in the image meta (``"0020|000e"``).
 
     Args:
         series_uid: pick this SeriesInstanceUID instead of the automatic choice.
@@ -204,24 +234,83 @@ class CTSeriesReader(ITKReader):
     """
 
     def __init__(self, series_uid: str | None = None, **kwargs) -> None:
-        super().__init__(**kwargs)
+        super().__init__()
         self.series_uid = series_uid
+        self.kwargs = kwargs
+
+    def _reader(self, name: str) -> ImageReader:
+        low = str(name).lower()
+        if low.endswith(_PICTURES):
+            return PILReader(reverse_indexing=True)
+        if low.endswith(_NIFTI) and not _itk_available():
+            return NibabelReader()
+        if not _itk_available():
+            raise InputError(name, "reading DICOM/MetaImage/NRRD needs the `itk` package (pip install itk)")
+        return ITKReader(**self.kwargs)
 
     def verify_suffix(self, filename: Sequence[str] | str) -> bool:
         names = ensure_tuple(filename)
-        return all(os.path.isdir(n) or str(n).lower().endswith((".dcm", ".nii", ".nii.gz", ".mha", ".mhd", ".nrrd"))
+        return all(os.path.isdir(n) or str(n).lower().endswith(_ITK_FILES + _NIFTI + _PICTURES)
                    or (os.path.isfile(n) and "." not in os.path.basename(str(n)) and is_dicom_file(n)) for n in names)
 
     def read(self, data, **kwargs):
-        import itk
+        names = [str(n) for n in ensure_tuple(data)]
+        reader = self._reader(names[0])
+        if isinstance(reader, ITKReader):
+            import itk
 
-        images = []
-        for name in ensure_tuple(data):
-            if os.path.isdir(name):
-                info = select_ct_series(name, self.series_uid)
-                files = [str(f) for f in info.files]
-                img = itk.imread(files if len(files) > 1 else files[0], **kwargs)
-                images.append(img)
-            else:
-                images.append(super().read(name, **kwargs))
-        return images if len(images) > 1 else images[0]
+            images = []
+            for name in names:
+                if os.path.isdir(name):
+                    files = [str(f) for f in select_ct_series(name, self.series_uid).files]
+                    images.append(itk.imread(files if len(files) > 1 else files[0], **kwargs))
+                else:
+                    images.append(reader.read(name, **kwargs))
+            img = images if len(images) > 1 else images[0]
+        else:
+            img = reader.read(names if len(names) > 1 else names[0], **kwargs)
+        return reader, img
+
+    def get_data(self, img):
+        reader, obj = img
+        return reader.get_data(obj)
+
+
+class LoadCTImage(LoadImage):
+    """MONAI ``LoadImage`` that reads with :class:`CTSeriesReader` only, never falling back to MONAI's other readers.
+
+    Args:
+        series_uid: see :class:`CTSeriesReader`.
+        kwargs: passed to ``LoadImage`` (``image_only``, ``dtype``, ``ensure_channel_first`` ...).
+
+    Raises:
+        InputError: for what the reader or the series selection refuses (other errors are re-raised as
+            ``InputError`` naming the file).
+    """
+
+    def __init__(self, series_uid: str | None = None, **kwargs) -> None:
+        kwargs.pop("reader", None)
+        self.ct_reader = CTSeriesReader(series_uid=series_uid)
+        super().__init__(reader=self.ct_reader, **kwargs)
+
+    def __call__(self, filename, reader=None):
+        try:
+            return super().__call__(filename, reader or self.ct_reader)
+        except InputError:
+            raise
+        except Exception as e:
+            name = filename if isinstance(filename, (str, os.PathLike)) else ensure_tuple(filename)[0]
+            raise InputError(name, f"cannot be read as an image ({type(e).__name__}: {str(e).splitlines()[0][:200]})") from e
+
+
+class LoadCTImaged(LoadImaged):
+    """Dictionary version of :class:`LoadCTImage` (MONAI ``LoadImaged`` with the project's reader only)."""
+
+    def __init__(self, keys, series_uid: str | None = None, image_only: bool = True, allow_missing_keys: bool = False,
+                 **kwargs) -> None:
+        kwargs.pop("reader", None)
+        super().__init__(keys, image_only=image_only, allow_missing_keys=allow_missing_keys, **kwargs)
+        loader_kwargs = {k: v for k, v in kwargs.items() if k in ("dtype", "ensure_channel_first", "simple_keys",
+                                                                     "prune_meta_pattern", "prune_meta_sep",
+                                                                     "expanduser")}
+        self._loader = LoadCTImage(series_uid=series_uid, image_only=image_only, **loader_kwargs)

@@ -248,6 +248,8 @@ class CTIntensityNormalize(Transform):
 
     def __call__(self, img: NdarrayOrTensor) -> NdarrayOrTensor:
         t = convert_to_tensor(img, track_meta=False).float()
+        # NaN (missing data) reads as air, +-inf as the window's ends: never NaN into the network
+        t = torch.nan_to_num(t, nan=-1e9, posinf=1e9, neginf=-1e9)
         if self.is_eight_bit(img):
             t = torch.clamp(t / 255.0, 0.0, 1.0)
         else:

@@ -96,8 +96,10 @@ def merged_config(files: list[Path]) -> dict:
     return parser.get()
 
 
-def make_app(app: Path, bundle: Path, name: str, model: Path | None, data: str, settings: dict | None = None) -> Path:
+def make_app(app: Path, bundle: Path, name: str, model: Path | str | None, data: str,
+             settings: dict | None = None) -> Path:
     """Write the app; ``settings`` (config id -> value) are written into every copied config that has the id.
+    ``model``: weights to serve; ``None``: the bundle's shipped ``models/model.pt``; ``"none"``: no weights.
     Returns the app folder."""
     if "segmentation" not in name:
         raise SystemExit(f"--name must contain 'segmentation' (MONAI Label reads the task type from it), got {name}")
@@ -113,14 +115,20 @@ def make_app(app: Path, bundle: Path, name: str, model: Path | None, data: str, 
             conf.update(hits)
             f.write_text(json.dumps(conf, indent=1))
     picture = merged_config([cfg / "inference.json", cfg / "inference_2d.json"])
-    picture["postprocessing"]["transforms"] += [
-        {"_target_": "SqueezeDimd", "keys": "pred", "dim": 0},
-        {"_target_": "CastToTyped", "keys": "pred", "dtype": "$numpy.uint8"},
-    ]
+    # MONAI Label writes a 2D result only without its channel axis, as uint8: two named steps after the others
+    picture["post"]["squeeze"] = {"_target_": "SqueezeDimd", "keys": "pred", "dim": 0}
+    picture["post"]["cast"] = {"_target_": "CastToTyped", "keys": "pred", "dtype": "$numpy.uint8"}
+    expr = picture["postprocessing"]["transforms"]
+    if "@post#save]" not in expr:
+        raise SystemExit("inference.json: postprocessing#transforms no longer ends with @post#save; update make_app.py")
+    picture["postprocessing"]["transforms"] = expr.replace("@post#save]", "@post#save, @post#squeeze, @post#cast]")
     (cfg / "inference_picture.json").write_text(json.dumps(picture, indent=1))
     (cfg / "train_monailabel.json").write_text(
         json.dumps(merged_config([cfg / "train.json", cfg / "train_volumes.json"]), indent=1))
-    if model is not None:
+    shipped = bundle / "models" / "model.pt"
+    if model is None and shipped.is_file():  # the bundle's shipped weights serve by default
+        model = shipped
+    if model is not None and str(model) != "none":
         (target / "models").mkdir(exist_ok=True)
         shutil.copy(model, target / "models" / "model.pt")
     from fusionlungnet_monai.version import __version__
@@ -134,8 +142,9 @@ def main() -> None:
     p.add_argument("app", help="app folder to create (must not exist or be empty)")
     p.add_argument("--bundle", default=str(ROOT / "bundle"), help="bundle folder to copy (default: this repo's)")
     p.add_argument("--name", default="lung_ct_segmentation", help="model name; must contain 'segmentation'")
-    p.add_argument("--model", help="trained weights to serve (copied to model/<name>/models/model.pt); without "
-                                   "them MONAI Label lists no inference model until a training run writes one")
+    p.add_argument("--model", help="trained weights to serve (copied to model/<name>/models/model.pt); default: the "
+                                   "bundle's shipped models/model.pt; 'none': no weights, MONAI Label then lists no "
+                                   "inference model until a training run writes one")
     p.add_argument("--data", choices=["volumes", "slices"], default="volumes",
                    help="what the datastore holds for training: CT volumes (NIfTI) or 2D slices (PNG)")
     p.add_argument("--set", action="append", default=[], metavar="ID=JSON",
@@ -146,7 +155,8 @@ def main() -> None:
     for item in a.set:
         key, _, value = item.partition("=")
         settings[key] = json.loads(value)
-    app = make_app(Path(a.app).resolve(), Path(a.bundle).resolve(), a.name, Path(a.model) if a.model else None,
+    model = None if a.model is None else ("none" if a.model == "none" else Path(a.model))
+    app = make_app(Path(a.app).resolve(), Path(a.bundle).resolve(), a.name, model,
                    a.data, settings)
     venv = ROOT / ".venv-monailabel" / "bin" / "python"
     print(f"app written to {app}")

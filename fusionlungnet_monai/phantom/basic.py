@@ -223,7 +223,7 @@ def write_phantom_case(
     """
     from pathlib import Path
 
-    from fusionlungnet_monai.data.writers import write_dicom_series, write_localizer, write_nifti, write_png_slices
+    from fusionlungnet_monai.phantom.writers import write_dicom_series, write_localizer, write_nifti, write_png_slices
 
     unknown = set(formats) - {"dicom", "nifti", "png"}
     if unknown:

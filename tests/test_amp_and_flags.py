@@ -1,0 +1,213 @@
+"""Mixed precision that learns, booleans on the command line that mean what they say, atomic checkpoints."""
+
+from __future__ import annotations
+
+import ast
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import BUNDLE, SMALL
+
+from fusionlungnet_monai import FusionLungNet, HybridLoss, amp_dtype, as_bool
+from fusionlungnet_monai.config import default_amp_dtype
+
+
+def _batch(size: int = 64, n: int = 2):
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(n, 1, size, size, generator=g)
+    y = torch.zeros(n, 1, size, size)
+    y[..., size // 4 : size // 2, size // 5 : size - size // 5] = 1
+    return x, y
+
+
+def test_hybrid_loss_is_float32_and_finite_under_cpu_bf16_autocast():
+    x, y = _batch()
+    logits = [torch.randn_like(y) * 4 for _ in range(5)]
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = HybridLoss()([lg.bfloat16() for lg in logits], y)
+    assert loss.dtype == torch.float32 and torch.isfinite(loss)
+    ref = HybridLoss()(logits, y)  # the bf16 inputs only round the logits: same value to bf16 precision
+    assert abs(loss.item() - ref.item()) < 0.05
+
+
+def test_training_step_under_cpu_bf16_autocast_has_finite_gradients():
+    torch.manual_seed(0)
+    net = FusionLungNet(spatial_dims=2, in_channels=1, out_channels=1, features=32, rrm_features=16)
+    x, y = _batch()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = net(x)
+        loss = HybridLoss()(out, y)
+    loss.backward()
+    grads = [p.grad for p in net.parameters() if p.grad is not None]
+    assert len(grads) > 100
+    assert all(torch.isfinite(g).all() for g in grads)
+    assert loss.dtype == torch.float32
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_cuda_amp_steps_learn(dtype):
+    """On a GPU: 12 Adam steps under autocast; GradScaler (fp16) settles after a few skipped steps, the loss falls."""
+    torch.manual_seed(0)
+    net = FusionLungNet(spatial_dims=2, in_channels=1, out_channels=1).cuda().to(memory_format=torch.channels_last)
+    opt = torch.optim.Adam(net.parameters(), 3e-4)
+    scaler = torch.amp.GradScaler("cuda", enabled=dtype is torch.float16)
+    x, y = (t.cuda() for t in _batch(128, 4))
+    losses, skipped = [], 0
+    for _ in range(12):
+        opt.zero_grad()
+        with torch.autocast("cuda", dtype=dtype):
+            loss = HybridLoss()(net(x), y)
+        before = scaler.get_scale() if scaler.is_enabled() else None
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
+        skipped += int(before is not None and scaler.get_scale() < before)
+        losses.append(loss.item())
+    assert all(np.isfinite(losses)) and losses[-1] < losses[0]
+    assert skipped <= 8, f"GradScaler skipped {skipped} of 12 steps"
+
+
+def test_amp_dtype_is_chosen_as_documented(monkeypatch):
+    assert amp_dtype("bf16") is torch.bfloat16 and amp_dtype("float16") is torch.float16
+    assert amp_dtype(torch.bfloat16) is torch.bfloat16
+    with pytest.raises(ValueError, match="amp_dtype"):
+        amp_dtype("float64")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    assert default_amp_dtype() == "bfloat16" and amp_dtype("auto") is torch.bfloat16 and amp_dtype(None) is torch.bfloat16
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    assert default_amp_dtype() == "float16" and amp_dtype("auto") is torch.float16
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert default_amp_dtype() == "float16"
+
+
+@pytest.mark.parametrize("value,expected", [("false", False), ("False", False), ("0", False), (0, False),
+                                            (False, False), ("true", True), ("True", True), ("1", True), (1, True),
+                                            (True, True)])
+def test_as_bool_spellings(value, expected):
+    assert as_bool(value) is expected
+
+
+def test_as_bool_rejects_anything_else_with_the_knob_name():
+    with pytest.raises(ValueError, match=r"^amp: expected true/false"):
+        as_bool("maybe", "amp")
+    with pytest.raises(ValueError):
+        as_bool(2, "amp")
+
+
+_SHOW_TRAIN = {"show": ["$print('FLAGS=' + str({"
+                        "'amp': bool(@train#trainer.amp), 'compile': bool(@train#trainer.compile), "
+                        "'progress_bar': any(type(h).__name__ == 'ProgressBar' for h in @train#handlers), "
+                        "'resume': any(type(h).__name__ == 'CheckpointLoader' for h in @train#state_handlers), "
+                        "'channels_last': next(@network.parameters()).dim() == 4 and "
+                        "@network.encoder.layer1[0].conv2.weight.is_contiguous(memory_format=torch.channels_last), "
+                        "'use_caa': type(@network_def.caa).__name__ == 'ChannelAggregationAttention', "
+                        "'use_mff': type(@network_def.fuse4).__name__ == 'MultiScaleFeatureFusion', "
+                        "'use_sr': type(@network_def.sr5).__name__ == 'SelfRefinement', "
+                        "'use_rrm': bool(@network_def.use_rrm)}))"]}
+_SHOW_INFER = {"show": ["$print('FLAGS=' + str({"
+                        "'amp': bool(@evaluator.amp), "
+                        "'fill_holes': any(type(t).__name__ == 'FillHolesd' for t in @postprocessing.transforms), "
+                        "'channels_last': @network.encoder.layer1[0].conv2.weight.is_contiguous(memory_format=torch.channels_last), "
+                        "'load_pretrain': fusionlungnet_monai.as_bool(@load_pretrain), "
+                        "'separate_folder': [t for t in @postprocessing.transforms if type(t).__name__ == 'SaveImaged'][0]"
+                        ".saver.folder_layout.parent}))"]}
+
+
+def _show(config: list[str], extra: list[str], tmp: Path) -> dict:
+    r = subprocess.run([sys.executable, "-m", "monai.bundle", "run", "show", "--config_file", str(config), *extra],
+                       cwd=BUNDLE, capture_output=True, text=True, timeout=300,
+                       env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-4000:]
+    line = [ln for ln in r.stdout.splitlines() if ln.startswith("FLAGS=")][-1]
+    return ast.literal_eval(line[len("FLAGS="):])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("spelling,expected", [("false", False), ("False", False), ("0", False),
+                                               ("true", True), ("True", True), ("1", True)])
+def test_boolean_overrides_through_monai_bundle_run(spelling, expected, png_dataset, tmp_path):
+    """Every boolean knob of train.json and inference.json, given on the command line as users type it."""
+    show = tmp_path / "show_train.json"
+    show.write_text(json.dumps(_SHOW_TRAIN))
+    knobs = ["amp", "compile", "progress_bar", "resume", "channels_last", "ablation#use_caa", "ablation#use_mff",
+             "ablation#use_sr", "ablation#use_rrm"]
+    args = ["--dataset_dir", str(png_dataset), "--bundle_root", str(tmp_path), *SMALL, "--cache_rate", "0"]
+    for k in knobs:
+        args += [f"--{k}", spelling]
+    got = _show(["configs/train.json", str(show)], args, tmp_path)
+    assert got == {k.split("#")[-1]: expected for k in knobs}
+
+    show = tmp_path / "show_infer.json"
+    show.write_text(json.dumps(_SHOW_INFER))
+    knobs = ["amp", "fill_holes", "channels_last", "load_pretrain", "separate_folder"]
+    ckpt = tmp_path / "model.pt"  # load_pretrain true must find weights: the network's own initial ones
+    torch.save(FusionLungNet(spatial_dims=2, in_channels=1, out_channels=1, deep_supervision=False).state_dict(), ckpt)
+    args = ["--bundle_root", str(tmp_path), "--ckpt_path", str(ckpt), "--input", "[]"]
+    for k in knobs:
+        args += [f"--{k}", spelling]
+    got = _show(["configs/inference.json", str(show)], args, tmp_path)
+    assert got == {k: expected for k in knobs}
+
+
+def _train(bundle_root: Path, data: Path, epochs: int, *extra: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "monai.bundle", "run", "training", "--config_file",
+                             "configs/train.json", "--bundle_root", str(bundle_root), "--dataset_dir", str(data),
+                             "--max_epochs", str(epochs), "--progress_bar", "false", *SMALL, *extra],
+                            cwd=BUNDLE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, "PYTHONWARNINGS": "ignore"}, start_new_session=True)
+
+
+def _wait_for_save(p: subprocess.Popen, models: Path, timeout: float = 300) -> None:
+    """Wait until a save starts (a temporary file appears) or finishes (a checkpoint changes) after now."""
+    before = {f.name: f.stat().st_mtime_ns for f in models.glob("*.pt")} if models.exists() else {}
+    deadline = time.time() + timeout
+    while time.time() < deadline and p.poll() is None:
+        if models.exists():
+            now = {f.name: f.stat().st_mtime_ns for f in models.glob("*.pt")}
+            if list(models.glob("*.tmp*")) or any(now.get(k) != v for k, v in before.items()) or set(now) - set(before):
+                return
+        time.sleep(0.01)
+    raise AssertionError(f"no checkpoint save seen; training output:\n{(p.stdout.read() if p.poll() is not None else '')[-3000:]}")
+
+
+@pytest.mark.slow
+def test_sigkill_never_leaves_a_broken_checkpoint_and_resume_carries_on(png_dataset, tmp_path):
+    """Kill training with SIGKILL during saves and mid-epoch; model.pt always loads and --resume continues."""
+    run = tmp_path / "run"
+    models = run / "models"
+    p = _train(run, png_dataset, 50)
+    while not ((models / "model.pt").exists() and (models / "checkpoint_last.pt").exists()):  # epoch 1 saved
+        assert p.poll() is None, p.stdout.read()[-3000:]
+        time.sleep(0.05)
+    for delay in (0.0, 0.05, 0.4):  # as a save starts, during it, after it (mid-epoch)
+        if p is None:
+            p = _train(run, png_dataset, 50, "--resume", "true")
+        _wait_for_save(p, models)
+        time.sleep(delay)
+        assert p.poll() is None, p.stdout.read()[-3000:]
+        os.killpg(p.pid, signal.SIGKILL)
+        p.wait()
+        p = None
+        sd = torch.load(models / "model.pt", map_location="cpu", weights_only=True)
+        assert "encoder.conv1.weight" in sd
+        last = torch.load(models / "checkpoint_last.pt", map_location="cpu", weights_only=True)
+        assert last["trainer"]["iteration"] >= last["trainer"]["epoch_length"]
+    state = torch.load(models / "checkpoint_last.pt", map_location="cpu", weights_only=True)["trainer"]
+    epoch_before = state["iteration"] // state["epoch_length"]
+    p = _train(run, png_dataset, epoch_before + 1, "--resume", "true")
+    out, _ = p.communicate(timeout=600)
+    assert p.returncode == 0, out[-3000:]
+    assert f"Epoch: {epoch_before + 1}/{epoch_before + 1}" in out and "Epoch: 1/" not in out
+    assert not list(models.glob("*.tmp*")), "the next run clears temporary files of killed saves"

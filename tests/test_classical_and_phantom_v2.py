@@ -1,0 +1,84 @@
+"""The classical HU lung segmentation (second opinion, pseudo-labels) and the domain-randomised phantoms v2."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fusionlungnet_monai import classical_lung_mask, make_chest_phantom
+from fusionlungnet_monai.classical import dice_score
+
+DATA = Path(__file__).parent / "data"
+
+
+def _load(path):
+    from monai.transforms import EnsureChannelFirst, Orientation
+
+    from fusionlungnet_monai.data import LoadCTImage
+
+    img = Orientation(axcodes="LPS", labels=None)(EnsureChannelFirst()(LoadCTImage(image_only=True)(str(path))))
+    return np.asarray(img[0]), [float(s) for s in img.pixdim[:3]]
+
+
+def test_classical_on_real_ct_with_an_expert_mask():
+    """elastix lung crop: the lung touches the crop border (kept: lung-like HU), outside air is dropped."""
+    ct, sp = _load(DATA / "elastix_lung_small" / "3DCT_lung_baseline_small.mha")
+    ref, _ = _load(DATA / "elastix_lung_small" / "3DCT_lung_baseline_small_mask.mha")
+    assert dice_score(classical_lung_mask(ct, sp), ref) > 0.97
+
+
+def test_classical_skips_bowel_gas_at_the_lung_bases():
+    ct, sp = _load(DATA / "totalseg_example_ct" / "nifti_sm" / "example_ct_sm.nii.gz")
+    ref, _ = _load(DATA / "totalseg_example_ct" / "nifti_sm" / "lung_mask.nii.gz")
+    assert dice_score(classical_lung_mask(ct, sp), ref) > 0.9
+
+
+def test_classical_removes_the_trachea_and_finds_two_lungs():
+    from scipy import ndimage
+
+    ct, sp = _load(DATA / "lidc_idri_slabs" / "LIDC-IDRI-0002")
+    m = classical_lung_mask(ct, sp)
+    lab, n = ndimage.label(m)
+    sizes = sorted(np.bincount(lab.ravel())[1:], reverse=True)
+    assert n >= 2 and sizes[1] > 0.3 * sizes[0], "two lungs of similar size"
+    box = (slice(248, 273), slice(248, 275))  # the trachea's cross-section in this slab (x, y), all 12 slices
+    air = ct[box] < -900
+    assert air.sum() > 12 * 300, "the trachea is in view"
+    assert (m[box] & air).sum() < 0.01 * air.sum(), "and it is not in the mask (a few box-corner lung voxels)"
+
+
+def test_phantom_v2_is_deterministic_and_varies_by_seed():
+    a, b, c = make_chest_phantom(3, size=128), make_chest_phantom(3, size=128), make_chest_phantom(4, size=128)
+    np.testing.assert_array_equal(a.image, b.image)
+    np.testing.assert_array_equal(a.mask, b.mask)
+    vols = [make_chest_phantom(s, size=128).lung_volume_ml for s in range(6)]
+    assert np.std(vols) / np.mean(vols) > 0.1, f"lung volumes vary by case: {vols}"
+    assert a.spacing != c.spacing or a.image.shape != c.image.shape
+
+
+def test_phantom_v2_anatomy_and_labels():
+    ph = make_chest_phantom(7, size=256, z_range=(-0.1, 1.05), effusion=True, slice_mm=5.0, noise_hu=5.0,
+                            kernel="soft", tilt_deg=0.0, padding=-3024.0)
+    img, m = ph.image.astype(float), ph.mask > 0
+    per_slice = m.sum((0, 1))
+    assert per_slice[-1] == 0, "above the apices: no lung"
+    assert per_slice[0] < 0.05 * per_slice.max(), "below the domes only the deepest recesses"
+    assert per_slice.max() > 0.1 * m.shape[0] * m.shape[1] / 2
+    # the trachea (air near the midline in the upper chest) is not lung
+    top = np.flatnonzero(per_slice)[-3]
+    mid = m.shape[0] // 2
+    air_mid = img[mid - 6 : mid + 6, :, top] < -900
+    assert air_mid.any() and not (m[mid - 6 : mid + 6, :, top] & air_mid).any()
+    # effusion (fluid HU at the back of the lower chest) is outside the mask
+    low = np.flatnonzero(per_slice)[1]
+    fluid = (img[:, :, low] > -50) & (img[:, :, low] < 60)
+    assert not (fluid & m[:, :, low]).all()
+    assert ph.image.min() == -3024, "FOV padding"
+
+
+@pytest.mark.parametrize("seed", [0, 11])
+def test_phantom_v2_masks_are_mostly_dark(seed):
+    ph = make_chest_phantom(seed, size=128)
+    lung = ph.image[ph.mask > 0]
+    if lung.size:
+        assert np.median(lung) < -600

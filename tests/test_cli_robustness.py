@@ -1,0 +1,182 @@
+"""`fusionlungnet predict` on real slices, odd input, bad options, reruns and interruptions: one clear line, the
+documented exit code (0 ok, 1 some cases failed, 2 usage/input error, 130 interrupted), nothing half-written."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import BUNDLE, DATA
+
+pytestmark = pytest.mark.slow
+
+COVID = DATA / "covid19_ny_sbu_sample" / "dicom"
+REAL_CASES = {
+    "covid_slice": COVID / "A046441" / "axial" / "19001111-045.dcm",
+    "lidc_series": DATA / "lidc_idri_slabs" / "LIDC-IDRI-0003",
+    "totalseg_jpeg2000": DATA / "totalseg_example_ct" / "dicom",
+    "totalseg_nifti": DATA / "totalseg_example_ct" / "nifti_sm" / "example_ct_sm.nii.gz",
+    "elastix_mha": DATA / "elastix_lung_small" / "3DCT_lung_baseline_small.mha",
+}
+
+
+def predict(*args, expect_rc=0, timeout=900):
+    r = subprocess.run([sys.executable, "-m", "fusionlungnet_monai", "predict", *map(str, args), "--no-progress",
+                        "--bundle", str(BUNDLE)], capture_output=True, text=True, timeout=timeout)
+    assert r.returncode == expect_rc, f"rc={r.returncode}\n{r.stdout[-3000:]}\n{r.stderr[-4000:]}"
+    assert "Traceback" not in r.stderr, r.stderr[-3000:]
+    return r
+
+
+@pytest.fixture(scope="module")
+def model(trained):
+    return trained / "models" / "model.pt"
+
+
+@pytest.mark.parametrize("name", sorted(REAL_CASES))
+def test_every_real_sample_goes_through_predict(name, model, tmp_path):
+    out = tmp_path / name
+    predict(REAL_CASES[name], out, "--model", model, "--input-size", "64")
+    report = json.loads((out / "report.json").read_text())
+    assert (out / "lungmask.nii.gz").is_file() and (out / "qc.png").is_file()
+    assert report["num_slices"] >= 1 and "second_opinion" in report
+    assert 0.0 <= report["second_opinion"]["dice_with_network"] <= 1.0
+    assert not [p for p in out.iterdir() if p.name.startswith(".")], "no temporary folder left"
+
+
+def test_real_slices_in_batch_mode(model, tmp_path):
+    cases = tmp_path / "cases"
+    cases.mkdir()
+    for f in sorted((COVID / "A046441" / "axial").glob("*.dcm")) + sorted((COVID / "A072894" / "axial").glob("*.dcm")):
+        shutil.copy(f, cases / f.name)
+    shutil.copytree(DATA / "lidc_idri_slabs" / "LIDC-IDRI-0002", cases / "lidc0002")
+    r = predict(cases, tmp_path / "out", "--model", model, "--input-size", "64", expect_rc=0)
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["cases"] == 1 and summary["failed"] == 0
+    # loose single-slice DICOM files next to a case folder are not swallowed into one series: reported skipped
+    assert len(summary["skipped"]) == 4 and all("loose DICOM" in s["reason"] for s in summary["skipped"])
+    assert "skipped" in r.stderr
+
+
+def test_single_slices_as_a_batch_of_files(model, tmp_path):
+    cases = tmp_path / "slices"
+    cases.mkdir()
+    for i, f in enumerate(sorted(COVID.rglob("axial/*.dcm"))):
+        (cases / f"s{i}").mkdir()
+        shutil.copy(f, cases / f"s{i}" / f.name)
+    predict(cases, tmp_path / "out", "--model", model, "--input-size", "64")
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["cases"] == 4 and summary["ok"] == 4
+
+
+@pytest.mark.parametrize("opts,msg", [(["--device", "tpu"], "expected cpu, cuda or cuda:N"),
+                                      (["--batch-size", "0"], "--batch-size must be 1 or more"),
+                                      (["--batch-size", "-3"], "--batch-size must be 1 or more")])
+def test_bad_options_are_one_line(opts, msg, model, tmp_path):
+    r = predict(COVID / "A046441" / "axial" / "19001111-045.dcm", tmp_path / "o", "--model", model, *opts,
+                expect_rc=2)
+    assert msg in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())
+
+
+def test_model_files_that_are_not_fusionlungnet_weights(tmp_path):
+    text = tmp_path / "notes.pt"
+    text.write_text("not weights")
+    r = predict(COVID / "A046441" / "axial" / "19001111-045.dcm", tmp_path / "o", "--model", text, expect_rc=2)
+    assert "not a PyTorch weights file" in r.stderr
+    other = tmp_path / "unet.pt"
+    torch.save(torch.nn.Conv2d(1, 2, 3).state_dict(), other)
+    r = predict(COVID / "A046441" / "axial" / "19001111-045.dcm", tmp_path / "o", "--model", other, expect_rc=2)
+    assert "does not hold FusionLungNet weights" in r.stderr
+
+
+def test_output_inside_input_is_refused_even_through_a_symlink(model, phantom_dir, tmp_path):
+    series = tmp_path / "series"
+    shutil.copytree(phantom_dir / "dicom" / "ph000", series)
+    before = sorted(p.name for p in series.rglob("*"))
+    r = predict(series, series, "--model", model, expect_rc=2)
+    assert "inside the input" in r.stderr
+    link = tmp_path / "link"
+    link.symlink_to(series)
+    r = predict(series, link / "out", "--model", model, expect_rc=2)
+    assert "inside the input" in r.stderr
+    assert sorted(p.name for p in series.rglob("*")) == before, "the input is never written to"
+
+
+def test_rerun_keeps_results_unless_overwrite_and_drops_stale_files(model, phantom_dir, tmp_path):
+    series, out = phantom_dir / "dicom" / "ph000", tmp_path / "o"
+    predict(series, out, "--model", model, "--input-size", "64", "--format", "dicom-seg")
+    assert (out / "seg.dcm").is_file()
+    stamp = (out / "lungmask.nii.gz").stat().st_mtime_ns
+    r = predict(series, out, "--model", model, "--input-size", "64", expect_rc=1)
+    assert "--overwrite" in r.stderr and (out / "lungmask.nii.gz").stat().st_mtime_ns == stamp
+    predict(series, out, "--model", model, "--input-size", "64", "--overwrite")
+    assert (out / "lungmask.nii.gz").stat().st_mtime_ns != stamp
+    assert not (out / "seg.dcm").exists(), "the earlier run's DICOM SEG does not mix with the new results"
+    assert json.loads((out / "report.json").read_text())["outputs"].keys() == {"mask_nifti", "qc_png"}
+
+
+def test_batch_where_every_case_fails_still_writes_its_summary(model, tmp_path):
+    cases = tmp_path / "bad"
+    for n in ("a", "b"):
+        (cases / n).mkdir(parents=True)
+        (cases / n / "x.dcm").write_bytes(b"\x00" * 200)
+    predict(cases, tmp_path / "out", "--model", model, expect_rc=1)
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["cases"] == 2 and summary["failed"] == 2
+
+
+def test_4d_nifti_and_nan_voxels(model, phantom_dir, tmp_path):
+    import nibabel as nib
+
+    img = nib.load(str(phantom_dir / "nifti" / "ph000_image.nii.gz"))
+    data = np.asarray(img.dataobj).astype(np.float32)
+    four = tmp_path / "four.nii.gz"
+    nib.save(nib.Nifti1Image(np.stack([data, data], -1), img.affine), str(four))
+    r = predict(four, tmp_path / "o4", "--model", model, "--input-size", "64", expect_rc=1)
+    assert "four.nii.gz" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    data[40:50, 40:50, 3] = np.nan
+    nan = tmp_path / "nan.nii.gz"
+    nib.save(nib.Nifti1Image(data, img.affine), str(nan))
+    predict(nan, tmp_path / "on", "--model", model, "--input-size", "64")
+    report = json.loads((tmp_path / "on" / "report.json").read_text())
+    assert any("NaN" in w for w in report["warnings"])
+
+
+def test_sigterm_ends_a_batch_cleanly_with_exit_130(model, phantom_dir, tmp_path):
+    cases = tmp_path / "many"
+    cases.mkdir()
+    for i in range(6):
+        shutil.copy(phantom_dir / "nifti" / "ph000_image.nii.gz", cases / f"c{i}.nii.gz")
+    out, tmpdir = tmp_path / "out", tmp_path / "tmpdir"
+    tmpdir.mkdir()
+    p = subprocess.Popen([sys.executable, "-m", "fusionlungnet_monai", "predict", str(cases), str(out), "--model",
+                          str(model), "--input-size", "64", "--no-progress", "--bundle", str(BUNDLE)],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         env={**os.environ, "TMPDIR": str(tmpdir)})
+    deadline = time.time() + 600
+    while time.time() < deadline and not (out / "c0" / "report.json").exists():
+        assert p.poll() is None, p.communicate()
+        time.sleep(0.05)
+    p.send_signal(signal.SIGTERM)
+    _, err = p.communicate(timeout=300)
+    assert p.returncode == 130, err[-2000:]
+    assert "Traceback" not in err
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["interrupted"] is True and summary["ok"] >= 1
+    for d in out.iterdir():
+        if d.is_dir():
+            assert not [x for x in d.iterdir() if x.name.startswith(".")], f"temporary folder left in {d}"
+            files = {x.name for x in d.iterdir()}
+            assert files in (set(), {"lungmask.nii.gz", "qc.png", "report.json"}), f"half-written case {d}: {files}"
+    assert not list(tmpdir.iterdir()), "the run's temporary folder is removed"

@@ -1,0 +1,44 @@
+"""The shipped weights (bundle/models/model.pt): present, fp16, recorded checksum, and they segment real CT out of
+the box through `fusionlungnet predict` with no training step."""
+
+import hashlib
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+
+from conftest import BUNDLE, DATA
+
+MODEL = BUNDLE / "models" / "model.pt"
+
+
+def test_weights_are_fp16_small_and_their_checksum_is_recorded():
+    assert MODEL.is_file(), "the shipped model is part of the repository"
+    assert MODEL.stat().st_size <= 100 * 2**20
+    sd = torch.load(MODEL, map_location="cpu", weights_only=True)
+    floats = [v for v in sd.values() if torch.is_floating_point(v)]
+    assert floats and all(v.dtype == torch.float16 for v in floats)
+    digest = hashlib.sha256(MODEL.read_bytes()).hexdigest()
+    assert digest in (BUNDLE / "docs" / "README.md").read_text(), "sha256 in the model card"
+    large = (BUNDLE / "large_files.yml").read_text()
+    assert digest in large and "models/model.pt" in large
+
+
+@pytest.mark.slow
+def test_fresh_clone_predict_segments_real_ct(tmp_path):
+    """LIDC-IDRI-0003 (never trained on): the network agrees with the checked classical segmentation."""
+    out = tmp_path / "lidc"
+    r = subprocess.run([sys.executable, "-m", "fusionlungnet_monai", "predict",
+                        str(DATA / "lidc_idri_slabs" / "LIDC-IDRI-0003"), str(out), "--no-progress"],
+                       capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    report = json.loads((out / "report.json").read_text())
+    assert report["second_opinion"]["dice_with_network"] > 0.9
+    m = np.asarray(nib.load(str(out / "lungmask.nii.gz")).dataobj)
+    assert m.shape == (512, 512, 11) and 0.05 < m.mean() < 0.4
