@@ -330,9 +330,11 @@ class Predictor:
             report["series_description"] = info.description
             report["warnings"] += info.warnings
         nan = int(np.isnan(ct).sum())
+        if not nan and str(case).lower().endswith((".nii", ".nii.gz")):  # ITK reads NIfTI NaN as 0: count them
+            nan = int(np.isnan(np.asarray(nib.load(str(case)).dataobj, dtype=np.float32)).sum())
         if nan:
-            report["warnings"].append(f"{nan} voxels are NaN (not a number) in the input; they were read as "
-                                      "air (-1024 HU) for the second opinion and may punch holes in the mask")
+            report["warnings"].append(f"{nan} voxels are NaN (not a number) in the input; they were read as a "
+                                      "number (0 HU through ITK) and may punch holes in the mask")
             ct = np.nan_to_num(ct, nan=-1024.0)
         report["warnings"] += self._sanity(mask, ct, affine, report["volumes_ml"]["total_ml"])
         second = classical_lung_mask(ct, spacing)

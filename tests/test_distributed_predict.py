@@ -2,6 +2,7 @@
 and one merged summary; the bundle's multi_gpu_inference.json shards a datalist the same way."""
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -33,8 +34,11 @@ def _torchrun(*args, timeout=900):
 def test_distributed_predict_matches_one_process(cases, trained, tmp_path):
     model = trained / "models" / "model.pt"
     common = ["--model", str(model), "--input-size", "64", "--no-progress", "--bundle", str(BUNDLE)]
+    # torchrun gives each process one thread (OMP_NUM_THREADS=1); the reference runs with one thread as well, since
+    # a different thread count changes the order of float sums and may flip a voxel at the 0.5 threshold
     r = subprocess.run([sys.executable, "-m", "fusionlungnet_monai", "predict", str(cases), str(tmp_path / "one"),
-                        *common], capture_output=True, text=True, timeout=900)
+                        *common], capture_output=True, text=True, timeout=900,
+                       env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert r.returncode == 0, r.stderr[-3000:]
     _torchrun("-m", "fusionlungnet_monai", "predict", str(cases), str(tmp_path / "two"), *common, "--distributed")
     one = json.loads((tmp_path / "one" / "summary.json").read_text())
