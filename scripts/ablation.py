@@ -92,8 +92,8 @@ def main() -> None:
     lines = ["# Ablations (paper Tables 4 and 5) through the bundle", "",
              f"Run: `python scripts/ablation.py {' '.join(sys.argv[1:])}` on {label}. Same data, seed 0, same "
              "schedule for every variant; metrics from the bundle's `evaluating` run on the validation split.",
-             "" if device != "CPU" else "\n**CPU run at small size: it checks the plumbing and the relative order at "
-             "most; the paper's figures need 320² and a GPU.**", "",
+             "" if device != "CPU" else "\n**CPU run at small size: it checks the plumbing only (at this size and length "
+             "even the order of the variants means nothing); the paper's figures need 320² and a GPU.**", "",
              "| size | variant | mean IoU | mean F1 | global IoU | minutes |", "|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['size']} | {r['variant']} | {r['iou']:.4f} | {r['f1']:.4f} | {r['iou_global']:.4f} | "
