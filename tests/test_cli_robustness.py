@@ -180,3 +180,17 @@ def test_sigterm_ends_a_batch_cleanly_with_exit_130(model, phantom_dir, tmp_path
             files = {x.name for x in d.iterdir()}
             assert files in (set(), {"lungmask.nii.gz", "qc.png", "report.json"}), f"half-written case {d}: {files}"
     assert not list(tmpdir.iterdir()), "the run's temporary folder is removed"
+
+
+def test_two_inputs_with_one_stem_never_share_an_output_folder(model, phantom_dir, tmp_path):
+    cases = tmp_path / "same_stem"
+    cases.mkdir()
+    shutil.copy(phantom_dir / "nifti" / "ph000_image.nii.gz", cases / "a.nii.gz")
+    shutil.copy(phantom_dir / "png" / "images" / "ph000_s006.png", cases / "a.png")
+    (cases / ".hidden").write_text("x")
+    predict(cases, tmp_path / "out", "--model", model, "--input-size", "64")
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["cases"] == 2 and summary["ok"] == 2
+    assert (tmp_path / "out" / "a_nii_gz" / "lungmask.nii.gz").is_file()
+    assert (tmp_path / "out" / "a_png" / "lungmask.png").is_file()
+    assert [s["reason"] for s in summary["skipped"]] == ["hidden"]
