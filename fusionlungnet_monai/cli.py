@@ -90,12 +90,9 @@ def _gather(results: list, interrupted: bool, n_cases: int) -> tuple[list, bool,
 
     parts: list = [None] * dist.get_world_size()
     dist.all_gather_object(parts, (results, interrupted, n_cases))
-    merged = [r for p in parts for r in p[0]]
-    order = {}
-    for rank, p in enumerate(parts):  # rank r held cases r, r + world, ...: restore the folder's order
-        for i, r in enumerate(p[0]):
-            order[id(r)] = i * len(parts) + rank
-    merged.sort(key=lambda r: order[id(r)])
+    # rank r held cases r, r + world, ...: interleaving the ranks' lists restores the folder's order
+    longest = max(len(p[0]) for p in parts)
+    merged = [p[0][i] for i in range(longest) for p in parts if i < len(p[0])]
     dist.destroy_process_group()
     return merged, any(p[1] for p in parts), sum(p[2] for p in parts)
 

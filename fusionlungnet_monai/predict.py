@@ -69,8 +69,8 @@ def check_weights(path: Path) -> None:
     """
     import torch
 
-    try:
-        sd = torch.load(str(path), map_location="cpu", weights_only=True)
+    try:  # memory-mapped: only the keys are looked at here; the workflow loads the tensors once, later
+        sd = torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
     except Exception as e:
         raise InputError(path, f"not a PyTorch weights file ({type(e).__name__})") from None
     if isinstance(sd, dict) and isinstance(sd.get("model"), dict):
@@ -331,7 +331,9 @@ class Predictor:
             report["warnings"] += info.warnings
         nan = int(np.isnan(ct).sum())
         if not nan and str(case).lower().endswith((".nii", ".nii.gz")):  # ITK reads NIfTI NaN as 0: count them
-            nan = int(np.isnan(np.asarray(nib.load(str(case)).dataobj, dtype=np.float32)).sum())
+            src = nib.load(str(case))
+            if np.issubdtype(src.get_data_dtype(), np.floating):  # only float voxels can be NaN on disk
+                nan = int(np.isnan(np.asarray(src.dataobj, dtype=np.float32)).sum())
         if nan:
             report["warnings"].append(f"{nan} voxels are NaN (not a number) in the input; they were read as a "
                                       "number (0 HU through ITK) and may punch holes in the mask")

@@ -38,6 +38,7 @@ def segment_real_sample(out: Path) -> Path | None:
     """Segment the real elastix chest CT crop with the shipped weights and print the Dice against its mask."""
     from monai.transforms import LoadImage
 
+    from fusionlungnet_monai.classical import dice_score
     from fusionlungnet_monai.predict import Predictor
 
     model = ROOT / "bundle" / "models" / "model.pt"
@@ -55,7 +56,7 @@ def segment_real_sample(out: Path) -> Path | None:
     pred = np.asarray(nib.load(str(dst / "lungmask.nii.gz")).dataobj) > 0
     ref = np.asarray(LoadImage(image_only=True)(str(data / "3DCT_lung_baseline_small_mask.mha"))) > 0
     pred = pred.reshape(ref.shape)
-    dice = 2 * np.sum(pred & ref) / max(np.sum(pred) + np.sum(ref), 1)
+    dice = dice_score(pred, ref)
     second = res.report["second_opinion"]["dice_with_network"]
     print(f"[demo] real CT (elastix lung crop, shipped weights): Dice {dice:.3f} against its reference mask; "
           f"agreement with the classical second opinion {second:.3f}")

@@ -25,17 +25,6 @@ ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "tests" / "data"
 
 
-def load_lps(path: Path) -> tuple[np.ndarray, list[float]]:
-    """A CT or mask as an ``(x, y, z)`` array in LPS voxel order, with its spacing."""
-    from monai.transforms import EnsureChannelFirst, LoadImage, Orientation
-
-    from fusionlungnet_monai.data import CTSeriesReader
-
-    img = Orientation(axcodes="LPS", labels=None)(EnsureChannelFirst()(
-        LoadImage(image_only=True, reader=CTSeriesReader())(str(path))))
-    return np.asarray(img[0]), [float(s) for s in img.pixdim[:3]]
-
-
 def write_slices(out: Path, name: str, ct: np.ndarray, mask: np.ndarray, spacing, every: int = 1) -> list[dict]:
     import nibabel as nib
 
@@ -69,6 +58,7 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2)
     a = ap.parse_args()
     from fusionlungnet_monai.classical import classical_lung_mask
+    from fusionlungnet_monai.data import load_ct_lps
 
     out = Path(a.out).resolve()
     for sub in ("images", "labels"):
@@ -80,16 +70,17 @@ def main() -> None:
         val = [i for items in ex.map(phantom_case, val_jobs) for i in items]
     real_train, real_val = [], []
     lidc = DATA / "lidc_idri_slabs"
-    ct, sp = load_lps(lidc / "LIDC-IDRI-0002")
+    ct, sp = load_ct_lps(lidc / "LIDC-IDRI-0002")
     real_train += write_slices(out, "lidc0002", ct, classical_lung_mask(ct, sp), sp)
-    ct, sp = load_lps(lidc / "LIDC-IDRI-0003")
+    ct, sp = load_ct_lps(lidc / "LIDC-IDRI-0003")
     real_val += write_slices(out, "lidc0003", ct, classical_lung_mask(ct, sp), sp)
     ts = DATA / "totalseg_example_ct" / "nifti_sm"
-    ct, sp = load_lps(ts / "example_ct_sm.nii.gz")
-    real_train += write_slices(out, "totalseg_sm", ct, load_lps(ts / "lung_mask.nii.gz")[0], sp)
+    ct, sp = load_ct_lps(ts / "example_ct_sm.nii.gz")
+    real_train += write_slices(out, "totalseg_sm", ct, load_ct_lps(ts / "lung_mask.nii.gz")[0], sp)
     el = DATA / "elastix_lung_small"
-    ct, sp = load_lps(el / "3DCT_lung_baseline_small.mha")
-    real_val += write_slices(out, "elastix", ct, load_lps(el / "3DCT_lung_baseline_small_mask.mha")[0], sp, every=4)
+    ct, sp = load_ct_lps(el / "3DCT_lung_baseline_small.mha")
+    ref = load_ct_lps(el / "3DCT_lung_baseline_small_mask.mha")[0]
+    real_val += write_slices(out, "elastix", ct, ref, sp, every=4)
     datalist = {"training": train + real_train * a.real_repeat, "validation": val + real_val,
                 "real_validation": real_val}
     (out / "datalist.json").write_text(json.dumps(datalist, indent=1))

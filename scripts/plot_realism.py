@@ -22,12 +22,10 @@ DOCS = ROOT / "docs"
 
 
 def load(path):
-    from monai.transforms import EnsureChannelFirst, Orientation
+    from fusionlungnet_monai.data import load_ct_lps
 
-    from fusionlungnet_monai.data import LoadCTImage
-
-    img = Orientation(axcodes="LPS", labels=None)(EnsureChannelFirst()(LoadCTImage(image_only=True)(str(path))))
-    return np.asarray(img[0], dtype=np.float32), [float(s) for s in img.pixdim[:3]]
+    ct, spacing = load_ct_lps(path)
+    return ct.astype(np.float32), spacing
 
 
 def noise_hu(ct, lung):

@@ -7,36 +7,28 @@ import pytest
 
 from fusionlungnet_monai import classical_lung_mask, make_chest_phantom
 from fusionlungnet_monai.classical import dice_score
+from fusionlungnet_monai.data import load_ct_lps
 
 DATA = Path(__file__).parent / "data"
 
 
-def _load(path):
-    from monai.transforms import EnsureChannelFirst, Orientation
-
-    from fusionlungnet_monai.data import LoadCTImage
-
-    img = Orientation(axcodes="LPS", labels=None)(EnsureChannelFirst()(LoadCTImage(image_only=True)(str(path))))
-    return np.asarray(img[0]), [float(s) for s in img.pixdim[:3]]
-
-
 def test_classical_on_real_ct_with_an_expert_mask():
     """elastix lung crop: the lung touches the crop border (kept: lung-like HU), outside air is dropped."""
-    ct, sp = _load(DATA / "elastix_lung_small" / "3DCT_lung_baseline_small.mha")
-    ref, _ = _load(DATA / "elastix_lung_small" / "3DCT_lung_baseline_small_mask.mha")
+    ct, sp = load_ct_lps(DATA / "elastix_lung_small" / "3DCT_lung_baseline_small.mha")
+    ref, _ = load_ct_lps(DATA / "elastix_lung_small" / "3DCT_lung_baseline_small_mask.mha")
     assert dice_score(classical_lung_mask(ct, sp), ref) > 0.97
 
 
 def test_classical_skips_bowel_gas_at_the_lung_bases():
-    ct, sp = _load(DATA / "totalseg_example_ct" / "nifti_sm" / "example_ct_sm.nii.gz")
-    ref, _ = _load(DATA / "totalseg_example_ct" / "nifti_sm" / "lung_mask.nii.gz")
+    ct, sp = load_ct_lps(DATA / "totalseg_example_ct" / "nifti_sm" / "example_ct_sm.nii.gz")
+    ref, _ = load_ct_lps(DATA / "totalseg_example_ct" / "nifti_sm" / "lung_mask.nii.gz")
     assert dice_score(classical_lung_mask(ct, sp), ref) > 0.9
 
 
 def test_classical_removes_the_trachea_and_finds_two_lungs():
     from scipy import ndimage
 
-    ct, sp = _load(DATA / "lidc_idri_slabs" / "LIDC-IDRI-0002")
+    ct, sp = load_ct_lps(DATA / "lidc_idri_slabs" / "LIDC-IDRI-0002")
     m = classical_lung_mask(ct, sp)
     lab, n = ndimage.label(m)
     sizes = sorted(np.bincount(lab.ravel())[1:], reverse=True)

@@ -9,6 +9,7 @@ from fusionlungnet_monai.data.series import (
     LoadCTImaged,
     SeriesInfo,
     is_dicom_file,
+    load_ct_lps,
     scan_dicom_folder,
     select_ct_series,
 )
@@ -26,6 +27,7 @@ __all__ = [
     "LoadCTImaged",
     "SeriesInfo",
     "is_dicom_file",
+    "load_ct_lps",
     "scan_dicom_folder",
     "select_ct_series",
     "InputError",

@@ -10,14 +10,17 @@ from pathlib import Path
 import numpy as np
 
 from fusionlungnet_monai.data.errors import InputError
-from fusionlungnet_monai.data.series import is_dicom_file, select_ct_series
+from fusionlungnet_monai.data.series import (
+    IMAGE_SUFFIXES,
+    PICTURE_SUFFIXES,
+    VOLUME_SUFFIXES,
+    is_dicom_file,
+    select_ct_series,
+)
 
 __all__ = ["IMAGE_SUFFIXES", "PICTURE_SUFFIXES", "VOLUME_SUFFIXES", "check_input", "check_output_dir", "check_pair",
            "file_stem", "image_size"]
 
-PICTURE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
-VOLUME_SUFFIXES = (".nii", ".nii.gz", ".mha", ".mhd", ".nrrd")
-IMAGE_SUFFIXES = PICTURE_SUFFIXES + VOLUME_SUFFIXES + (".dcm",)
 
 
 def file_stem(path: str | os.PathLike) -> str:

@@ -22,7 +22,7 @@ from monai.utils import ensure_tuple
 from fusionlungnet_monai.data.errors import InputError
 
 __all__ = ["SeriesInfo", "scan_dicom_folder", "select_ct_series", "CTSeriesReader", "LoadCTImage", "LoadCTImaged",
-           "is_dicom_file"]
+           "is_dicom_file", "load_ct_lps"]
 
 logger = logging.getLogger(__name__)
 
@@ -203,9 +203,10 @@ def select_ct_series(folder: str | os.PathLike, series_uid: str | None = None) -
     return picked
 
 
-_PICTURES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+PICTURE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+VOLUME_SUFFIXES = (".nii", ".nii.gz", ".mha", ".mhd", ".nrrd")
+IMAGE_SUFFIXES = PICTURE_SUFFIXES + VOLUME_SUFFIXES + (".dcm",)
 _NIFTI = (".nii", ".nii.gz")
-_ITK_FILES = (".dcm", ".mha", ".mhd", ".nrrd")
 
 
 def _itk_available() -> bool:
@@ -240,7 +241,7 @@ class CTSeriesReader(ImageReader):
 
     def _reader(self, name: str) -> ImageReader:
         low = str(name).lower()
-        if low.endswith(_PICTURES):
+        if low.endswith(PICTURE_SUFFIXES):
             return PILReader(reverse_indexing=True)
         if low.endswith(_NIFTI) and not _itk_available():
             return NibabelReader()
@@ -250,7 +251,7 @@ class CTSeriesReader(ImageReader):
 
     def verify_suffix(self, filename: Sequence[str] | str) -> bool:
         names = ensure_tuple(filename)
-        return all(os.path.isdir(n) or str(n).lower().endswith(_ITK_FILES + _NIFTI + _PICTURES)
+        return all(os.path.isdir(n) or str(n).lower().endswith(IMAGE_SUFFIXES)
                    or (os.path.isfile(n) and "." not in os.path.basename(str(n)) and is_dicom_file(n)) for n in names)
 
     def read(self, data, **kwargs):
@@ -314,3 +315,17 @@ class LoadCTImaged(LoadImaged):
                                                                      "prune_meta_pattern", "prune_meta_sep",
                                                                      "expanduser")}
         self._loader = LoadCTImage(series_uid=series_uid, image_only=image_only, **loader_kwargs)
+
+
+def load_ct_lps(path: str | os.PathLike, series_uid: str | None = None) -> tuple[np.ndarray, list[float]]:
+    """A CT volume, slice or mask as an ``(x, y, z)`` array in the orientation the model is trained in (LPS voxel
+    order: x to the patient's left, y to the back), with its voxel spacing in mm.
+
+    Raises:
+        InputError: for what :class:`LoadCTImage` refuses.
+    """
+    from monai.transforms import EnsureChannelFirst, Orientation
+
+    img = LoadCTImage(series_uid=series_uid, image_only=True)(str(path))
+    img = Orientation(axcodes="LPS", labels=None)(EnsureChannelFirst()(img))
+    return np.asarray(img[0]), [float(v) for v in img.pixdim[:3]]
