@@ -100,12 +100,14 @@ def _gather(results: list, interrupted: bool, n_cases: int) -> tuple[list, bool,
 def _cmd_predict(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from fusionlungnet_monai.data.checks import check_output_dir
     from fusionlungnet_monai.predict import CaseResult, Predictor, case_name, list_cases
 
     inp, out = Path(args.input), Path(args.output)
     skipped: list = []
     cases = list_cases(inp, skipped)
     _check_output_not_in_input(inp, out)
+    check_output_dir(out, inputs=(inp,))  # an output folder nothing can be written to is a usage error (exit 2)
     batch = len(cases) > 1 or inp.resolve() != cases[0].resolve()
     names = [case_name(c) for c in cases]
     counts = {n: names.count(n) for n in names}  # two inputs never write to the same output (a.nii.gz, a.png)

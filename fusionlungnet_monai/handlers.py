@@ -16,7 +16,7 @@ from monai.handlers import CheckpointSaver
 if TYPE_CHECKING:
     from ignite.engine import Engine
 
-__all__ = ["AmpMonitor", "AtomicCheckpointSaver", "EvaluationReport", "PreciseBatchNorm"]
+__all__ = ["AmpMonitor", "AtomicCheckpointSaver", "EvaluationReport", "InputErrorHandler", "PreciseBatchNorm"]
 
 
 def _names(batch) -> list[str]:
@@ -226,3 +226,24 @@ class AmpMonitor:
     def _epoch(self, engine: Engine) -> None:
         if self.log and self._scaler(engine) is not None:
             engine.logger.info(f"AMP: {self.skipped} optimizer steps skipped so far, scale {engine.state.metrics.get('amp_scale')}")
+
+
+class InputErrorHandler:
+    """Let bad input end an engine run without the traceback that MONAI's ``StatsHandler`` logs: for an
+    :class:`~fusionlungnet_monai.data.InputError` (also wrapped by ``apply_transform``) it raises the error
+    alone, so that ``report_input_errors`` prints the one-line message; other exceptions are re-raised
+    as they are (Python prints their traceback once). Attach it before ``StatsHandler``: ignite runs the
+    ``EXCEPTION_RAISED`` handlers in order, and the first that raises ends the chain."""
+
+    def attach(self, engine: Engine) -> None:
+        from ignite.engine import Events
+
+        engine.add_event_handler(Events.EXCEPTION_RAISED, self)
+
+    def __call__(self, engine: Engine, e: Exception) -> None:
+        from fusionlungnet_monai.data.errors import find_input_error
+
+        err = find_input_error(e)
+        if err is not None:
+            raise err from None
+        raise e

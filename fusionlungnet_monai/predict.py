@@ -182,10 +182,10 @@ class Predictor:
         self.series_uid, self.split_lr, self.formats, self.progress = series_uid, split_lr, set(formats), progress
         self.input_size = input_size
         self._workflows: dict = {}
-        self._tmp = Path(tempfile.mkdtemp(prefix="fusionlungnet_"))
 
     def close(self) -> None:
-        shutil.rmtree(self._tmp, ignore_errors=True)
+        """Release the workflows (network, checkpoint)."""
+        self._workflows.clear()
 
     def __enter__(self) -> Predictor:
         return self
@@ -201,7 +201,7 @@ class Predictor:
 
             overrides = {"ckpt_path": str(self.model),
                          "device": f"$torch.device('{self.device}')", "sw_batch_size": self.batch_size,
-                         "series_uid": self.series_uid, "output_dir": str(self._tmp / key), "input": []}
+                         "series_uid": self.series_uid, "input": []}
             if key == "volume":  # SliceInferer's progress bar over slice batches
                 overrides["inferer#progress"] = bool(self.progress)
             if self.input_size:
@@ -211,21 +211,36 @@ class Predictor:
             quiet = logging.getLogger("monai.bundle.workflows")
             level, quiet.level = quiet.level, logging.ERROR  # "logging file is set to False" is not news here
             try:  # builds the network and loads the checkpoint once
-                wf = load_inference_workflow(self.bundle, overrides, pictures=key == "picture")
+                wf = load_inference_workflow(self.bundle, overrides, pictures=key == "picture", save=False)
             finally:
                 quiet.setLevel(level)
             self._workflows[key] = wf
         return self._workflows[key]
 
-    def _run_bundle(self, case: Path, kind: str) -> Path:
-        wf = self.workflow(kind)
-        out = Path(wf.parser.get_parsed_content("output_dir"))
-        shutil.rmtree(out, ignore_errors=True)
-        infer_tensors(wf, [case])
-        produced = sorted(out.glob("*"))
-        if len(produced) != 1:
-            raise RuntimeError(f"expected one mask from the bundle, found {len(produced)} in {out}")
-        return produced[0]
+    def segment(self, case: str | os.PathLike, kind: str | None = None):
+        """Segment one case in memory: the image is read once and handed to the bundle's inference workflow.
+
+        Args:
+            case: a DICOM series folder or file, a NIfTI/MHA/NRRD volume or a PNG/JPG slice.
+            kind: what :func:`check_input` says ``case`` is (checked here when not given).
+
+        Returns:
+            ``(image, mask, kind)``: the image as read (MetaTensor, no channel axis), the lung mask (``uint8``
+            numpy array of the image's shape, on its grid) and the kind.
+
+        Raises:
+            InputError: for input the project's checks refuse.
+        """
+        from fusionlungnet_monai.data.series import LoadCTImage
+
+        case = Path(case)
+        kind = kind or check_input(case, self.series_uid)
+        image = LoadCTImage(series_uid=self.series_uid, image_only=True)(str(case))
+        pred = infer_tensors(self.workflow(kind), [image])[0]["pred"]
+        mask = (np.asarray(pred.detach().cpu())[0] > 0).astype(np.uint8)
+        if mask.shape != tuple(image.shape):
+            raise RuntimeError(f"mask shape {mask.shape} differs from the image's {tuple(image.shape)}")
+        return image, mask, kind
 
     def predict(self, case: str | os.PathLike, output_dir: str | os.PathLike, overwrite: bool = False) -> CaseResult:
         """Segment one case into ``output_dir`` (mask, report.json, qc.png, optional seg.dcm).
@@ -251,10 +266,10 @@ class Predictor:
                                           "pass --overwrite to replace them")
                 stage = Path(tempfile.mkdtemp(prefix=".fusionlungnet-partial-", dir=out))
                 t1 = time.perf_counter()
-                mask_file = self._run_bundle(case, kind)
+                image, mask, _ = self.segment(case, kind)
                 t2 = time.perf_counter()
-                report = self._finish(case, kind, mask_file, stage)
-            report["timings_s"] = {"checks": round(t1 - t0, 3), "bundle_inference": round(t2 - t1, 3),
+                report = self._finish(case, kind, image, mask, stage)
+            report["timings_s"] = {"checks": round(t1 - t0, 3), "read_and_bundle_inference": round(t2 - t1, 3),
                                    "postprocess_and_outputs": round(time.perf_counter() - t2, 3),
                                    "total": round(time.perf_counter() - t0, 3)}
             report["outputs"] = {k: str(out / Path(v).name) for k, v in report["outputs"].items()}
@@ -277,7 +292,7 @@ class Predictor:
                 shutil.rmtree(stage, ignore_errors=True)
         return res
 
-    def _finish(self, case: Path, kind: str, mask_file: Path, out: Path) -> dict:
+    def _finish(self, case: Path, kind: str, image, mask: np.ndarray, out: Path) -> dict:
         from fusionlungnet_monai.qc import qc_overlay
         from fusionlungnet_monai.volumes import lung_volumes, split_left_right
 
@@ -285,13 +300,13 @@ class Predictor:
                         "network_input": self.input_size or (FAST_SIZE[0] if self.fast else "bundle spatial_size"),
                         "outputs": {}, "warnings": []}
         if kind == "picture":
-            dst = out / "lungmask.png"
-            shutil.move(str(mask_file), dst)
-            report["outputs"]["mask_png"] = str(dst)
             from PIL import Image
 
+            dst = out / "lungmask.png"
+            Image.fromarray((mask.T > 0).astype(np.uint8) * 255).save(dst)  # numpy (x, y) -> PIL rows = y
+            report["outputs"]["mask_png"] = str(dst)
             pic = np.asarray(Image.open(case).convert("L"), dtype=np.float32).T[..., None]
-            m = (np.asarray(Image.open(dst)).T > 0)[..., None]
+            m = (mask > 0)[..., None]
             report["shape"] = list(pic.shape[:2])
             report["lung_pixels"] = int(m.sum())
             if not m.any():
@@ -301,24 +316,22 @@ class Predictor:
         import nibabel as nib
 
         from fusionlungnet_monai.classical import classical_lung_mask, dice_score
-        from fusionlungnet_monai.data.series import LoadCTImage, select_ct_series
+        from fusionlungnet_monai.data.series import select_ct_series
 
-        nii = nib.load(str(mask_file))
-        mask = np.asarray(nii.dataobj) > 0
-        if mask.ndim == 2:  # one slice (a DICOM slice, a 2D NIfTI): the bundle squeezed the slice axis
-            mask = mask[..., None]
-        affine = nii.affine
+        ct = np.asarray(image, dtype=np.float32)
+        mask = mask > 0
+        if mask.ndim == 2:  # a 2D image (one slice): keep a slice axis for volumes and the NIfTI
+            mask, ct = mask[..., None], ct[..., None]
+        affine = np.asarray(image.affine, dtype=np.float64)  # MONAI's RAS affine: what NIfTI stores
+        if affine.shape == (3, 3):  # a 2D image's affine -> 3D, slice axis of 1 mm
+            affine = np.block([[affine[:2, :2], np.zeros((2, 1)), affine[:2, 2:]], [np.zeros((1, 2)), np.eye(1),
+                               np.zeros((1, 1))], [np.zeros((1, 3)), np.ones((1, 1))]])
         spacing = [float(v) for v in np.linalg.norm(affine[:3, :3], axis=0)]
         labels = split_left_right(mask, affine) if self.split_lr else mask.astype(np.uint8)
         dst = out / "lungmask.nii.gz"
-        nib.save(nib.Nifti1Image(labels.astype(np.uint8), affine, nii.header), str(dst))
+        nib.save(nib.Nifti1Image(labels.astype(np.uint8), affine), str(dst))
         report["outputs"]["mask_nifti"] = str(dst)
         report["labels"] = {"1": "right lung", "2": "left lung"} if self.split_lr else {"1": "lung"}
-        ct = np.asarray(LoadCTImage(series_uid=self.series_uid, image_only=True)(str(case)), dtype=np.float32)
-        if ct.ndim == 2:
-            ct = ct[..., None]
-        if ct.shape != mask.shape:
-            raise RuntimeError(f"mask shape {mask.shape} differs from the image's {ct.shape}")
         report.update({"shape": list(mask.shape), "spacing_mm": spacing, "num_slices": int(mask.shape[2])})
         report["volumes_ml"] = {k: (None if v is None else round(v, 1))
                                 for k, v in lung_volumes(mask, spacing, affine).items()}

@@ -56,13 +56,18 @@ def load_inference_workflow(bundle_dir: str | os.PathLike | None = None, overrid
     return wf
 
 
-def infer_tensors(workflow, inputs: str | os.PathLike | Sequence[str | os.PathLike]) -> list[dict]:
+def infer_tensors(workflow, inputs) -> list[dict]:
     """Run an inference workflow on ``inputs`` and return the post-processed items
-    (``{"image": MetaTensor, "pred": MetaTensor}`` per input; ``pred`` on the input grid with its meta/affine)."""
-    from ignite.engine import Events
+    (``{"image": MetaTensor, "pred": MetaTensor}`` per input; ``pred`` on the input grid with its meta/affine).
 
-    items = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
-    workflow.parser.get_parsed_content("dataset").data = [{"image": str(Path(i))} for i in items]
+    ``inputs``: a path or a list of paths, or images already loaded by ``LoadCTImage`` (MetaTensors), which are
+    not read again."""
+    from ignite.engine import Events
+    from monai.data import MetaTensor
+
+    items = [inputs] if isinstance(inputs, (str, os.PathLike, MetaTensor)) else list(inputs)
+    workflow.parser.get_parsed_content("dataset").data = [
+        {"image": i if isinstance(i, MetaTensor) else str(Path(i))} for i in items]
     evaluator = workflow.parser.get_parsed_content("evaluator")
     evaluator.state.epoch_length = len(items)
     results: list[dict] = []

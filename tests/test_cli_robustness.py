@@ -194,3 +194,47 @@ def test_two_inputs_with_one_stem_never_share_an_output_folder(model, phantom_di
     assert (tmp_path / "out" / "a_nii_gz" / "lungmask.nii.gz").is_file()
     assert (tmp_path / "out" / "a_png" / "lungmask.png").is_file()
     assert [s["reason"] for s in summary["skipped"]] == ["hidden"]
+
+
+def test_disk_full_while_writing_leaves_nothing_half_written(model, phantom_dir, tmp_path, monkeypatch):
+    """ENOSPC in the middle of a case's outputs (simulated: the QC picture cannot be written): the case fails with
+    one line, the earlier results stay as they were, and no partial file or staging folder remains."""
+    import errno
+
+    from fusionlungnet_monai import qc
+    from fusionlungnet_monai.predict import Predictor
+
+    series, out = phantom_dir / "dicom" / "ph000", tmp_path / "o"
+    with Predictor(bundle_dir=str(BUNDLE), model=str(model), input_size=64, progress=False) as p:
+        assert p.predict(series, out).ok
+        before = {f.name: f.read_bytes() for f in out.iterdir()}
+
+        def full(*a, **k):
+            raise OSError(errno.ENOSPC, "No space left on device", str(out / "qc.png"))
+
+        monkeypatch.setattr(qc, "qc_overlay", full)
+        res = p.predict(series, out, overwrite=True)
+    assert not res.ok and "No space left on device" in res.error and "\n" not in res.error
+    assert {f.name: f.read_bytes() for f in out.iterdir()} == before, "earlier results untouched, nothing added"
+
+
+def test_read_only_output_location_is_one_line_and_exit_2(model, phantom_dir, tmp_path, monkeypatch):
+    """An output folder that cannot be created (read-only file system, simulated for root, whom chmod does not stop)."""
+    import errno
+
+    from fusionlungnet_monai.data import InputError, check_output_dir
+
+    real_mkdir = Path.mkdir
+
+    def ro(self, *a, **k):
+        if self.name == "ro_out":
+            raise OSError(errno.EROFS, "Read-only file system", str(self))
+        return real_mkdir(self, *a, **k)
+
+    monkeypatch.setattr(Path, "mkdir", ro)
+    with pytest.raises(InputError, match="cannot create output folder \\(Read-only file system\\)"):
+        check_output_dir(tmp_path / "ro_out")
+    monkeypatch.undo()
+    if os.geteuid() == 0:  # root: /sys refuses new folders even to root, a real non-writable location
+        r = predict(phantom_dir / "dicom" / "ph000", "/sys/fln_ro_out", "--model", model, expect_rc=2)
+        assert r.stderr.strip().splitlines()[-1].count("/sys/fln_ro_out") == 1

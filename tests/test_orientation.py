@@ -32,6 +32,22 @@ def _write(kind, path, arr, aff_lps):
 
         ras = np.diag([-1.0, -1.0, 1.0, 1.0]) @ aff_lps
         nib.save(nib.Nifti1Image(arr, ras), str(path))
+    elif kind == "dicom":  # a CT series whose ImageOrientationPatient/ImagePositionPatient carry the flips
+        import pydicom
+
+        from fusionlungnet_monai.phantom.writers import write_dicom_series
+
+        spacing = np.linalg.norm(aff_lps[:3, :3], axis=0)
+        files = write_dicom_series(np.zeros(arr.shape, np.int16), spacing, aff_lps[:3, 3], path,
+                                   patient_id=path.name)
+        stored = np.clip(np.rint(arr.astype(np.float32) + 1024.0), -32768, 32767).astype(np.int16)
+        cos = aff_lps[:3, :3] / spacing
+        for k, f in enumerate(files):
+            ds = pydicom.dcmread(str(f))
+            ds.ImageOrientationPatient = [f"{v:g}" for v in (*cos[:, 0], *cos[:, 1])]
+            ds.ImagePositionPatient = [f"{v:.4f}" for v in aff_lps[:3, :3] @ [0, 0, k] + aff_lps[:3, 3]]
+            ds.PixelData = np.ascontiguousarray(stored[:, :, k].T).tobytes()
+            ds.save_as(str(f))
     else:  # MetaImage through ITK: direction cosines carry the flips
         import itk
 
@@ -49,16 +65,20 @@ def _dice(a, b):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("kind", ["nifti", "mha"])
+@pytest.mark.parametrize("kind", ["nifti", "mha", "dicom"])
 def test_same_ct_any_storage_gives_the_same_mask(kind, trained, tmp_path):
+    from monai.transforms import Orientation
+
     from fusionlungnet_monai.phantom import make_phantom
     from fusionlungnet_monai.workflow import infer_tensors, load_inference_workflow
 
     ph = make_phantom(8, size=128, seed=5)
     files = {}
     for name, axes in VARIANTS.items():
+        if kind == "dicom" and 2 in axes:
+            continue  # a DICOM series has no stored slice order: the reader sorts slices by position
         arr = np.flip(ph.image, axes).copy() if axes else ph.image
-        path = tmp_path / f"{name}.{'nii.gz' if kind == 'nifti' else 'mha'}"
+        path = tmp_path / (f"{name}.{'nii.gz' if kind == 'nifti' else 'mha'}" if kind != "dicom" else name)
         _write(kind, path, arr, _flipped_affine_lps(ph.spacing, ph.origin, ph.image.shape, axes))
         files[name] = path
     wf = load_inference_workflow(BUNDLE, {"ckpt_path": str(trained / "models" / "model.pt"), "spatial_size": [64, 64],
@@ -67,8 +87,9 @@ def test_same_ct_any_storage_gives_the_same_mask(kind, trained, tmp_path):
     for name, path in files.items():
         out = infer_tensors(wf, [path])[0]["pred"]
         assert tuple(out.shape[1:]) == ph.image.shape, "the mask comes back in the file's own grid"
-        m = np.asarray(out[0])
-        preds[name] = np.flip(m, VARIANTS[name]) if VARIANTS[name] else m  # back to the LPS storage
+        # back to the LPS storage through the mask's own affine (a DICOM series with one in-plane axis flipped is
+        # left-handed: the reader also orders its slices along -z)
+        preds[name] = np.asarray(Orientation(axcodes="LPS", labels=None)(out)[0])
     ref = preds["LPS"]
     assert ref.sum() > 0, "the trained model finds lung"
     for name, m in preds.items():
@@ -86,7 +107,7 @@ def test_inference_config_reorients_before_the_network():
 
 
 def test_train_and_inference_share_the_deterministic_preprocessing():
-    """The paper's chain (intensity, resize, median, dynamic threshold, artifact removal) is the same in training
+    """The chain (field-of-view padding, then the paper's intensity, resize, median, dynamic threshold, artifact removal) is the same in training
     and inference: same transforms, same parameters, artifact threshold given once in HU."""
     from monai.bundle import ConfigParser
 
@@ -97,7 +118,9 @@ def test_train_and_inference_share_the_deterministic_preprocessing():
         out = []
         for t in p.get_parsed_content(key).transforms if key.endswith("preprocessing") else p.get_parsed_content(key):
             name = type(t).__name__
-            if name == "CTIntensityNormalized":
+            if name == "FieldOfViewPadd":
+                out.append((name, (t.padder.min_fov, t.padder.square)))
+            elif name == "CTIntensityNormalized":
                 out.append((name, tuple(t.transform.hu_window)))
             elif name == "Resized":
                 out.append((name, tuple(t.resizer.spatial_size)[:2]))
@@ -112,6 +135,8 @@ def test_train_and_inference_share_the_deterministic_preprocessing():
 
     train = chain(["train.json"], "train#deterministic_transforms")
     infer = chain(["inference.json"], "preprocessing")
-    assert [n for n, _ in train] == [n for n, _ in infer] == ["CTIntensityNormalized", "Resized", "MedianFilterd",
-                                                            "DynamicThresholdd", "ArtifactRemovald"]
+    assert [n for n, _ in train] == [n for n, _ in infer] == ["FieldOfViewPadd", "CTIntensityNormalized", "Resized",
+                                                            "MedianFilterd", "DynamicThresholdd", "ArtifactRemovald"]
     assert train == infer
+    volumes = chain(["train.json", "train_volumes.json"], "validate#preprocessing")
+    assert volumes == infer

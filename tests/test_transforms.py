@@ -2,10 +2,12 @@ import numpy as np
 import pytest
 import torch
 from monai.data import MetaTensor
-from monai.transforms import Compose, Invertd, LoadImaged
+from monai.transforms import Compose, Invertd, LoadImaged, Resized
 
 from fusionlungnet_monai.phantom import make_phantom
 from fusionlungnet_monai.transforms import (
+    FieldOfViewPad,
+    FieldOfViewPadd,
     ArtifactRemoval,
     ArtifactRemovald,
     CTIntensityNormalize,
@@ -154,3 +156,55 @@ def test_stacked_hole_filling_equals_per_slice_scipy():
     np.testing.assert_array_equal(_fill_holes_2d(masks), np.stack([ndimage.binary_fill_holes(m) for m in masks]))
     x = torch.rand(2, 1, 30, 27)
     torch.testing.assert_close(_box_mean(x, 9), torch.nn.functional.avg_pool2d(x, 9, stride=1))
+
+
+def _ct(shape, spacing):
+    aff = torch.diag(torch.tensor([*spacing, 1.0][: len(shape) + 1], dtype=torch.float64))
+    if len(shape) == 2:
+        aff = torch.diag(torch.tensor([spacing[0], spacing[1], 1.0, 1.0], dtype=torch.float64))
+    return MetaTensor(torch.rand(1, *shape), affine=aff)
+
+
+def test_field_of_view_pad_squares_and_reaches_the_minimum_field_of_view():
+    # a 57 x 78 crop of 2.7 mm: 154 x 213 mm -> square and at least 300 mm: ceil(300 / 2.7) = 112 voxels a side
+    out = FieldOfViewPad(min_fov=300)(_ct((57, 78, 5), (2.7, 2.7, 5.0)))
+    assert out.shape == (1, 112, 112, 5)
+    # a whole-chest slice (512 x 0.7 mm = 358 mm) is left as it is; a non-square one is squared
+    assert FieldOfViewPad(min_fov=300)(_ct((512, 512, 2), (0.7, 0.7, 1.0))).shape == (1, 512, 512, 2)
+    assert FieldOfViewPad(min_fov=300)(_ct((512, 400), (0.8, 0.8))).shape == (1, 512, 512)
+    # square only
+    assert FieldOfViewPad(min_fov=None)(_ct((57, 78, 5), (2.7, 2.7, 5.0))).shape == (1, 78, 78, 5)
+    # edge mode continues the border; the original sits in the middle
+    img = _ct((4, 6), (100.0, 100.0))
+    out = FieldOfViewPad(min_fov=0)(img)
+    assert torch.equal(out[:, 1:5], img) and torch.equal(out[:, 0], img[:, 0]) and torch.equal(out[:, 5], img[:, -1])
+    with pytest.raises(ValueError, match="channel-first"):
+        FieldOfViewPad()(torch.zeros(4, 4))
+
+
+def test_field_of_view_pad_ignores_the_unit_spacing_of_pictures(tmp_path):
+    from PIL import Image
+
+    from fusionlungnet_monai.data import LoadCTImage
+
+    Image.fromarray(np.zeros((100, 120), np.uint8)).save(tmp_path / "s.png")  # 1 "mm" pixels: no real spacing
+    img = LoadCTImage(image_only=True, ensure_channel_first=True)(str(tmp_path / "s.png"))
+    assert FieldOfViewPad(min_fov=300)(img).shape == (1, 120, 120)
+
+
+def test_field_of_view_padd_keeps_label_aligned_and_inverts():
+    img = _ct((57, 78, 3), (2.7, 2.7, 5.0))
+    lab = torch.zeros(1, 57, 78, 3)
+    lab[:, 10:40, 20:70] = 1
+    lab = MetaTensor(lab, affine=img.affine)
+    pad = FieldOfViewPadd(["image", "label"], min_fov=300)
+    d = pad({"image": img, "label": lab})
+    assert d["image"].shape == d["label"].shape == (1, 112, 112, 3)
+    assert d["label"].sum() == lab.sum() and d["label"][:, 37:67, 37:87].min() == 1  # offsets (27, 17)
+    d["pred"] = d["label"].clone()
+    assert torch.equal(Invertd("pred", Compose([pad]), orig_keys="label")(d)["pred"], lab)
+    # inside the bundle's chain, followed by the resize: Invertd undoes both
+    chain = Compose([pad, Resized(["image", "label"], [64, 64, -1])])
+    d = chain({"image": img, "label": lab})
+    d["pred"] = d["label"].clone()
+    assert Invertd("pred", chain, orig_keys="label", nearest_interp=True)(d)["pred"].shape == (1, 57, 78, 3)

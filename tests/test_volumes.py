@@ -9,7 +9,8 @@ def test_volume_is_exact_on_phantom_mask():
     ph = make_phantom(10, size=128, seed=3)
     v = lung_volumes(ph.mask, ph.spacing, ph.affine_ras)
     assert v["total_ml"] == pytest.approx(ph.lung_volume_ml, rel=1e-12)
-    assert v["total_ml"] == pytest.approx(ph.mask.sum() * 0.75 * 0.75 * 5.0 / 1000)
+    assert ph.spacing == (3.0, 3.0, 5.0)  # 128 voxels of a 384 mm chest
+    assert v["total_ml"] == pytest.approx(ph.mask.sum() * 3.0 * 3.0 * 5.0 / 1000)
     assert v["right_ml"] + v["left_ml"] == pytest.approx(v["total_ml"])
     assert lung_volumes(ph.mask, ph.spacing)["right_ml"] is None
 

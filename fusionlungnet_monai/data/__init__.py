@@ -1,8 +1,8 @@
 """Reading data: readers, series selection, input checks, datalists (phantoms live in ``fusionlungnet_monai.phantom``)."""
 
 from fusionlungnet_monai.data.checks import check_input, check_output_dir, check_pair, image_size
-from fusionlungnet_monai.data.datalist import make_datalist, pair_images_and_masks, split_by_patient
-from fusionlungnet_monai.data.errors import InputError
+from fusionlungnet_monai.data.datalist import load_datalist, make_datalist, pair_images_and_masks, split_by_patient
+from fusionlungnet_monai.data.errors import InputError, find_input_error, report_input_errors
 from fusionlungnet_monai.data.series import (
     CTSeriesReader,
     LoadCTImage,
@@ -19,6 +19,7 @@ __all__ = [
     "check_output_dir",
     "check_pair",
     "image_size",
+    "load_datalist",
     "make_datalist",
     "pair_images_and_masks",
     "split_by_patient",
@@ -31,4 +32,6 @@ __all__ = [
     "scan_dicom_folder",
     "select_ct_series",
     "InputError",
+    "find_input_error",
+    "report_input_errors",
 ]

@@ -12,7 +12,7 @@ from typing import Sequence
 from fusionlungnet_monai.data.checks import IMAGE_SUFFIXES, file_stem
 from fusionlungnet_monai.data.errors import InputError
 
-__all__ = ["pair_images_and_masks", "split_by_patient", "make_datalist"]
+__all__ = ["pair_images_and_masks", "split_by_patient", "make_datalist", "load_datalist"]
 
 def pair_images_and_masks(images_dir: str | os.PathLike, masks_dir: str | os.PathLike) -> list[dict]:
     """Match images and masks by file stem (``a.dcm`` <-> ``a.png``).
@@ -78,3 +78,42 @@ def make_datalist(root: str | os.PathLike, output: str | os.PathLike | None = No
             raise InputError(output, "already exists; refusing to overwrite")
         output.write_text(json.dumps(datalist, indent=1))
     return datalist
+
+
+def load_datalist(path: str | os.PathLike, key: str = "training", base_dir: str | os.PathLike | None = None) -> list[dict]:
+    """``monai.data.load_decathlon_datalist`` with the project's checks: a missing or unreadable datalist, a
+    missing ``key`` section, an empty section or a listed file that does not exist is an :class:`InputError`
+    naming the file (instead of a ``FileNotFoundError``/``KeyError`` from inside MONAI, or a failure at the
+    first epoch).
+
+    Args:
+        path: the datalist JSON (``make_datalist`` / ``scripts/make_datalist.py`` writes one).
+        key: the section, e.g. ``"training"``, ``"validation"``.
+        base_dir: folder that relative paths start from (default: the datalist's folder).
+
+    Returns:
+        the items, with absolute paths.
+
+    Raises:
+        InputError: for any of the problems above.
+    """
+    from monai.data import load_decathlon_datalist
+
+    path = Path(path)
+    if not path.is_file():
+        hint = "make one with scripts/make_datalist.py (images/ + masks/ folders)"
+        raise InputError(path, f"no datalist here; {hint}" if path.parent.is_dir() else "no such folder")
+    try:
+        sections = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise InputError(path, f"not a readable JSON datalist ({e})") from None
+    if not isinstance(sections, dict) or key not in sections:
+        raise InputError(path, f"has no '{key}' section")
+    if not sections[key]:
+        raise InputError(path, f"the '{key}' section is empty")
+    items = load_decathlon_datalist(str(path), True, key, None if base_dir is None else str(base_dir))
+    for item in items:
+        for name in ("image", "label"):
+            if name in item and not os.path.exists(item[name]):
+                raise InputError(item[name], f"listed in {path.name} ('{key}') but missing")
+    return items

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-__all__ = ["InputError"]
+__all__ = ["InputError", "find_input_error", "report_input_errors"]
 
 
 class InputError(ValueError):
@@ -19,3 +19,36 @@ class InputError(ValueError):
         self.path = None if path is None else str(path)
         self.problem = problem
         super().__init__(f"{self.path}: {problem}" if self.path else problem)
+
+
+def find_input_error(exc: BaseException | None) -> InputError | None:
+    """The :class:`InputError` behind ``exc`` (itself, or in its ``__cause__``/``__context__`` chain, as MONAI's
+    ``apply_transform`` and config parser wrap it), or ``None``."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, InputError):
+            return exc
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+def report_input_errors() -> None:
+    """Make a ``python -m monai.bundle run`` that fails on bad input end in one line, ``error: PATH: PROBLEM``,
+    instead of the tracebacks of MONAI's config parser and ignite (the exit status stays 1). Other errors keep
+    their traceback, and ``FUSIONLUNGNET_DEBUG=1`` keeps every traceback. The bundle configs call this in
+    ``initialize``; calling it again does nothing."""
+    import sys
+
+    if os.environ.get("FUSIONLUNGNET_DEBUG", "") not in ("", "0") or getattr(sys.excepthook, "_fln", False):
+        return
+    previous = sys.excepthook
+
+    def hook(kind, value, tb):
+        err = find_input_error(value)
+        if err is None:
+            return previous(kind, value, tb)
+        print(f"error: {err} (FUSIONLUNGNET_DEBUG=1 shows the traceback)", file=sys.stderr)
+
+    hook._fln = True  # type: ignore[attr-defined]
+    sys.excepthook = hook

@@ -316,6 +316,16 @@ class LoadCTImaged(LoadImaged):
                                                                      "expanduser")}
         self._loader = LoadCTImage(series_uid=series_uid, image_only=image_only, **loader_kwargs)
 
+    def __call__(self, data, reader=None):
+        """Load every key; an item whose keys already hold loaded images (MetaTensors, e.g. from
+        :class:`LoadCTImage`) passes unchanged, so a caller that read the CT once can run the bundle on it."""
+        from monai.data import MetaTensor
+
+        keys = list(self.key_iterator(dict(data)))
+        if keys and all(isinstance(data[k], MetaTensor) for k in keys):
+            return dict(data)
+        return super().__call__(data, reader)
+
 
 def load_ct_lps(path: str | os.PathLike, series_uid: str | None = None) -> tuple[np.ndarray, list[float]]:
     """A CT volume, slice or mask as an ``(x, y, z)`` array in the orientation the model is trained in (LPS voxel

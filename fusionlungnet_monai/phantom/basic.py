@@ -87,7 +87,7 @@ def _draw_text(img: np.ndarray, text: str, x0: int, y0: int, scale: int, value: 
 def make_phantom(
     num_slices: int = 64,
     size: int = 512,
-    spacing: tuple[float, float, float] = (0.75, 0.75, 5.0),
+    spacing: tuple[float, float, float] | None = None,
     seed: int = 0,
     fov_padding: float | None = -2000.0,
     table: bool = True,
@@ -101,7 +101,8 @@ def make_phantom(
     Args:
         num_slices: number of axial slices ``N``.
         size: in-plane matrix (``size x size``).
-        spacing: voxel size in mm ``(x, y, z)``.
+        spacing: voxel size in mm ``(x, y, z)``; default ``(0.75 * 512 / size, same, 5.0)``: a 384 mm field of
+            view (a chest-sized phantom) at every matrix size.
         seed: random seed; the same seed gives the same phantom.
         fov_padding: HU outside the circular reconstruction field of view (-2000 or -3024 as scanners write),
             or ``None`` for no field-of-view circle.
@@ -123,6 +124,7 @@ def make_phantom(
         raise ValueError(f"size must be >= 64, got {size}.")
     rng = np.random.default_rng(seed)
     s = size / 512.0  # all geometry below is given for a 512 matrix and scaled
+    spacing = tuple(spacing) if spacing is not None else (0.75 / s, 0.75 / s, 5.0)
     xs = np.arange(size, dtype=np.float32)[:, None]
     ys = np.arange(size, dtype=np.float32)[None, :]
     cx, cy = size / 2 + rng.uniform(-6, 6) * s, size / 2 + 4 * s + rng.uniform(-6, 6) * s

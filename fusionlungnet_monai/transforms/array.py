@@ -15,11 +15,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from monai.config import NdarrayOrTensor
-from monai.transforms import KeepLargestConnectedComponent, MedianSmooth, SqueezeDim, Transform
+from monai.transforms import InvertibleTransform, KeepLargestConnectedComponent, MedianSmooth, Pad, SqueezeDim, Transform
 from monai.utils import TransformBackends, convert_to_dst_type, convert_to_tensor
 from scipy import ndimage
 
-__all__ = ["ArtifactRemoval", "SqueezeSingleSlice", "CTIntensityNormalize", "DynamicThreshold", "MedianFilter", "DEFAULT_HU_WINDOW",
+__all__ = ["ArtifactRemoval", "FieldOfViewPad", "SqueezeSingleSlice", "CTIntensityNormalize", "DynamicThreshold", "MedianFilter", "DEFAULT_HU_WINDOW",
            "EIGHT_BIT_SUFFIXES"]
 
 #: HU window mapped to [0, 1]; the PNG export of the phantoms uses the same window.
@@ -274,3 +274,47 @@ class SqueezeSingleSlice(Transform):
         if len(img.shape) == 4 and img.shape[-1] == 1:
             return SqueezeDim(dim=-1, update_meta=True)(img)
         return img
+
+
+class FieldOfViewPad(InvertibleTransform):
+    """Field-of-view normalisation: pad the in-plane axes so that a slice is square and spans at least
+    ``min_fov`` mm, so that cropped or non-square reconstructions reach the network at the scale of the
+    whole-chest slices it is trained on (``Resize`` to a square input would otherwise stretch and zoom them).
+
+    Padding is MONAI ``Pad`` (tracked, so ``Invertd`` crops it off again); it is recorded even when nothing is
+    padded, so the inverse chain stays aligned. The spacing comes from the MetaTensor; pictures (PNG/JPG, no
+    spacing) and plain arrays are only made square.
+
+    Args:
+        min_fov: smallest in-plane field of view in mm; ``None`` or 0: square only.
+        square: pad the shorter in-plane axis to the longer one.
+        mode: ``numpy.pad`` mode, e.g. ``"edge"`` (continues a cropped body outwards) or ``"constant"``.
+    """
+
+    backend = Pad.backend
+
+    def __init__(self, min_fov: float | None = 300.0, square: bool = True, mode: str = "edge") -> None:
+        self.min_fov, self.square = float(min_fov or 0.0), square
+        self.padder = Pad(mode=mode)
+
+    def target_shape(self, img: NdarrayOrTensor) -> tuple[int, int]:
+        """In-plane shape after padding, for a channel-first ``(C, X, Y[, Z])`` image."""
+        shape = [int(s) for s in img.shape[1:3]]
+        if self.square:
+            shape = [max(shape)] * 2
+        pixdim = getattr(img, "pixdim", None)
+        if self.min_fov > 0 and pixdim is not None and _source_suffix(img) not in EIGHT_BIT_SUFFIXES:
+            shape = [max(s, int(np.ceil(self.min_fov / float(p)))) if float(p) > 0 else s
+                     for s, p in zip(shape, list(pixdim)[:2])]
+        return shape[0], shape[1]
+
+    def __call__(self, img: NdarrayOrTensor, target: Sequence[int] | None = None) -> NdarrayOrTensor:
+        """Pad ``img``; ``target``: in-plane shape to pad to (default :meth:`target_shape`), e.g. a label's image's."""
+        if len(img.shape) not in (3, 4):
+            raise ValueError(f"expected a channel-first (C, X, Y) or (C, X, Y, Z) image, got shape {tuple(img.shape)}.")
+        extra = [t - s for s, t in zip(img.shape[1:3], target or self.target_shape(img))]
+        to_pad = [(0, 0)] + [(e // 2, e - e // 2) for e in extra] + [(0, 0)] * (len(img.shape) - 3)
+        return self.padder(img, to_pad=to_pad)
+
+    def inverse(self, data: NdarrayOrTensor) -> NdarrayOrTensor:
+        return self.padder.inverse(data)

@@ -10,6 +10,7 @@ from monai.transforms import (
     Compose,
     EnsureChannelFirstd,
     EnsureTyped,
+    InvertibleTransform,
     MapTransform,
     Resized,
 )
@@ -19,11 +20,12 @@ from fusionlungnet_monai.transforms.array import (
     ArtifactRemoval,
     CTIntensityNormalize,
     DynamicThreshold,
+    FieldOfViewPad,
     MedianFilter,
     SqueezeSingleSlice,
 )
 
-__all__ = ["SqueezeSingleSliced", "ArtifactRemovald", "CTIntensityNormalized", "DynamicThresholdd", "MedianFilterd", "paper_preprocessing"]
+__all__ = ["SqueezeSingleSliced", "FieldOfViewPadd", "ArtifactRemovald", "CTIntensityNormalized", "DynamicThresholdd", "MedianFilterd", "paper_preprocessing"]
 
 
 class _Wrapd(MapTransform):
@@ -80,6 +82,33 @@ class SqueezeSingleSliced(_Wrapd):
         self.transform = SqueezeSingleSlice()
 
 
+class FieldOfViewPadd(MapTransform, InvertibleTransform):
+    """Dictionary :class:`FieldOfViewPad` (invertible). The padding is computed from the first key and applied to
+    every key, so an image and its label stay aligned. Args: keys, min_fov, square, mode, allow_missing_keys."""
+
+    backend = FieldOfViewPad.backend
+
+    def __init__(self, keys: KeysCollection, min_fov: float | None = 300.0, square: bool = True, mode: str = "edge",
+                 allow_missing_keys: bool = False) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.padder = FieldOfViewPad(min_fov, square, mode)
+
+    def __call__(self, data: Mapping[Hashable, object]) -> dict:
+        d = dict(data)
+        keys = list(self.key_iterator(d))
+        if keys:
+            shape = self.padder.target_shape(d[keys[0]])
+            for key in keys:
+                d[key] = self.padder(d[key], target=shape)
+        return d
+
+    def inverse(self, data: Mapping[Hashable, object]) -> dict:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            d[key] = self.padder.inverse(d[key])
+        return d
+
+
 class ArtifactRemovald(MapTransform):
     """Dictionary :class:`ArtifactRemoval`; the body mask is stored under ``mask_key`` when given.
 
@@ -121,10 +150,11 @@ def paper_preprocessing(
     artifact_removal: bool = True,
     dynamic_threshold: bool = True,
     median: bool = True,
+    min_fov: float | None = 300.0,
 ) -> Compose:
-    """The paper's preprocessing after loading: channel first -> intensity to [0, 1] -> resize -> median ->
-    dynamic threshold -> artifact removal. The first key is the image; further keys (labels) are only resized
-    (nearest) and binarised. Resizing is the only shape change and MONAI inverts it (``Invertd``).
+    """The paper's preprocessing after loading: channel first -> field-of-view padding (ours, see
+    :class:`FieldOfViewPad`) -> intensity to [0, 1] -> resize -> median -> dynamic threshold -> artifact removal. The first key is the image; further keys (labels) are only resized
+    (nearest) and binarised. Padding and resizing are the only shape changes and MONAI inverts them (``Invertd``).
 
     Args:
         keys: image key first, then label keys.
@@ -134,6 +164,7 @@ def paper_preprocessing(
         median_radius: see :class:`MedianFilter`.
         dt_window, dt_k, dt_alpha, dt_beta: see :class:`DynamicThreshold`.
         artifact_removal, dynamic_threshold, median: switch steps off (ablation of the preprocessing).
+        min_fov: smallest in-plane field of view in mm (``None``: pad to square only).
 
     Returns:
         a MONAI ``Compose`` (apply after ``LoadImaged``).
@@ -143,6 +174,7 @@ def paper_preprocessing(
     xs: list = [
         EnsureChannelFirstd(keys=list(keys)),
         *([] if volume else [SqueezeSingleSliced(keys=list(keys))]),
+        FieldOfViewPadd(keys=list(keys), min_fov=min_fov),
         CTIntensityNormalized(keys=image, hu_window=hu_window, channels=channels),
         Resized(keys=list(keys), spatial_size=size, mode=["bilinear"] + ["nearest"] * len(labels)),
     ]

@@ -1,0 +1,95 @@
+"""Bad input through `python -m monai.bundle run` ends in one line naming the path and the problem: no traceback
+from MONAI's config parser or ignite, no output written (the rules of `fusionlungnet predict`, docs/data.md)."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pydicom
+import pytest
+
+from conftest import BUNDLE
+
+
+def _run(*args: str) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != "FUSIONLUNGNET_DEBUG"}
+    return subprocess.run([sys.executable, "-m", "monai.bundle", "run", *args], cwd=BUNDLE, capture_output=True,
+                          text=True, timeout=600, env={**env, "PYTHONWARNINGS": "ignore"})
+
+
+def _one_line_error(r: subprocess.CompletedProcess, *words: str) -> None:
+    assert r.returncode == 1
+    text = r.stdout + r.stderr
+    assert "Traceback" not in text, text[-3000:]
+    last = r.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: "), last
+    for w in words:
+        assert w in last, last
+
+
+def _ct_series(phantom_dir, dst):
+    dst.mkdir()
+    for f in sorted((phantom_dir / "dicom" / "ph000").rglob("*.dcm")):
+        ds = pydicom.dcmread(str(f), stop_before_pixels=True)
+        if ds.Modality == "CT" and "LOCALIZER" not in "\\".join(ds.ImageType):
+            shutil.copy(f, dst / f.name)
+    return sorted(dst.iterdir())
+
+
+def _bad_inputs(phantom_dir, tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    text = tmp_path / "notes.txt"
+    text.write_text("not an image")
+    mr = tmp_path / "mr"
+    for f in _ct_series(phantom_dir, mr):
+        ds = pydicom.dcmread(str(f))
+        ds.Modality = "MR"
+        ds.save_as(str(f))
+    mixed = tmp_path / "mixed"
+    f = _ct_series(phantom_dir, mixed)[3]
+    ds = pydicom.dcmread(str(f))
+    small = ds.pixel_array[::2, ::2].copy()
+    ds.Rows, ds.Columns, ds.PixelData = small.shape[0], small.shape[1], small.tobytes()
+    ds.save_as(str(f))
+    return {"empty": (empty, "empty folder"), "text": (text, str(text)), "mr": (mr, str(mr)),
+            "mixed": (mixed, "different sizes")}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", ["empty", "text", "mr", "mixed"])
+def test_bundle_inference_refuses_bad_input_in_one_line(case, phantom_dir, tmp_path):
+    path, word = _bad_inputs(phantom_dir, tmp_path)[case]
+    out = tmp_path / "out"
+    r = _run("--config_file", "configs/inference.json", "--input", str(path), "--output_dir", str(out),
+             "--ckpt_path", str(BUNDLE / "models" / "model.pt"))
+    _one_line_error(r, word)
+    assert not out.exists() or not any(out.iterdir()), "nothing written"
+
+
+@pytest.mark.slow
+def test_bundle_training_names_a_missing_datalist_or_listed_file(tmp_path):
+    r = _run("training", "--config_file", "configs/train.json", "--dataset_dir", str(tmp_path),
+             "--bundle_root", str(tmp_path / "run"))
+    _one_line_error(r, str(tmp_path / "datalist.json"), "no datalist")
+    (tmp_path / "datalist.json").write_text(json.dumps({"training": [{"image": "a.png", "label": "b.png"}],
+                                                        "validation": [{"image": "a.png", "label": "b.png"}]}))
+    r = _run("training", "--config_file", "configs/train.json", "--dataset_dir", str(tmp_path),
+             "--bundle_root", str(tmp_path / "run"))
+    _one_line_error(r, str(tmp_path / "a.png"), "missing")
+
+
+def test_input_error_is_found_behind_monai_wrappers():
+    from fusionlungnet_monai.data import InputError, find_input_error
+
+    err = InputError("/x", "bad")
+    try:
+        try:
+            raise err
+        except InputError as e:
+            raise RuntimeError("applying transform") from e
+    except RuntimeError as wrapped:
+        assert find_input_error(wrapped) is err
+    assert find_input_error(ValueError("other")) is None
