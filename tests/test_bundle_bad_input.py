@@ -93,3 +93,13 @@ def test_input_error_is_found_behind_monai_wrappers():
     except RuntimeError as wrapped:
         assert find_input_error(wrapped) is err
     assert find_input_error(ValueError("other")) is None
+
+
+def test_a_python_caller_keeps_its_exception_hook():
+    import sys
+
+    from fusionlungnet_monai.data import report_input_errors
+
+    hook = sys.excepthook
+    report_input_errors()  # what the configs' initialize runs; pytest is not `python -m monai.bundle`
+    assert sys.excepthook is hook

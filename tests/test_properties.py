@@ -54,3 +54,64 @@ def test_dtypes_and_a_4096_slice(dtype):
     one = CTIntensityNormalize()(np.zeros((1, 1, 1), dtype))
     assert one.shape == (1, 1, 1)
     assert ArtifactRemoval()(DynamicThreshold()(MedianFilter()(one))).shape == (1, 1, 1)
+
+
+READ = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+                                                                        HealthCheck.function_scoped_fixture])
+dtypes = st.sampled_from([np.uint8, np.int16, np.uint16, np.float32, np.float64])
+
+
+@READ
+@given(st.tuples(st.integers(1, 40), st.integers(1, 40), st.integers(1, 4)), dtypes, st.booleans())
+def test_reader_on_any_nifti(tmp_path_factory, shape, dtype, nan):
+    """Random NIfTI volumes (1x1 slices, one slice, every dtype, NaN): read with the right shape, or an InputError."""
+    import nibabel as nib
+
+    from fusionlungnet_monai.data import InputError, LoadCTImage
+
+    arr = np.random.default_rng(sum(shape)).uniform(-1024, 1000, shape).astype(dtype)
+    if nan and np.issubdtype(dtype, np.floating):
+        arr.flat[0] = np.nan
+    path = tmp_path_factory.mktemp("nii") / "x.nii.gz"
+    nib.save(nib.Nifti1Image(arr, np.diag([-0.7, -0.7, 2.0, 1.0])), str(path))
+    try:
+        img = LoadCTImage(image_only=True)(str(path))
+    except InputError as e:
+        assert str(path) in str(e)
+        return
+    assert int(np.prod(img.shape)) == int(np.prod(shape))
+
+
+@READ
+@given(st.integers(1, 300), st.integers(1, 300), st.sampled_from(["L", "RGB", "RGBA", "I;16", "F"]))
+def test_reader_on_any_picture(tmp_path_factory, w, h, mode):
+    """Random PNG/TIFF pictures of any size and mode: read as (W, H[, C]) or refused with an InputError."""
+    from PIL import Image
+
+    from fusionlungnet_monai.data import InputError, LoadCTImage
+
+    suffix = ".tif" if mode == "F" else ".png"
+    path = tmp_path_factory.mktemp("pic") / f"x{suffix}"
+    Image.new(mode, (w, h)).save(path)
+    try:
+        img = LoadCTImage(image_only=True)(str(path))
+    except InputError as e:
+        assert str(path) in str(e)
+        return
+    assert tuple(img.shape[:2]) == (w, h)
+
+
+@FAST
+@given(st.integers(1, 200), st.integers(1, 200), st.floats(0.05, 5.0), st.floats(0, 600))
+def test_field_of_view_pad_on_any_slice(h, w, spacing, fov):
+    from monai.data import MetaTensor
+
+    from fusionlungnet_monai import FieldOfViewPad
+
+    img = MetaTensor(torch.rand(1, h, w), affine=torch.diag(torch.tensor([spacing, spacing, 1.0, 1.0],
+                                                                          dtype=torch.float64)))
+    out = FieldOfViewPad(min_fov=fov)(img)
+    side = max(h, w, int(np.ceil(fov / spacing)) if fov else 0)
+    assert tuple(out.shape) == (1, side, side)
+    top, left = (side - h) // 2, (side - w) // 2
+    assert torch.equal(out[:, top : top + h, left : left + w], img)

@@ -37,9 +37,13 @@ def report_input_errors() -> None:
     """Make a ``python -m monai.bundle run`` that fails on bad input end in one line, ``error: PATH: PROBLEM``,
     instead of the tracebacks of MONAI's config parser and ignite (the exit status stays 1). Other errors keep
     their traceback, and ``FUSIONLUNGNET_DEBUG=1`` keeps every traceback. The bundle configs call this in
-    ``initialize``; calling it again does nothing."""
+    ``initialize``; it acts only in a ``python -m monai.bundle`` process (a Python program that runs a bundle
+    workflow keeps its own exception hook), and calling it again does nothing."""
     import sys
 
+    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    if getattr(spec, "name", None) != "monai.bundle.__main__":
+        return
     if os.environ.get("FUSIONLUNGNET_DEBUG", "") not in ("", "0") or getattr(sys.excepthook, "_fln", False):
         return
     previous = sys.excepthook
