@@ -76,3 +76,32 @@ def test_training_can_start_from_the_shipped_weights():
     sd = torch.load(MODEL, map_location="cpu", weights_only=True)
     key = "encoder.conv1.weight" if "encoder.conv1.weight" in sd else next(k for k in sd if k.endswith("weight"))
     assert torch.equal(net.state_dict()[key], sd[key].float())
+
+
+@pytest.mark.slow
+def test_every_real_sample_goes_through_the_bundle_run(tmp_path):
+    """`python -m monai.bundle run` (not only `fusionlungnet predict`) on every real sample in tests/data, as one
+    batch and a single slice alone: exit 0, one lung mask per input on the input's grid."""
+    from conftest import bundle
+    from fusionlungnet_monai.data import LoadCTImage
+
+    covid = DATA / "covid19_ny_sbu_sample" / "dicom" / "A046441" / "axial" / "19001111-045.dcm"
+    cases = [covid, DATA / "lidc_idri_slabs" / "LIDC-IDRI-0003", DATA / "totalseg_example_ct" / "dicom",
+             DATA / "totalseg_example_ct" / "nifti_sm" / "example_ct_sm.nii.gz",
+             DATA / "elastix_lung_small" / "3DCT_lung_baseline_small.mha"]
+    out = tmp_path / "batch"
+    bundle("run", "--config_file", "configs/inference.json", "--input", json.dumps([str(c) for c in cases]),
+           "--output_dir", str(out), "--ckpt_path", str(MODEL))
+    masks = sorted(out.glob("*_lungmask.nii.gz"))
+    assert len(masks) == len(cases), [m.name for m in masks]
+    for case in cases:
+        stem = case.name.split(".")[0]
+        m = nib.load(str(out / f"{stem}_lungmask.nii.gz"))
+        img = LoadCTImage(image_only=True)(str(case))
+        assert m.shape == tuple(s for s in img.shape if s > 1) or m.shape == tuple(img.shape), (case, m.shape)
+        assert np.asarray(m.dataobj).any(), f"{case}: lungs found"
+    single = tmp_path / "single"
+    bundle("run", "--config_file", "configs/inference.json", "--input", str(covid), "--output_dir", str(single),
+           "--ckpt_path", str(MODEL))
+    assert np.array_equal(np.asarray(nib.load(str(single / f"{covid.stem}_lungmask.nii.gz")).dataobj),
+                          np.asarray(nib.load(str(out / f"{covid.stem}_lungmask.nii.gz")).dataobj))
