@@ -40,6 +40,19 @@ def _check_output_not_in_input(inp: Path, out: Path) -> None:
                               "(inputs are never written to)")
 
 
+def _earlier_result(case, case_out: Path):
+    """The result of an earlier run of ``case`` in ``case_out`` (its readable ``report.json``), or ``None``."""
+    import json
+
+    from fusionlungnet_monai.predict import CaseResult
+
+    try:
+        report = json.loads((case_out / "report.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return CaseResult(input=str(case), ok=True, report={**report, "kept_from_earlier_run": True})
+
+
 def _write_summary(out: Path, results: list, skipped: list, interrupted: bool) -> Path:
     import json
     import os
@@ -104,6 +117,10 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     from fusionlungnet_monai.predict import CaseResult, Predictor, case_name, list_cases
 
     inp, out = Path(args.input), Path(args.output)
+    if args.skip_existing and args.overwrite:
+        from fusionlungnet_monai.data.errors import InputError
+
+        raise InputError(None, "--skip-existing and --overwrite exclude each other")
     skipped: list = []
     cases = list_cases(inp, skipped)
     _check_output_not_in_input(inp, out)
@@ -134,6 +151,11 @@ def _cmd_predict(args: argparse.Namespace) -> int:
                 iterator = tqdm(cases, desc="cases", unit="case")
             for case, name in zip(iterator, names):
                 case_out = out / name if batch else out
+                kept = _earlier_result(case, case_out) if args.skip_existing else None
+                if kept is not None:
+                    results.append(kept)
+                    print(f"kept    {case} -> {case_out} (done in an earlier run)")
+                    continue
                 try:
                     res = predictor.predict(case, case_out, overwrite=args.overwrite)
                 except KeyboardInterrupt:
@@ -228,6 +250,9 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--no-progress", action="store_true", help="no progress bars")
     pr.add_argument("--overwrite", action="store_true",
                     help="replace results of an earlier run in the output folder (default: keep them, report an error)")
+    pr.add_argument("--skip-existing", action="store_true",
+                    help="resume: keep the cases whose output folder holds a report.json of an earlier run "
+                         "(listed as ok in summary.json, not segmented again)")
     pr.add_argument("--debug", action="store_true", help="show tracebacks of unexpected errors")
     pr.add_argument("--distributed", action="store_true",
                     help="under torchrun: shard the cases across processes/GPUs (gloo on CPU, NCCL with --device "

@@ -238,3 +238,20 @@ def test_read_only_output_location_is_one_line_and_exit_2(model, phantom_dir, tm
     if os.geteuid() == 0:  # root: /sys refuses new folders even to root, a real non-writable location
         r = predict(phantom_dir / "dicom" / "ph000", "/sys/fln_ro_out", "--model", model, expect_rc=2)
         assert r.stderr.strip().splitlines()[-1].count("/sys/fln_ro_out") == 1
+
+
+def test_skip_existing_resumes_a_batch(model, phantom_dir, tmp_path):
+    """A rerun with --skip-existing keeps the finished cases untouched and lists them as ok; the others run."""
+    cases, out = tmp_path / "cases", tmp_path / "out"
+    cases.mkdir()
+    for n in ("ph000", "ph001"):
+        shutil.copytree(phantom_dir / "dicom" / n, cases / n)
+    predict(cases / "ph000", out / "ph000", "--model", model, "--input-size", "64")  # an earlier, partial run
+    stamp = (out / "ph000" / "lungmask.nii.gz").stat().st_mtime_ns
+    r = predict(cases, out, "--model", model, "--input-size", "64", "--skip-existing")
+    assert "kept    " in r.stdout and (out / "ph000" / "lungmask.nii.gz").stat().st_mtime_ns == stamp
+    assert (out / "ph001" / "report.json").is_file()
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["ok"] == 2 and summary["failed"] == 0
+    r = predict(cases, out, "--model", model, "--skip-existing", "--overwrite", expect_rc=2)
+    assert "exclude each other" in r.stderr
