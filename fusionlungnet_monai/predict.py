@@ -324,8 +324,9 @@ class Predictor:
             mask, ct = mask[..., None], ct[..., None]
         affine = np.asarray(image.affine, dtype=np.float64)  # MONAI's RAS affine: what NIfTI stores
         if affine.shape == (3, 3):  # a 2D image's affine -> 3D, slice axis of 1 mm
-            affine = np.block([[affine[:2, :2], np.zeros((2, 1)), affine[:2, 2:]], [np.zeros((1, 2)), np.eye(1),
-                               np.zeros((1, 1))], [np.zeros((1, 3)), np.ones((1, 1))]])
+            affine3d = np.eye(4)
+            affine3d[:2, :2], affine3d[:2, 3] = affine[:2, :2], affine[:2, 2]
+            affine = affine3d
         spacing = [float(v) for v in np.linalg.norm(affine[:3, :3], axis=0)]
         labels = split_left_right(mask, affine) if self.split_lr else mask.astype(np.uint8)
         dst = out / "lungmask.nii.gz"

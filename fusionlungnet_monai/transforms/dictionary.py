@@ -153,8 +153,8 @@ def paper_preprocessing(
     min_fov: float | None = 300.0,
 ) -> Compose:
     """The paper's preprocessing after loading: channel first -> field-of-view padding (ours, see
-    :class:`FieldOfViewPad`) -> intensity to [0, 1] -> resize -> median -> dynamic threshold -> artifact removal. The first key is the image; further keys (labels) are only resized
-    (nearest) and binarised. Padding and resizing are the only shape changes and MONAI inverts them (``Invertd``).
+    :class:`FieldOfViewPad`) -> intensity to [0, 1] -> resize -> median -> dynamic threshold -> artifact removal.
+    The first key is the image; further keys (labels) are only resized (nearest) and binarised. Padding and resizing are the only shape changes and MONAI inverts them (``Invertd``).
 
     Args:
         keys: image key first, then label keys.
