@@ -25,6 +25,8 @@ from typing import Sequence
 import numpy as np
 from scipy import ndimage
 
+from fusionlungnet_monai.transforms.array import fill_holes_2d, label_components
+
 __all__ = ["classical_lung_mask", "dice_score"]
 
 
@@ -34,20 +36,31 @@ def _disk(radius_px: float) -> np.ndarray:
     return (xx**2 + yy**2) <= r * r
 
 
-def _lung_like(ct: np.ndarray, lab: np.ndarray, n: int, air_hu: float) -> np.ndarray:
-    """Per label, whether its median HU is above ``air_hu``: lung parenchyma (about -850 HU) rather than pure air
-    (room air, FOV padding, bowel gas, trachea: about -1000 HU). Index 0 (background) is False."""
+def _lung_like(dense: np.ndarray, lab: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per label, its size and whether most of its voxels are ``dense`` (median above ``air_hu``): lung parenchyma
+    (about -850 HU) rather than pure air (room air, FOV padding, bowel gas, trachea: about -1000 HU). Index 0
+    (background) has size 0 and is not lung-like.
+
+    Counted with ``bincount`` slice by slice: no sort, and no volume-sized temporary.
+    """
+    count, above = np.zeros(n + 1, dtype=np.int64), np.zeros(n + 1, dtype=np.int64)
     keep = np.zeros(n + 1, dtype=bool)
     if n:
-        med = ndimage.median(ct, lab, index=np.arange(1, n + 1))
-        keep[1:] = np.asarray(med) > air_hu
-    return keep
+        lab3, dense3 = (lab[..., None], dense[..., None]) if lab.ndim == 2 else (lab, dense)
+        for k in range(lab3.shape[2]):
+            lk = lab3[:, :, k]
+            count += np.bincount(lk.ravel(), minlength=n + 1)
+            above += np.bincount(lk[dense3[:, :, k]], minlength=n + 1)
+        count[0] = 0
+        keep[1:] = 2 * above[1:] > count[1:]
+    return count, keep
 
 
-def _drop_outside_air(ct: np.ndarray, air: np.ndarray, air_hu: float) -> np.ndarray:
+def _drop_outside_air(air: np.ndarray, dense: np.ndarray) -> np.ndarray:
     """Per slice, remove pure-air components that touch the in-plane border (outside the body).
 
-    Border components whose median is lung-like stay: a crop through the chest cuts the lung at the border.
+    Border components that are mostly ``dense`` (lung-like) stay: a crop through the chest cuts the lung at the
+    border.
     """
     out = np.zeros_like(air)
     for k in range(air.shape[2]):
@@ -59,42 +72,66 @@ def _drop_outside_air(ct: np.ndarray, air: np.ndarray, air_hu: float) -> np.ndar
         border = np.unique(np.concatenate([lab[0], lab[-1], lab[:, 0], lab[:, -1]]))
         border = border[border > 0]
         if border.size:
-            like = _lung_like(ct[:, :, k], lab, n, air_hu)
+            like = _lung_like(dense[:, :, k], lab, n)[1]
             keep[border] = like[border]
         out[:, :, k] = keep[lab]
     return out
 
 
-def _airways(ct: np.ndarray, cand: np.ndarray, spacing: Sequence[float], airway_hu: float) -> np.ndarray:
+def _median_below(ct: np.ndarray, threshold: float, strict: bool = True, chunk: int = 16) -> np.ndarray:
+    """Whether the in-plane 3x3 median (reflect border, as ``median_filter(ct, size=(3, 3, 1))``) is below
+    ``threshold`` (``<=`` when not ``strict``): the median of 9 values is below it exactly when 5 or more are.
+    Computed ``chunk`` slices at a time, so the only volume-sized array is the boolean result."""
+    nx, ny, nz = ct.shape
+    out = np.empty(ct.shape, dtype=bool)
+    count = np.empty((nx, ny, min(chunk, nz)), dtype=np.uint8)
+    for z0 in range(0, nz, chunk):
+        part = ct[:, :, z0 : z0 + chunk]
+        below = (part < threshold) if strict else (part <= threshold)
+        p = np.pad(below.view(np.uint8), ((1, 1), (1, 1), (0, 0)), mode="symmetric")  # scipy's "reflect"
+        c = count[:, :, : part.shape[2]]
+        c[:] = 0
+        for dx in range(3):
+            for dy in range(3):
+                c += p[dx : dx + nx, dy : dy + ny]
+        np.greater_equal(c, 5, out=out[:, :, z0 : z0 + chunk])
+    return out
+
+
+def _airways(dark: np.ndarray, cand: np.ndarray, spacing: Sequence[float]) -> np.ndarray | None:
     """Trachea and main bronchi: dark tubes near the midline, grown down from the top (highest z) slices.
 
-    Returns an empty mask when nothing tube-like is found or when the grown region leaks into the lung.
+    ``dark`` (the very dark voxels) is overwritten. Returns ``None`` when nothing tube-like is found or when the grown
+    region leaks into the lung.
     """
     sx, sy, sz = (float(s) for s in spacing)
-    dark = cand & (ct < airway_hu)
+    dark &= cand
     if not dark.any():
-        return np.zeros_like(cand)
-    nz = ct.shape[2]
+        return None
+    nz = cand.shape[2]
     body_x = np.flatnonzero(cand.any(axis=(1, 2)))
-    mid = 0.5 * (body_x.min() + body_x.max()) if body_x.size else ct.shape[0] / 2
+    mid = 0.5 * (body_x.min() + body_x.max()) if body_x.size else cand.shape[0] / 2
+    lab, n = label_components(dark)
     # the head end of an LPS volume is the highest z index; seeds: small, round, central dark blobs there
-    top = range(nz - 1, max(nz - 1 - max(int(round(20.0 / sz)), 1), -1), -1)
-    seeds = np.zeros_like(cand)
-    for k in top:
-        lab, n = ndimage.label(dark[:, :, k])
-        for i, sl in enumerate(ndimage.find_objects(lab), start=1):
-            area_mm2 = float((lab[sl] == i).sum()) * sx * sy
+    ids = set()
+    for k in range(nz - 1, max(nz - 1 - max(int(round(20.0 / sz)), 1), -1), -1):
+        blobs, _ = ndimage.label(dark[:, :, k])
+        for i, sl in enumerate(ndimage.find_objects(blobs), start=1):
+            blob = blobs[sl] == i
+            area_mm2 = float(blob.sum()) * sx * sy
             cx = 0.5 * (sl[0].start + sl[0].stop)
             if 20.0 <= area_mm2 <= 700.0 and abs(cx - mid) * sx < 30.0:
-                seeds[:, :, k] |= lab == i
-    if not seeds.any():
-        return np.zeros_like(cand)
-    lab, _ = ndimage.label(dark)
-    ids = np.unique(lab[seeds])
-    grown = np.isin(lab, ids[ids > 0])
+                ids.update(np.unique(lab[sl + (k,)][blob]).tolist())
+    ids.discard(0)
+    if not ids:
+        return None
+    lut = np.zeros(n + 1, dtype=bool)
+    lut[sorted(ids)] = True
+    grown = lut[lab]
+    del lab
     # a real trachea + main bronchi holds well under 150 mL; more means the region grew into the lung
     if grown.sum() * sx * sy * sz / 1000.0 > 150.0:
-        return np.zeros_like(cand)
+        return None
     return ndimage.binary_dilation(grown, structure=_disk(1.0)[..., None]) & cand
 
 
@@ -124,36 +161,46 @@ def classical_lung_mask(
     Returns:
         uint8 mask of the input's shape (1 = lung).
     """
-    ct = np.asarray(ct, dtype=np.float32)
+    ct = np.asarray(ct)
     squeeze = ct.ndim == 2
     if squeeze:
         ct = ct[..., None]
     if ct.ndim != 3:
         raise ValueError(f"ct must be 2D or 3D, got shape {ct.shape}.")
     spacing = [float(s) for s in (list(spacing) + [1.0] * 3)[:3]]
-    ct = np.nan_to_num(ct, nan=-1024.0, posinf=3071.0, neginf=-3024.0)
-    smooth = ndimage.median_filter(ct, size=(3, 3, 1))
-    cand = _drop_outside_air(smooth, smooth < threshold, air_hu)
+    if np.issubdtype(ct.dtype, np.floating) and not np.isfinite(ct).all():
+        ct = np.nan_to_num(ct, nan=-1024.0, posinf=3071.0, neginf=-3024.0)
+    # thresholds of the 3x3 in-plane median, as boolean maps (no filtered float copy of the volume)
+    dense = ~_median_below(ct, air_hu, strict=False)
+    cand = _drop_outside_air(_median_below(ct, threshold), dense)
+    del dense  # made again below: fewer volume-sized arrays alive at once
     if remove_airways and cand.any():
-        cand &= ~_airways(smooth, cand, spacing, airway_hu)
-    lab, n = ndimage.label(cand)
-    mask = np.zeros(ct.shape, dtype=bool)
+        airways = _airways(_median_below(ct, airway_hu), cand, spacing)
+        if airways is not None:
+            cand &= ~airways
+            del airways
+    lab, n = label_components(cand)
+    del cand
+    dense = ~_median_below(ct, air_hu, strict=False)
+    keep = np.zeros(n + 1, dtype=bool)
     if n:
-        sizes = np.bincount(lab.ravel())[1:].astype(float)
-        sizes[~_lung_like(smooth, lab, n, air_hu)[1:]] = 0  # bowel gas, an isolated trachea
+        count, like = _lung_like(dense, lab, n)
+        sizes = np.where(like, count, 0)[1:].astype(float)  # not lung-like: bowel gas, an isolated trachea
         order = [i for i in np.argsort(sizes)[::-1][:2] if sizes[i] > 0]
-        for i in order:
-            if sizes[i] >= min_fraction * sizes[order[0]]:
-                mask |= lab == i + 1
-    disk = _disk(closing_mm / spacing[0]) if closing_mm > 0 else None
-    for k in range(mask.shape[2]):
-        m = mask[:, :, k]
-        if not m.any():
-            continue
-        if disk is not None:
-            pad = disk.shape[0]
-            m = ndimage.binary_closing(np.pad(m, pad), structure=disk)[pad:-pad, pad:-pad]
-        mask[:, :, k] = ndimage.binary_fill_holes(m)
+        keep[[i + 1 for i in order if sizes[i] >= min_fraction * sizes[order[0]]]] = True
+    del dense
+    mask = keep[lab]
+    del lab
+    if closing_mm > 0 and mask.any():  # in-plane closing, on the mask's bounding box (padded) only
+        disk = _disk(closing_mm / spacing[0])
+        pad = disk.shape[0]
+        xs, ys = np.flatnonzero(mask.any(axis=(1, 2))), np.flatnonzero(mask.any(axis=(0, 2)))
+        box = (slice(xs[0], xs[-1] + 1), slice(ys[0], ys[-1] + 1))
+        sub = np.pad(mask[box], ((pad, pad), (pad, pad), (0, 0)))
+        mask[box] = ndimage.binary_closing(sub, structure=disk[..., None])[pad:-pad, pad:-pad]
+    for z0 in range(0, mask.shape[2], 16):  # hole filling per slice, 16 slices at a time
+        part = mask[:, :, z0 : z0 + 16]
+        part[:] = np.moveaxis(fill_holes_2d(np.ascontiguousarray(np.moveaxis(part, 2, 0))), 0, 2)
     mask = mask.astype(np.uint8)
     return mask[..., 0] if squeeze else mask
 

@@ -31,15 +31,6 @@ def _cmd_phantom(args: argparse.Namespace) -> int:
     return 0
 
 
-def _check_output_not_in_input(inp: Path, out: Path) -> None:
-    from fusionlungnet_monai.data.errors import InputError
-
-    i, o = inp.resolve(), out.resolve()
-    if o == i or (i.is_dir() and i in o.parents):
-        raise InputError(out, f"output folder is inside the input {inp}; choose a folder outside it "
-                              "(inputs are never written to)")
-
-
 def _earlier_result(case, case_out: Path):
     """The result of an earlier run of ``case`` in ``case_out`` (its readable ``report.json``), or ``None``."""
     import json
@@ -123,8 +114,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         raise InputError(None, "--skip-existing and --overwrite exclude each other")
     skipped: list = []
     cases = list_cases(inp, skipped)
-    _check_output_not_in_input(inp, out)
-    check_output_dir(out, inputs=(inp,))  # an output folder nothing can be written to is a usage error (exit 2)
+    check_output_dir(out, inputs=(inp,))  # an output inside the input, or unwritable, is a usage error (exit 2)
     batch = len(cases) > 1 or inp.resolve() != cases[0].resolve()
     names = [case_name(c) for c in cases]
     counts = {n: names.count(n) for n in names}  # two inputs never write to the same output (a.nii.gz, a.png)
@@ -143,7 +133,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     try:
         with Predictor(args.bundle, args.model, args.device, args.batch_size, args.fast, args.series_uid,
                        args.split_lr, sorted(formats), progress=not args.no_progress,
-                       input_size=args.input_size) as predictor:
+                       input_size=args.input_size, slab_slices=args.slab_slices) as predictor:
             iterator = cases
             if batch and not args.no_progress:
                 from tqdm import tqdm
@@ -238,6 +228,9 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--model", help="trained weights (state dict); default <bundle>/models/model.pt")
     pr.add_argument("--device", default="cpu", help="cpu or cuda (default cpu), e.g. --device cuda:0")
     pr.add_argument("--batch-size", type=int, default=8, help="slices per forward pass (default 8)")
+    pr.add_argument("--slab-slices", type=int, default=64,
+                    help="slices per slab: volumes are segmented slab by slab, so memory grows with the series only "
+                         "by the image and a uint8 mask (default 64; the mask does not depend on it)")
     pr.add_argument("--series-uid", help="SeriesInstanceUID to segment when a folder holds several series")
     pr.add_argument("--format", action="append", choices=["nifti", "png", "dicom-seg"],
                     help="extra outputs; repeatable. dicom-seg writes a DICOM SEG referencing the source series")

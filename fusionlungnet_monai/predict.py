@@ -1,5 +1,6 @@
 """Lung masks people can use: run the bundle's own inference workflow on DICOM series, DICOM files, NIfTI or
-pictures, then add 3D post-processing, left/right volumes, a QC picture, an optional DICOM SEG and a report.
+pictures, then add left/right volumes, a QC picture, an optional DICOM SEG and a report (writers in
+:mod:`fusionlungnet_monai.outputs`).
 
 The network, preprocessing, inferer and post-processing are the bundle's (``configs/inference.json``, plus
 ``configs/inference_2d.json`` for pictures) run through MONAI's ``ConfigWorkflow``; nothing here re-implements them.
@@ -7,7 +8,6 @@ The network, preprocessing, inferer and post-processing are the bundle's (``conf
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shutil
@@ -20,9 +20,11 @@ from typing import Sequence
 
 import numpy as np
 
+from fusionlungnet_monai import outputs
 from fusionlungnet_monai.data.checks import IMAGE_SUFFIXES, check_input, check_output_dir, file_stem
 from fusionlungnet_monai.data.errors import InputError
 from fusionlungnet_monai.data.series import is_dicom_file
+from fusionlungnet_monai.outputs import PLAUSIBLE_LUNG_ML, SECOND_OPINION_DICE
 from fusionlungnet_monai.version import __version__
 from fusionlungnet_monai.workflow import find_bundle, infer_tensors
 
@@ -31,11 +33,7 @@ __all__ = ["Predictor", "CaseResult", "case_name", "list_cases", "check_device",
 
 logger = logging.getLogger(__name__)
 
-#: adult total lung volume range used for the plausibility warning (mL)
-PLAUSIBLE_LUNG_ML = (1000.0, 10000.0)
 FAST_SIZE = (160, 160)
-#: below this Dice between the network and the classical segmentation, the report says "check this case"
-SECOND_OPINION_DICE = 0.85
 #: every file a case may write (an earlier run's files are kept unless --overwrite)
 RESULT_FILES = ("lungmask.nii.gz", "lungmask.png", "qc.png", "report.json", "seg.dcm")
 
@@ -78,6 +76,21 @@ def check_weights(path: Path) -> None:
     if not isinstance(sd, dict) or not any(str(k).startswith("encoder.conv1") for k in sd) or \
             not any(str(k).startswith(("caa.", "fuse2.")) for k in sd):
         raise InputError(path, "does not hold FusionLungNet weights (a state dict with encoder/caa/fuse keys)")
+
+
+def release_freed_memory() -> None:
+    """Hand memory that Python and torch have freed back to the OS (glibc ``malloc_trim``; a no-op elsewhere).
+
+    Reading a series leaves the reader's temporary buffers on the heap; without this the process keeps their pages
+    for the rest of the case, and peak memory grows by them."""
+    import ctypes
+    import sys
+
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL("libc.so.6").malloc_trim(0)
+        except (OSError, AttributeError):  # not glibc (musl ...)
+            pass
 
 
 def _is_dicom_entry(p: Path) -> bool:
@@ -155,6 +168,11 @@ class Predictor:
         progress: show progress bars.
         input_size: network input size (square) if the weights were trained at another size than the bundle's
             ``spatial_size``; overrides ``fast``.
+        slab_slices: volumes go through the bundle's workflow in slabs of this many slices (every step before the
+            3D post-processing is in-plane, so slabs give the same mask, up to the network's rounding on batches of
+            other sizes); the slabs' masks are stitched into one uint8 volume, and the config's 3D steps
+            (``post#keep_lungs``, ``post#fill_holes``) run on it. Memory then grows with the series only by the
+            image and its uint8 mask.
 
     Raises:
         InputError: when the bundle or the model file is missing.
@@ -163,7 +181,7 @@ class Predictor:
     def __init__(self, bundle_dir: str | None = None, model: str | None = None, device: str = "cpu",
                  batch_size: int = 8, fast: bool = False, series_uid: str | None = None, split_lr: bool = False,
                  formats: Sequence[str] = ("nifti",), progress: bool = True,
-                 input_size: int | None = None) -> None:
+                 input_size: int | None = None, slab_slices: int = 64) -> None:
         self.bundle = find_bundle(bundle_dir)
         self.model = Path(model) if model else self.bundle / "models" / "model.pt"
         if not self.model.is_file():
@@ -175,13 +193,16 @@ class Predictor:
         check_device(device)
         if int(batch_size) < 1:
             raise InputError(None, f"--batch-size must be 1 or more, got {batch_size}")
+        if int(slab_slices) < 1:
+            raise InputError(None, f"--slab-slices must be 1 or more, got {slab_slices}")
         if input_size is not None and int(input_size) < 32:
             raise InputError(None, f"--input-size must be 32 or more, got {input_size}")
         check_weights(self.model)
         self.device, self.batch_size, self.fast = device, int(batch_size), fast
         self.series_uid, self.split_lr, self.formats, self.progress = series_uid, split_lr, set(formats), progress
-        self.input_size = input_size
+        self.input_size, self.slab_slices = input_size, int(slab_slices)
         self._workflows: dict = {}
+        self._volume_steps = None
 
     def close(self) -> None:
         """Release the workflows (network, checkpoint)."""
@@ -199,15 +220,9 @@ class Predictor:
         if key not in self._workflows:
             from fusionlungnet_monai.workflow import load_inference_workflow
 
-            overrides = {"ckpt_path": str(self.model),
-                         "device": f"$torch.device('{self.device}')", "sw_batch_size": self.batch_size,
-                         "series_uid": self.series_uid, "input": []}
-            if key == "volume":  # SliceInferer's progress bar over slice batches
-                overrides["inferer#progress"] = bool(self.progress)
-            if self.input_size:
-                overrides["spatial_size"] = [int(self.input_size)] * 2
-            elif self.fast:
-                overrides["spatial_size"] = list(FAST_SIZE)
+            overrides = self._overrides()
+            if key == "volume":  # the 3D steps run once on the stitched mask (see volume_steps)
+                overrides.update({"post#keep_lungs#_disabled_": True, "post#fill_holes#_disabled_": True})
             quiet = logging.getLogger("monai.bundle.workflows")
             level, quiet.level = quiet.level, logging.ERROR  # "logging file is set to False" is not news here
             try:  # builds the network and loads the checkpoint once
@@ -217,30 +232,115 @@ class Predictor:
             self._workflows[key] = wf
         return self._workflows[key]
 
+    def _overrides(self) -> dict:
+        overrides = {"ckpt_path": str(self.model), "device": f"$torch.device('{self.device}')",
+                     "sw_batch_size": self.batch_size, "series_uid": self.series_uid, "input": []}
+        if self.input_size:
+            overrides["spatial_size"] = [int(self.input_size)] * 2
+        elif self.fast:
+            overrides["spatial_size"] = list(FAST_SIZE)
+        return overrides
+
+    def volume_steps(self) -> list:
+        """The bundle's 3D post-processing steps (``post#keep_lungs``, ``post#fill_holes`` of ``inference.json``,
+        with their ``_disabled_`` flags and config values), parsed from the config; they run on whole masks."""
+        if self._volume_steps is None:
+            from monai.bundle import ConfigParser
+
+            parser = ConfigParser()
+            parser.read_config(str(self.bundle / "configs" / "inference.json"))
+            parser.update({"bundle_root": str(self.bundle), **self._overrides()})
+            steps = (parser.get_parsed_content(f"post#{k}") for k in ("keep_lungs", "fill_holes"))
+            self._volume_steps = [t for t in steps if t is not None]
+        return self._volume_steps
+
+    def _infer_volume(self, image):
+        """uint8 mask of a volume (or 2D slice), slab by slab through the bundle's workflow, then its 3D steps."""
+        import torch
+        from monai.data import MetaTensor
+
+        wf, nz = self.workflow("volume"), int(image.shape[-1])
+        mask = torch.zeros(tuple(image.shape), dtype=torch.uint8)
+        affine, meta = image.affine, {k: v for k, v in image.meta.items() if k != "affine"}
+        starts = range(0, nz, self.slab_slices) if image.ndim == 3 else []
+        if image.ndim == 2:
+            mask[:] = (infer_tensors(wf, [image])[0]["pred"].detach()[0] > 0).to(torch.uint8).cpu()
+        if self.progress and len(starts) > 1:
+            from tqdm import tqdm
+
+            starts = tqdm(starts, desc="slabs", unit="slab")
+        for z0 in starts:
+            z1 = min(z0 + self.slab_slices, nz)
+            slab_affine = affine.clone()
+            slab_affine[:3, 3] += affine[:3, 2] * z0  # the slab's first slice is where it is in the volume
+            slab = MetaTensor(image.as_tensor()[..., z0:z1], affine=slab_affine, meta=meta)
+            pred = infer_tensors(wf, [slab])[0]["pred"]
+            mask[..., z0:z1] = (pred.detach()[0] > 0).to(torch.uint8).cpu()
+            del pred, slab
+        # the 3D steps (components, hole filling) on the mask's bounding box plus one voxel: the same result (the
+        # box's background shell connects to the outside), on a third of a chest CT's voxels
+        if not mask.any():
+            return mask
+        dims = range(mask.ndim)
+        hits = [torch.nonzero(mask.amax(dim=tuple(d for d in dims if d != a)))[:, 0] for a in dims]
+        box = tuple(slice(max(int(i[0]) - 1, 0), int(i[-1]) + 2) for i in hits)
+        item = {"pred": MetaTensor(mask[box][None], affine=affine.clone())}
+        for step in self.volume_steps():
+            item = step(item)
+        mask[box] = (item["pred"][0] > 0).to(torch.uint8).as_tensor().cpu()
+        del item
+        release_freed_memory()
+        return mask
+
     def segment(self, case: str | os.PathLike, kind: str | None = None):
-        """Segment one case in memory: the image is read once and handed to the bundle's inference workflow.
+        """Segment one case in memory: the series is scanned once, its pixels are read once, and the image is handed
+        to the bundle's inference workflow.
 
         Args:
             case: a DICOM series folder or file, a NIfTI/MHA/NRRD volume or a PNG/JPG slice.
             kind: what :func:`check_input` says ``case`` is (checked here when not given).
 
         Returns:
-            ``(image, mask, kind)``: the image as read (MetaTensor, no channel axis), the lung mask (``uint8``
-            numpy array of the image's shape, on its grid) and the kind.
+            ``(image, mask, info)``: the image as read (MetaTensor, no channel axis), the lung mask (``uint8``
+            MetaTensor of the image's shape, on its grid, with its affine and meta) and a :class:`SeriesInfo`
+            (``info.kind``; for DICOM series the selected series' UID, description, files in slice order and
+            geometry warnings).
 
         Raises:
             InputError: for input the project's checks refuse.
         """
-        from fusionlungnet_monai.data.series import LoadCTImage
+        import torch
+        from monai.data import MetaTensor
+
+        from fusionlungnet_monai.data.series import LoadCTImage, SeriesInfo, select_ct_series
 
         case = Path(case)
         kind = kind or check_input(case, self.series_uid)
-        image = LoadCTImage(series_uid=self.series_uid, image_only=True)(str(case))
-        pred = infer_tensors(self.workflow(kind), [image])[0]["pred"]
-        mask = (np.asarray(pred.detach().cpu())[0] > 0).astype(np.uint8)
-        if mask.shape != tuple(image.shape):
-            raise RuntimeError(f"mask shape {mask.shape} differs from the image's {tuple(image.shape)}")
-        return image, mask, kind
+        if kind == "series":
+            info = select_ct_series(case, self.series_uid)  # the scan check_input made, not a second one
+            info.kind = kind
+        if kind == "picture":
+            image = LoadCTImage(series_uid=self.series_uid, image_only=True)(str(case))
+        else:  # CT keeps its stored type (int16 is half of float32); odd types become float32 as MONAI's default
+            image = LoadCTImage(series_uid=self.series_uid, image_only=True, dtype=None)(str(case))
+            if not image.is_floating_point() and image.numel() and -32768 <= int(image.min()) <= int(image.max()) <= 32767:
+                image = image.to(torch.int16)  # HU fit in 16 bits; ITK reads many series as int32
+            elif image.dtype not in (torch.int16, torch.float32):
+                image = image.to(torch.float32)
+            release_freed_memory()
+        if kind != "series":
+            tag = lambda t: str(image.meta.get(t, "")).strip()  # noqa: E731  (DICOM files carry their tags)
+            info = SeriesInfo(uid=tag("0020|000e"), files=[case], kind=kind, modality=tag("0008|0060"),
+                              description=tag("0008|103e"))
+        if kind == "picture":
+            pred = infer_tensors(self.workflow(kind), [image])[0]["pred"]
+            mask = (pred.detach()[0] > 0).to(torch.uint8).as_tensor().cpu()
+        else:
+            mask = self._infer_volume(image)
+        if tuple(mask.shape) != tuple(image.shape):
+            raise RuntimeError(f"mask shape {tuple(mask.shape)} differs from the image's {tuple(image.shape)}")
+        mask = MetaTensor(mask, affine=image.affine.clone(), meta={k: v for k, v in image.meta.items() if k != "affine"})
+        return image, mask, info
 
     def predict(self, case: str | os.PathLike, output_dir: str | os.PathLike, overwrite: bool = False) -> CaseResult:
         """Segment one case into ``output_dir`` (mask, report.json, qc.png, optional seg.dcm).
@@ -266,14 +366,14 @@ class Predictor:
                                           "pass --overwrite to replace them")
                 stage = Path(tempfile.mkdtemp(prefix=".fusionlungnet-partial-", dir=out))
                 t1 = time.perf_counter()
-                image, mask, _ = self.segment(case, kind)
+                image, mask, info = self.segment(case, kind)
                 t2 = time.perf_counter()
-                report = self._finish(case, kind, image, mask, stage)
+                report = self._finish(case, info, image, mask, stage)
             report["timings_s"] = {"checks": round(t1 - t0, 3), "read_and_bundle_inference": round(t2 - t1, 3),
                                    "postprocess_and_outputs": round(time.perf_counter() - t2, 3),
                                    "total": round(time.perf_counter() - t0, 3)}
             report["outputs"] = {k: str(out / Path(v).name) for k, v in report["outputs"].items()}
-            (stage / "report.json").write_text(json.dumps(report, indent=1))
+            outputs.write_report(report, stage / "report.json")
             for old in existing:  # --overwrite: nothing of the earlier run survives next to the new files
                 old.unlink()
             for f in sorted(stage.iterdir()):
@@ -292,59 +392,47 @@ class Predictor:
                 shutil.rmtree(stage, ignore_errors=True)
         return res
 
-    def _finish(self, case: Path, kind: str, image, mask: np.ndarray, out: Path) -> dict:
-        from fusionlungnet_monai.qc import qc_overlay
+    def _finish(self, case: Path, info, image, mask, out: Path) -> dict:
+        """Write the case's outputs into ``out`` and return its report (see :mod:`fusionlungnet_monai.outputs`)."""
         from fusionlungnet_monai.volumes import lung_volumes, split_left_right
 
+        kind = info.kind
         report: dict = {"input": str(case), "kind": kind, "version": __version__, "model": str(self.model),
                         "network_input": self.input_size or (FAST_SIZE[0] if self.fast else "bundle spatial_size"),
                         "outputs": {}, "warnings": []}
+        mask = np.asarray(mask)
+        mask = mask.view(bool) if mask.dtype == np.uint8 and mask.max() <= 1 else mask > 0  # no copy for 0/1 uint8
         if kind == "picture":
-            from PIL import Image
+            from fusionlungnet_monai.transforms import CTIntensityNormalize
 
-            dst = out / "lungmask.png"
-            Image.fromarray((mask.T > 0).astype(np.uint8) * 255).save(dst)  # numpy (x, y) -> PIL rows = y
-            report["outputs"]["mask_png"] = str(dst)
-            pic = np.asarray(Image.open(case).convert("L"), dtype=np.float32).T[..., None]
-            m = (mask > 0)[..., None]
-            report["shape"] = list(pic.shape[:2])
-            report["lung_pixels"] = int(m.sum())
-            if not m.any():
+            report["outputs"]["mask_png"] = outputs.write_mask_png(mask, out / "lungmask.png")
+            pic = np.asarray(image, dtype=np.float32)
+            if pic.ndim == 3:  # RGB(A) -> grey, the luma the network's preprocessing uses
+                pic = pic[..., :3] @ np.asarray(CTIntensityNormalize.LUMA, dtype=np.float32)
+            report.update({"shape": list(mask.shape), "lung_pixels": int(mask.sum())})
+            if not mask.any():
                 report["warnings"].append("empty mask: no lung found")
-            report["outputs"]["qc_png"] = qc_overlay(pic, m, out / "qc.png", window=(0, 255))
+            report["outputs"]["qc_png"] = outputs.qc_overlay(pic[..., None], mask[..., None], out / "qc.png",
+                                                             window=(0, 255))
             return report
-        import nibabel as nib
-
-        from fusionlungnet_monai.classical import classical_lung_mask, dice_score
-        from fusionlungnet_monai.data.series import select_ct_series
-
-        ct = np.asarray(image, dtype=np.float32)
-        mask = mask > 0
+        ct = np.asarray(image)  # its stored type: every consumer below works on int16 or float32 alike
         if mask.ndim == 2:  # a 2D image (one slice): keep a slice axis for volumes and the NIfTI
             mask, ct = mask[..., None], ct[..., None]
-        affine = np.asarray(image.affine, dtype=np.float64)  # MONAI's RAS affine: what NIfTI stores
-        if affine.shape == (3, 3):  # a 2D image's affine -> 3D, slice axis of 1 mm
-            affine3d = np.eye(4)
-            affine3d[:2, :2], affine3d[:2, 3] = affine[:2, :2], affine[:2, 2]
-            affine = affine3d
+        affine = outputs.affine_3d(np.asarray(image.affine))  # MONAI's RAS affine: what NIfTI stores
         spacing = [float(v) for v in np.linalg.norm(affine[:3, :3], axis=0)]
-        labels = split_left_right(mask, affine) if self.split_lr else mask.astype(np.uint8)
-        dst = out / "lungmask.nii.gz"
-        nib.save(nib.Nifti1Image(labels.astype(np.uint8), affine), str(dst))
-        report["outputs"]["mask_nifti"] = str(dst)
+        labels = split_left_right(mask, affine) if self.split_lr else mask.view(np.uint8)
+        report["outputs"]["mask_nifti"] = outputs.write_mask_nifti(labels, affine, out / "lungmask.nii.gz")
         report["labels"] = {"1": "right lung", "2": "left lung"} if self.split_lr else {"1": "lung"}
         report.update({"shape": list(mask.shape), "spacing_mm": spacing, "num_slices": int(mask.shape[2])})
         report["volumes_ml"] = {k: (None if v is None else round(v, 1))
-                                for k, v in lung_volumes(mask, spacing, affine).items()}
-        source_files = [case]
+                                for k, v in lung_volumes(labels if self.split_lr else mask, spacing, affine).items()}
         if kind == "series":
-            info = select_ct_series(case, self.series_uid)
-            source_files = info.files
-            report["series_uid"] = info.uid
-            report["series_description"] = info.description
+            report.update({"series_uid": info.uid, "series_description": info.description})
             report["warnings"] += info.warnings
-        nan = int(np.isnan(ct).sum())
+        nan = int(np.isnan(ct).sum()) if ct.dtype.kind == "f" else 0
         if not nan and str(case).lower().endswith((".nii", ".nii.gz")):  # ITK reads NIfTI NaN as 0: count them
+            import nibabel as nib
+
             src = nib.load(str(case))
             if np.issubdtype(src.get_data_dtype(), np.floating):  # only float voxels can be NaN on disk
                 nan = int(np.isnan(np.asarray(src.dataobj, dtype=np.float32)).sum())
@@ -352,43 +440,14 @@ class Predictor:
             report["warnings"].append(f"{nan} voxels are NaN (not a number) in the input; they were read as a "
                                       "number (0 HU through ITK) and may punch holes in the mask")
             ct = np.nan_to_num(ct, nan=-1024.0)
-        report["warnings"] += self._sanity(mask, ct, affine, report["volumes_ml"]["total_ml"])
-        second = classical_lung_mask(ct, spacing)
-        agreement = dice_score(mask, second)
-        report["second_opinion"] = {"method": "classical 3D HU segmentation (threshold, components, hole filling)",
-                                    "dice_with_network": round(agreement, 4),
-                                    "check_below": SECOND_OPINION_DICE, "classical_ml": round(
-                                        float(second.sum()) * float(np.prod(spacing)) / 1000.0, 1)}
-        if mask.any() and agreement < SECOND_OPINION_DICE:
-            report["warnings"].append(
-                f"check this case: the network and the classical HU segmentation agree only at Dice {agreement:.2f} "
-                f"(< {SECOND_OPINION_DICE}); see qc.png (red: network, cyan: classical). Dense lung (consolidation, "
-                "effusion) lowers the classical score; a failed network lowers both")
-        report["outputs"]["qc_png"] = qc_overlay(ct, mask, out / "qc.png", spacing=spacing, second=second)
+        report["warnings"] += outputs.sanity_warnings(mask, ct, affine, report["volumes_ml"]["total_ml"])
+        report["second_opinion"], second, warn = outputs.second_opinion(mask, ct, spacing)
+        report["warnings"] += warn
+        report["outputs"]["qc_png"] = outputs.qc_overlay(ct, mask, out / "qc.png", spacing=spacing, second=second)
         if "dicom-seg" in self.formats:
             if kind not in ("series", "dicom"):
                 report["warnings"].append("DICOM SEG needs DICOM input; not written for this input")
             else:
-                from fusionlungnet_monai.data.dicom_seg import write_dicom_seg
-
-                report["outputs"]["dicom_seg"] = write_dicom_seg(labels, source_files, out / "seg.dcm",
-                                                                 split=self.split_lr)
+                report["outputs"]["dicom_seg"] = outputs.write_dicom_seg(labels, info.files, out / "seg.dcm",
+                                                                         split=self.split_lr)
         return report
-
-    @staticmethod
-    def _sanity(mask: np.ndarray, ct: np.ndarray, affine: np.ndarray, total_ml: float) -> list[str]:
-        w = []
-        if not mask.any():
-            w.append("empty mask: no lung found")
-        elif mask.shape[2] > 1 and not PLAUSIBLE_LUNG_ML[0] <= total_ml <= PLAUSIBLE_LUNG_ML[1]:
-            w.append(f"lung volume {total_ml:.0f} mL is outside the plausible adult range "
-                     f"{PLAUSIBLE_LUNG_ML[0]:.0f}-{PLAUSIBLE_LUNG_ML[1]:.0f} mL (partial chest coverage, a child, "
-                     "or a failed segmentation)")
-        lo = float(np.min(ct))
-        if lo > -500:
-            w.append(f"intensities do not look like HU (minimum {lo:.0f} > -500): is the input a CT in HU?")
-        normal = np.cross(affine[:3, 0], affine[:3, 1])
-        normal = normal / max(np.linalg.norm(normal), 1e-9)
-        if abs(normal[2]) < 0.9:
-            w.append("the volume is not axial (slice normal far from the head-foot axis); a 2D axial model may fail")
-        return w

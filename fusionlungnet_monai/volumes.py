@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Sequence
 
 import numpy as np
-from scipy import ndimage
 
 __all__ = ["split_left_right", "lung_volumes", "RIGHT_LABEL", "LEFT_LABEL"]
 
@@ -16,8 +15,9 @@ def split_left_right(mask: np.ndarray, affine: np.ndarray) -> np.ndarray:
     """Label a binary lung mask ``1`` = right lung, ``2`` = left lung.
 
     The two largest 3D components are the lungs when they are separate; the one towards the patient's right
-    (larger RAS x of its centre: RAS +x points to the patient's right) is the right lung, and smaller components join the nearer lung. When the lungs touch
-    (one component), voxels are split at the mask's centre along the patient's left-right axis.
+    (larger RAS x of its centre: RAS +x points to the patient's right) is the right lung, and smaller components
+    join the nearer lung. When the lungs touch (one component), voxels are split at the mask's median along the
+    patient's left-right axis. Works slice by slice on 16-bit labels, so memory stays near the mask's own.
 
     Args:
         mask: binary mask ``(x, y[, z])``.
@@ -26,28 +26,44 @@ def split_left_right(mask: np.ndarray, affine: np.ndarray) -> np.ndarray:
     Returns:
         uint8 label array of the same shape.
     """
-    m = np.asarray(mask) > 0
+    from fusionlungnet_monai.transforms.array import label_components
+
+    m = np.asarray(mask)
+    m = m if m.dtype == bool else m > 0
     out = np.zeros(m.shape, dtype=np.uint8)
     if not m.any():
         return out
-    aff = np.asarray(affine, dtype=float)
-    nd = m.ndim
-    lin = aff[:nd, :nd]
-    idx = np.argwhere(m)
-    ras_x = idx @ lin[0, :nd]  # RAS x (towards the patient's right) up to a constant
-    labels, n = ndimage.label(m)
-    sizes = ndimage.sum(m, labels, range(1, n + 1))
-    lab_at = labels[tuple(idx.T)]
-    if n >= 2 and sizes[np.argsort(sizes)[-2]] > 0.1 * sizes.max():
-        big = np.argsort(sizes)[-2:] + 1
-        centres = [ras_x[lab_at == b].mean() for b in big]
+    w = np.asarray(affine, dtype=float)[0, : m.ndim]  # RAS x (towards the patient's right) per voxel step
+    labels, n = label_components(m)
+    m3, lab3, out3 = (a[..., None] for a in (m, labels, out)) if m.ndim == 2 else (m, labels, out)
+    wz = float(w[2]) if m.ndim == 3 else 0.0
+    grid = w[0] * np.arange(m3.shape[0])[:, None] + w[1] * np.arange(m3.shape[1])[None, :]  # RAS x up to a constant
+    count, xsum = np.zeros(n + 1), np.zeros(n + 1)
+    for k in range(m3.shape[2]):
+        lab = lab3[:, :, k].ravel()
+        count += np.bincount(lab, minlength=n + 1)
+        xsum += np.bincount(lab, weights=(grid + wz * k).ravel(), minlength=n + 1)
+    sizes = count[1:]
+    order = np.argsort(sizes)
+    if n >= 2 and sizes[order[-2]] > 0.1 * sizes.max():
+        big = order[-2:] + 1
+        centres = xsum[big] / count[big]
         right, left = (big[0], big[1]) if centres[0] > centres[1] else (big[1], big[0])
-        c_r, c_l = max(centres), min(centres)
-        side = np.where(np.abs(ras_x - c_r) <= np.abs(ras_x - c_l), RIGHT_LABEL, LEFT_LABEL)
-        side[lab_at == right], side[lab_at == left] = RIGHT_LABEL, LEFT_LABEL
+        c_r, c_l = centres.max(), centres.min()
+
+        def side(x: np.ndarray, lab: np.ndarray) -> np.ndarray:
+            s = np.where(np.abs(x - c_r) <= np.abs(x - c_l), RIGHT_LABEL, LEFT_LABEL).astype(np.uint8)
+            s[lab == right], s[lab == left] = RIGHT_LABEL, LEFT_LABEL
+            return s
     else:
-        side = np.where(ras_x > np.median(ras_x), RIGHT_LABEL, LEFT_LABEL)
-    out[tuple(idx.T)] = side
+        middle = np.median(np.concatenate([(grid + wz * k)[m3[:, :, k]] for k in range(m3.shape[2])]))
+
+        def side(x: np.ndarray, lab: np.ndarray) -> np.ndarray:
+            return np.where(x > middle, RIGHT_LABEL, LEFT_LABEL).astype(np.uint8)
+    for k in range(m3.shape[2]):
+        mk = m3[:, :, k]
+        if mk.any():
+            out3[:, :, k] = np.where(mk, side(grid + wz * k, lab3[:, :, k]), 0)
     return out
 
 
@@ -63,7 +79,8 @@ def lung_volumes(mask: np.ndarray, spacing: Sequence[float], affine: np.ndarray 
     voxel_ml = float(np.prod([float(s) for s in spacing])) / 1000.0
     out = {"total_ml": int(np.count_nonzero(m)) * voxel_ml, "right_ml": None, "left_ml": None}
     if affine is not None:
-        lab = m if set(np.unique(m)) <= {0, RIGHT_LABEL, LEFT_LABEL} and m.max() == LEFT_LABEL else split_left_right(m, affine)
+        labelled = m.dtype.kind in "ui" and m.max() == LEFT_LABEL  # already a right/left label map
+        lab = m if labelled else split_left_right(m, affine)
         out["right_ml"] = int(np.count_nonzero(lab == RIGHT_LABEL)) * voxel_ml
         out["left_ml"] = int(np.count_nonzero(lab == LEFT_LABEL)) * voxel_ml
     return out

@@ -9,10 +9,11 @@ Sections (all in one process/run, so ratios are comparable on a shared, noisy ma
 - preprocess: paper preprocessing of one 512² slice to 320² (ms) ÷ model forward per slice
 - e2e:        bundle inference (``configs/inference.json``) on a phantom DICOM series of N slices:
               read -> preprocess -> SliceInferer -> post-process -> write NIfTI; slices/s and peak RSS, each run
-              in its own subprocess; the ``--fast`` profile (160²) too
+              in its own subprocess; the ``--fast`` profile (160²) too; and ``fusionlungnet predict``'s Predictor
+              on the same series (slab streaming, 3D steps, NIfTI, classical second opinion, QC, report)
 - lungmask:   lungmask's R231 U-Net (pip ``lungmask``, random weights: none can be downloaded) on the same
               series through its own ``LMInferer`` pipeline, and its bare forward at 256²
-- rss:        peak RSS of the fast end-to-end run as the series grows (flat means streaming works)
+- rss:        peak RSS of the 160² bundle run and of ``fusionlungnet predict`` as the series grows
 - train:      training throughput (img/s) at 320², batch 8, with the hybrid loss and deep supervision
 
 Usage: ``python scripts/benchmark.py [--quick] [--json out.json] [--markdown out.md]``.
@@ -136,6 +137,36 @@ def bench_e2e(series: Path, n: int, size: int, batch: int, threads: int) -> dict
             "max_rss_mb": res["max_rss_mb"]}
 
 
+_PREDICT_CHILD = _PEAK_RSS + r"""
+import json, sys, time, torch
+from fusionlungnet_monai.predict import Predictor
+args = json.loads(sys.argv[1])
+torch.set_num_threads(args["threads"])
+with Predictor(bundle_dir=args["bundle_root"], input_size=args["size"][0], batch_size=args["batch"],
+               progress=False) as p:
+    p.workflow("volume"), p.volume_steps()  # built before the clock, as the bundle run's initialize
+    t = time.perf_counter()
+    res = p.predict(args["input"], args["out"])
+    elapsed = time.perf_counter() - t
+assert res.ok, res.error
+print(json.dumps({"seconds": elapsed, "max_rss_mb": peak_rss_mb(), "timings": res.report["timings_s"]}))
+"""
+
+
+def bench_predict(series: Path, n: int, size: int, batch: int, threads: int) -> dict:
+    """``fusionlungnet predict``'s Predictor on the series (shipped weights): slab inference, 3D steps, NIfTI, the
+    classical second opinion, QC picture and report; in its own subprocess."""
+    with tempfile.TemporaryDirectory() as out:
+        arg = {"bundle_root": str(ROOT / "bundle"), "input": str(series), "out": out, "size": [size, size],
+               "batch": batch, "threads": threads}
+        r = subprocess.run([sys.executable, "-c", _PREDICT_CHILD, json.dumps(arg)], capture_output=True, text=True)
+        if r.returncode != 0:
+            raise RuntimeError(f"predict run failed:\n{r.stderr[-3000:]}")
+        res = json.loads(r.stdout.strip().splitlines()[-1])
+    return {"slices": n, "size": size, "seconds": res["seconds"], "slices_per_s": n / res["seconds"],
+            "max_rss_mb": res["max_rss_mb"], "timings": res["timings"]}
+
+
 _LM_CHILD = _PEAK_RSS + r"""
 import json, sys, time, torch
 import SimpleITK as sitk
@@ -228,6 +259,9 @@ def markdown(res: dict) -> str:
     for e in res["e2e"]:
         lines.append(f"| FusionLungNet {e['size']}² | {e['slices']} | {e['slices_per_s']:.2f} | "
                      f"{e['ratio_to_forward']:.2f} | {e['max_rss_mb']:.0f} |")
+    for e in res.get("predict", []):
+        lines.append(f"| `fusionlungnet predict` {e['size']}² (slabs; + second opinion, QC, report) | {e['slices']} | "
+                     f"{e['slices_per_s']:.2f} | {e['ratio_to_forward']:.2f} | {e['max_rss_mb']:.0f} |")
     lm = res.get("lungmask", {})
     if "skipped" in lm:
         lines.append(f"| lungmask R231 256² | – | skipped: {lm['skipped']} | | |")
@@ -237,7 +271,9 @@ def markdown(res: dict) -> str:
                      f"{lm['max_rss_mb']:.0f} |")
     lines += ["", "| peak RSS vs series length (fast profile) | " + " | ".join(str(r["slices"]) for r in res["rss"]) + " |",
               "|---|" + "---|" * len(res["rss"]),
-              "| peak RSS MB | " + " | ".join(f"{r['max_rss_mb']:.0f}" for r in res["rss"]) + " |", ""]
+              "| bundle inference, peak RSS MB | " + " | ".join(f"{r['max_rss_mb']:.0f}" for r in res["rss"]) + " |",
+              "| `fusionlungnet predict`, peak RSS MB | "
+              + " | ".join(f"{r.get('predict_max_rss_mb', float('nan')):.0f}" for r in res["rss"]) + " |", ""]
     t = res["train"]
     lines.append(f"- training throughput at {t['size']}², batch {t['batch']} (CPU, fp32): {t['img_per_s']:.2f} img/s")
     return "\n".join(lines) + "\n"
@@ -280,6 +316,11 @@ def main() -> None:
                 e["ratio_to_forward"] = e["slices_per_s"] / base["slices_per_s"]
                 res["e2e"].append(e)
                 print(f"e2e n={n} size={size}: {e['slices_per_s']:.2f} slices/s, {e['max_rss_mb']:.0f} MB", flush=True)
+                e = bench_predict(series, n, size, a.batch, a.threads)
+                e["ratio_to_forward"] = e["slices_per_s"] / base["slices_per_s"]
+                res.setdefault("predict", []).append(e)
+                print(f"predict n={n} size={size}: {e['slices_per_s']:.2f} slices/s, {e['max_rss_mb']:.0f} MB",
+                      flush=True)
         series, uid = make_series(Path(tmp), ns[0])
         res["lungmask"] = bench_lungmask(series, uid, ns[0], a.batch, a.threads)
         print("lungmask", res["lungmask"], flush=True)
@@ -287,7 +328,10 @@ def main() -> None:
         for n in ([8, 16] if q else [100, 200, 400, 600]):
             series, _ = make_series(Path(tmp), n)
             res["rss"].append(bench_e2e(series, n, 64 if q else 160, a.batch, a.threads))
-            print(f"rss n={n}: {res['rss'][-1]['max_rss_mb']:.0f} MB", flush=True)
+            res["rss"][-1]["predict_max_rss_mb"] = bench_predict(series, n, 64 if q else 160, a.batch,
+                                                                 a.threads)["max_rss_mb"]
+            print(f"rss n={n}: bundle {res['rss'][-1]['max_rss_mb']:.0f} MB, "
+                  f"predict {res['rss'][-1]['predict_max_rss_mb']:.0f} MB", flush=True)
             shutil.rmtree(series)
     res["train"] = bench_train(64 if q else 320, 2 if q else 8, 1 if q else 2)
     print(f"train {res['train']['img_per_s']:.2f} img/s", flush=True)

@@ -71,7 +71,7 @@ def main() -> None:
     args = p.parse_args()
     from fusionlungnet_monai.data import make_datalist
     from fusionlungnet_monai.phantom import write_phantom_case
-    from fusionlungnet_monai.qc import qc_overlay
+    from fusionlungnet_monai.outputs import qc_overlay
 
     out = Path(args.output).resolve()
     if (out / ".fln_demo").exists():

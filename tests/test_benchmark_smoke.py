@@ -16,6 +16,8 @@ def test_benchmark_quick(tmp_path):
     res = json.loads(out_json.read_text())
     assert res["gemm"]["gflops"] > 0 and res["forward"][0]["gflop_per_slice"] > 0
     assert res["e2e"][0]["slices_per_s"] > 0 and res["e2e"][0]["max_rss_mb"] > 100
-    assert len(res["rss"]) == 2 and res["train"]["img_per_s"] > 0
+    assert res["predict"][0]["slices_per_s"] > 0 and res["predict"][0]["timings"]["total"] > 0
+    assert len(res["rss"]) == 2 and all(r["predict_max_rss_mb"] > 100 for r in res["rss"])
+    assert res["train"]["img_per_s"] > 0
     assert "lungmask" in res
-    assert "| end to end" in out_md.read_text()
+    assert "| end to end" in out_md.read_text() and "`fusionlungnet predict`" in out_md.read_text()

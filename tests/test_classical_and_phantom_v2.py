@@ -39,6 +39,25 @@ def test_classical_removes_the_trachea_and_finds_two_lungs():
     assert (m[box] & air).sum() < 0.01 * air.sum(), "and it is not in the mask (a few box-corner lung voxels)"
 
 
+def test_classical_median_thresholds_are_exact_and_types_agree():
+    """The classical method thresholds the 3x3 in-plane median through 5-of-9 counts (no filtered float copy): the
+    same maps as ``median_filter`` (reflect border), ties included; int16 and float32 CT give the same mask."""
+    from scipy import ndimage
+
+    from fusionlungnet_monai.classical import _median_below
+
+    rng = np.random.default_rng(0)
+    ct = rng.choice(np.array([-1000, -950, -900, -320, -100, 40], dtype=np.int16), size=(23, 17, 4))
+    med = ndimage.median_filter(ct, size=(3, 3, 1))
+    for t in (-950, -320, -100):
+        np.testing.assert_array_equal(_median_below(ct, t), med < t)
+        np.testing.assert_array_equal(_median_below(ct, t, strict=False), med <= t)
+    ph = make_chest_phantom(5, size=96)
+    hu = np.round(ph.image).astype(np.int16)
+    np.testing.assert_array_equal(classical_lung_mask(hu, ph.spacing),
+                                  classical_lung_mask(hu.astype(np.float32), ph.spacing))
+
+
 def test_phantom_v2_is_deterministic_and_varies_by_seed():
     a, b, c = make_chest_phantom(3, size=128), make_chest_phantom(3, size=128), make_chest_phantom(4, size=128)
     np.testing.assert_array_equal(a.image, b.image)

@@ -105,7 +105,7 @@ def test_output_inside_input_is_refused_even_through_a_symlink(model, phantom_di
     shutil.copytree(phantom_dir / "dicom" / "ph000", series)
     before = sorted(p.name for p in series.rglob("*"))
     r = predict(series, series, "--model", model, expect_rc=2)
-    assert "inside the input" in r.stderr
+    assert "is the input itself" in r.stderr
     link = tmp_path / "link"
     link.symlink_to(series)
     r = predict(series, link / "out", "--model", model, expect_rc=2)
@@ -201,7 +201,7 @@ def test_disk_full_while_writing_leaves_nothing_half_written(model, phantom_dir,
     one line, the earlier results stay as they were, and no partial file or staging folder remains."""
     import errno
 
-    from fusionlungnet_monai import qc
+    from fusionlungnet_monai import outputs
     from fusionlungnet_monai.predict import Predictor
 
     series, out = phantom_dir / "dicom" / "ph000", tmp_path / "o"
@@ -212,7 +212,7 @@ def test_disk_full_while_writing_leaves_nothing_half_written(model, phantom_dir,
         def full(*a, **k):
             raise OSError(errno.ENOSPC, "No space left on device", str(out / "qc.png"))
 
-        monkeypatch.setattr(qc, "qc_overlay", full)
+        monkeypatch.setattr(outputs, "qc_overlay", full)
         res = p.predict(series, out, overwrite=True)
     assert not res.ok and "No space left on device" in res.error and "\n" not in res.error
     assert {f.name: f.read_bytes() for f in out.iterdir()} == before, "earlier results untouched, nothing added"

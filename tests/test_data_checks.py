@@ -119,5 +119,10 @@ def test_output_dir_checks(tmp_path):
     f.write_text("x")
     expect("not a folder", check_output_dir, f, path=f)
     expect("is the input itself", check_output_dir, tmp_path, inputs=(tmp_path,), path=tmp_path)
+    inside = tmp_path / "case" / "out"
+    (tmp_path / "case").mkdir()
+    expect("inside the input", check_output_dir, inside, inputs=(tmp_path / "case",), path=inside)
+    assert not inside.exists(), "nothing is created inside an input"
+    assert check_output_dir(tmp_path / "case_out", inputs=(f,)).is_dir()  # next to a file input is fine
     expect("cannot create output folder", check_output_dir, f / "sub", path=f / "sub")  # parent is a file
     assert check_output_dir(tmp_path / "new" / "deep").is_dir()

@@ -111,3 +111,57 @@ def test_module_entry_point_help():
     r = subprocess.run([sys.executable, "-m", "fusionlungnet_monai", "predict", "--help"], capture_output=True,
                        text=True)
     assert r.returncode == 0 and "--series-uid" in r.stdout and "example" in r.stdout
+
+
+def test_segment_in_memory_scans_the_series_once(model, phantom_dir, tmp_path, monkeypatch):
+    """``Predictor.segment`` returns (image, uint8 mask MetaTensor on the image's grid, SeriesInfo); one predict of a
+    DICOM folder reads its headers once (input check, reader and report share the scan); a changed folder is
+    scanned again."""
+    import torch
+    from monai.data import MetaTensor
+
+    from fusionlungnet_monai.data import series as series_mod
+    from fusionlungnet_monai.predict import Predictor
+
+    folder = tmp_path / "ph001"
+    shutil.copytree(phantom_dir / "dicom" / "ph001", folder)
+    calls = []
+    real = series_mod._scan_files
+    monkeypatch.setattr(series_mod, "_scan_files", lambda *a: calls.append(a[0]) or real(*a))
+    with Predictor(bundle_dir=str(BUNDLE), model=str(model), input_size=64, progress=False) as p:
+        assert p.predict(folder, tmp_path / "out").ok
+        assert len(calls) == 1, f"the series headers were scanned {len(calls)} times"
+        image, mask, info = p.segment(folder)
+        assert len(calls) == 1, "same files: the earlier scan is reused"
+        assert isinstance(mask, MetaTensor) and mask.dtype == torch.uint8 and tuple(mask.shape) == tuple(image.shape)
+        assert torch.allclose(mask.affine, image.affine) and set(torch.unique(mask).tolist()) <= {0, 1}
+        assert info.kind == "series" and info.num_slices == 12 and info.uid == str(image.meta["0020|000e"]).strip()
+        written = np.asarray(__import__("nibabel").load(str(tmp_path / "out" / "lungmask.nii.gz")).dataobj)
+        np.testing.assert_array_equal(written, np.asarray(mask))  # the file holds the in-memory mask
+        extra = folder / "note.txt"
+        extra.write_text("not DICOM")  # the folder changed: scanned again
+        p.segment(folder)
+        assert len(calls) == 2
+        png = sorted((phantom_dir / "png" / "images").glob("*.png"))[0]
+        _, pmask, pinfo = p.segment(png)
+        assert pinfo.kind == "picture" and pinfo.files == [png] and pmask.ndim == 2
+
+
+def test_slabs_give_the_whole_volume_mask(model, phantom_dir, tmp_path):
+    """Volumes go through the bundle's workflow in slabs; the stitched mask with the 3D steps run once equals the
+    bundle's own whole-volume result (``infer_tensors`` with its full post-processing), for any slab size, up to
+    the network's floating-point rounding on batches of other sizes (a voxel at probability 0.5 may flip)."""
+    from fusionlungnet_monai.predict import Predictor
+    from fusionlungnet_monai.workflow import infer_tensors, load_inference_workflow
+
+    series = phantom_dir / "dicom" / "ph000"
+    wf = load_inference_workflow(BUNDLE, {"ckpt_path": str(model), "spatial_size": [64, 64], "input": [],
+                                          "device": "$torch.device('cpu')"}, save=False)
+    with Predictor(bundle_dir=str(BUNDLE), model=str(model), input_size=64, progress=False, slab_slices=5) as p:
+        image, mask, _ = p.segment(series)
+        whole = np.asarray(infer_tensors(wf, [image])[0]["pred"])[0] > 0
+        assert whole.any() and mask.shape[-1] == 12
+        for slab in (5, 1):
+            p.slab_slices = slab
+            differ = int(((np.asarray(p.segment(series)[1]) > 0) != whole).sum())
+            assert differ <= 2, f"slabs of {slab}: {differ} of {whole.size} voxels differ from the whole-volume run"

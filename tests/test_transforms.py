@@ -149,11 +149,11 @@ def test_dynamic_threshold_cuda_matches_cpu():
 def test_stacked_hole_filling_equals_per_slice_scipy():
     from scipy import ndimage
 
-    from fusionlungnet_monai.transforms.array import _box_mean, _fill_holes_2d
+    from fusionlungnet_monai.transforms.array import _box_mean, fill_holes_2d
 
     rng = np.random.default_rng(3)
     masks = rng.random((6, 40, 33)) > 0.55
-    np.testing.assert_array_equal(_fill_holes_2d(masks), np.stack([ndimage.binary_fill_holes(m) for m in masks]))
+    np.testing.assert_array_equal(fill_holes_2d(masks), np.stack([ndimage.binary_fill_holes(m) for m in masks]))
     x = torch.rand(2, 1, 30, 27)
     torch.testing.assert_close(_box_mean(x, 9), torch.nn.functional.avg_pool2d(x, 9, stride=1))
 

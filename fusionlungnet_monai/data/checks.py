@@ -146,15 +146,21 @@ def check_pair(image: str | os.PathLike, mask: str | os.PathLike, require_foregr
 
 
 def check_output_dir(path: str | os.PathLike, inputs: tuple = ()) -> Path:
-    """Create ``path`` if needed and make sure it is a writable folder that is not one of the inputs.
+    """Create ``path`` if needed and make sure it is a writable folder that is neither one of the inputs nor
+    inside an input folder (symlinks resolved).
 
     Raises:
-        InputError: when it is a file, cannot be created, is not writable, or is an input path.
+        InputError: when it is a file, cannot be created, is not writable, or is (inside) an input.
     """
     path = Path(path)
     for i in inputs:
-        if Path(i).resolve() == path.resolve():
-            raise InputError(path, "output folder is the input itself; choose another folder (inputs are never overwritten)")
+        src, dst = Path(i).resolve(), path.resolve()
+        if dst == src:
+            raise InputError(path, "output folder is the input itself; choose another folder (inputs are never "
+                                   "written to)")
+        if src.is_dir() and src in dst.parents:
+            raise InputError(path, f"output folder is inside the input {i}; choose a folder outside it (inputs are "
+                                   "never written to)")
     if path.exists() and not path.is_dir():
         raise InputError(path, "output path exists and is not a folder")
     try:

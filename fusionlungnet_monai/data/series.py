@@ -10,6 +10,8 @@ from __future__ import annotations
 import logging
 import os
 import warnings
+from collections import OrderedDict
+from copy import deepcopy
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -53,7 +55,7 @@ def is_dicom_file(path: str | os.PathLike) -> bool:
 
 @dataclass
 class SeriesInfo:
-    """What we know about one series in a folder."""
+    """What we know about one series in a folder (or, with ``kind`` other than ``"series"``, about one image file)."""
 
     uid: str
     files: list = field(default_factory=list)
@@ -67,6 +69,7 @@ class SeriesInfo:
     warnings: list = field(default_factory=list)
     sizes: set = field(default_factory=set)  # (Rows, Columns) of its slices
     no_pixels: list = field(default_factory=list)  # files without PixelData
+    kind: str = "series"  # what check_input calls the input: series, dicom, volume or picture
 
     @property
     def num_slices(self) -> int:
@@ -86,17 +89,37 @@ def _normal(orientation: Sequence[float]) -> np.ndarray:
 def scan_dicom_folder(folder: str | os.PathLike, recursive: bool = True) -> list[SeriesInfo]:
     """Read the headers of every DICOM file under ``folder`` and describe each series.
 
+    The last few scans are kept: scanning the same files again (same paths, sizes and modification times) costs a
+    ``stat`` per file, not a header read, so the input checks, the reader and the report share one scan.
+
     Raises:
         InputError: when the folder does not exist, is empty, or holds no DICOM file.
     """
-    import pydicom
-
     folder = Path(folder)
     if not folder.is_dir():
         raise InputError(folder, "not a folder" if folder.exists() else "no such folder")
     files = sorted(p for p in (folder.rglob("*") if recursive else folder.iterdir()) if p.is_file())
     if not files:
         raise InputError(folder, "empty folder: no files to read")
+    key = (str(folder.resolve()), tuple((str(p), st.st_size, st.st_mtime_ns) for p in files for st in [p.stat()]))
+    if key in _SCANNED:  # the same files, unchanged: checks, reader and report share one scan of the headers
+        _SCANNED.move_to_end(key)
+        return deepcopy(_SCANNED[key])
+    series = _scan_files(folder, files)
+    _SCANNED[key] = deepcopy(series)
+    while len(_SCANNED) > _SCANNED_MAX:
+        _SCANNED.popitem(last=False)
+    return series
+
+
+#: the last scans (folder, and every file's path, size and mtime) -> their series
+_SCANNED: OrderedDict = OrderedDict()
+_SCANNED_MAX = 4
+
+
+def _scan_files(folder: Path, files: list[Path]) -> list[SeriesInfo]:
+    import pydicom
+
     groups: dict[str, SeriesInfo] = {}
     seen_sop: set = set()
     n_dicom = 0
@@ -263,8 +286,15 @@ class CTSeriesReader(ImageReader):
             images = []
             for name in names:
                 if os.path.isdir(name):
-                    files = [str(f) for f in select_ct_series(name, self.series_uid).files]
-                    images.append(itk.imread(files if len(files) > 1 else files[0], **kwargs))
+                    info = select_ct_series(name, self.series_uid)
+                    files = [str(f) for f in info.files]
+                    image = itk.imread(files if len(files) > 1 else files[0], **kwargs)
+                    meta = image.GetMetaDataDictionary()  # a series read keeps no tags: name the series at least
+                    for tag, value in (("0020|000e", info.uid), ("0008|0060", info.modality),
+                                       ("0008|103e", info.description)):
+                        if not meta.HasKey(tag):
+                            meta[tag] = value
+                    images.append(image)
                 else:
                     images.append(reader.read(name, **kwargs))
             img = images if len(images) > 1 else images[0]

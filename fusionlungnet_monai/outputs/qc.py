@@ -16,13 +16,21 @@ LUNG_DISPLAY_WINDOW = (-1350.0, 150.0)
 def _view(img2d: np.ndarray, m2d: np.ndarray, window: Sequence[float], m2: np.ndarray | None = None) -> np.ndarray:
     from scipy import ndimage
 
-    g = np.clip((img2d - window[0]) / (window[1] - window[0]), 0, 1)
+    g = np.clip((img2d.astype(np.float32) - window[0]) / (window[1] - window[0]), 0, 1)
     rgb = np.stack([g, g, g], -1)
     if m2 is not None:  # second opinion outline in cyan, under the network's red
         rgb[m2 & ~ndimage.binary_erosion(m2, border_value=1)] = [0.1, 0.9, 0.9]
     edge = m2d & ~ndimage.binary_erosion(m2d, border_value=1)
     rgb[edge] = [1.0, 0.15, 0.15]
     return (rgb * 255).astype(np.uint8)
+
+
+def _binary(mask: np.ndarray) -> np.ndarray:
+    """A boolean view of a 0/1 uint8 or bool mask (no copy), else ``mask > 0``."""
+    m = np.asarray(mask)
+    if m.dtype == bool:
+        return m
+    return m.view(bool) if m.dtype == np.uint8 and m.max() <= 1 else m > 0
 
 
 def qc_overlay(ct_hu: np.ndarray, mask: np.ndarray, path: str | os.PathLike,
@@ -44,14 +52,14 @@ def qc_overlay(ct_hu: np.ndarray, mask: np.ndarray, path: str | os.PathLike,
     """
     from PIL import Image
 
-    ct, m = np.asarray(ct_hu, dtype=np.float32), np.asarray(mask) > 0
+    ct, m = np.asarray(ct_hu), _binary(mask)  # only the three views are converted to float
     if ct.ndim != 3 or ct.shape != m.shape:
         raise ValueError(f"ct_hu {ct.shape} and mask {m.shape} must be 3D arrays of one shape.")
     # slices through the most mask (the middle of the volume when the mask is empty)
     x = int(np.argmax(m.sum((1, 2)))) if m.any() else ct.shape[0] // 2
     y = int(np.argmax(m.sum((0, 2)))) if m.any() else ct.shape[1] // 2
     z = int(np.argmax(m.sum((0, 1)))) if m.any() else ct.shape[2] // 2
-    m2 = None if second is None else np.asarray(second) > 0
+    m2 = None if second is None else _binary(second)
     axial = _view(ct[:, :, z].T, m[:, :, z].T, window, None if m2 is None else m2[:, :, z].T)
     coronal = _view(ct[:, y, :].T[::-1], m[:, y, :].T[::-1], window,  # head at the top
                     None if m2 is None else m2[:, y, :].T[::-1])

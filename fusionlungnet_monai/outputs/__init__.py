@@ -1,0 +1,16 @@
+"""What ``fusionlungnet predict`` writes for a case: the mask as NIfTI or PNG, an optional DICOM SEG, a QC picture and
+the report (lung volumes, sanity warnings, the classical second opinion)."""
+
+from fusionlungnet_monai.outputs.dicom_seg import write_dicom_seg
+from fusionlungnet_monai.outputs.masks import affine_3d, write_mask_nifti, write_mask_png
+from fusionlungnet_monai.outputs.qc import LUNG_DISPLAY_WINDOW, qc_overlay
+from fusionlungnet_monai.outputs.report import (
+    PLAUSIBLE_LUNG_ML,
+    SECOND_OPINION_DICE,
+    sanity_warnings,
+    second_opinion,
+    write_report,
+)
+
+__all__ = ["write_dicom_seg", "affine_3d", "write_mask_nifti", "write_mask_png", "LUNG_DISPLAY_WINDOW", "qc_overlay",
+           "PLAUSIBLE_LUNG_ML", "SECOND_OPINION_DICE", "sanity_warnings", "second_opinion", "write_report"]

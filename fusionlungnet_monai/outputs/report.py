@@ -1,0 +1,77 @@
+"""The case report: sanity warnings, the classical second opinion and the atomic ``report.json`` writer."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+__all__ = ["PLAUSIBLE_LUNG_ML", "SECOND_OPINION_DICE", "sanity_warnings", "second_opinion", "write_report"]
+
+#: adult total lung volume range used for the plausibility warning (mL)
+PLAUSIBLE_LUNG_ML = (1000.0, 10000.0)
+#: below this Dice between the network and the classical segmentation, the report says "check this case"
+SECOND_OPINION_DICE = 0.85
+
+
+def sanity_warnings(mask: np.ndarray, ct: np.ndarray, affine: np.ndarray, total_ml: float) -> list[str]:
+    """Warnings about a ``(x, y, z)`` mask and its CT: empty, implausible volume, not HU, not axial."""
+    w = []
+    if not mask.any():
+        w.append("empty mask: no lung found")
+    elif mask.shape[2] > 1 and not PLAUSIBLE_LUNG_ML[0] <= total_ml <= PLAUSIBLE_LUNG_ML[1]:
+        w.append(f"lung volume {total_ml:.0f} mL is outside the plausible adult range "
+                 f"{PLAUSIBLE_LUNG_ML[0]:.0f}-{PLAUSIBLE_LUNG_ML[1]:.0f} mL (partial chest coverage, a child, "
+                 "or a failed segmentation)")
+    lo = float(np.min(ct))
+    if lo > -500:
+        w.append(f"intensities do not look like HU (minimum {lo:.0f} > -500): is the input a CT in HU?")
+    normal = np.cross(affine[:3, 0], affine[:3, 1])
+    normal = normal / max(np.linalg.norm(normal), 1e-9)
+    if abs(normal[2]) < 0.9:
+        w.append("the volume is not axial (slice normal far from the head-foot axis); a 2D axial model may fail")
+    return w
+
+
+def second_opinion(mask: np.ndarray, ct: np.ndarray, spacing: Sequence[float]) -> tuple[dict, np.ndarray, list[str]]:
+    """Compare the network's mask with the classical 3D HU segmentation of the same CT.
+
+    Returns:
+        ``(summary, classical_mask, warnings)``: the report's ``second_opinion`` entry, the classical mask (for the
+        QC picture) and a "check this case" warning when they agree below :data:`SECOND_OPINION_DICE`.
+    """
+    from fusionlungnet_monai.classical import classical_lung_mask, dice_score
+
+    second = classical_lung_mask(ct, spacing)
+    agreement = dice_score(mask, second)
+    summary = {"method": "classical 3D HU segmentation (threshold, components, hole filling)",
+               "dice_with_network": round(agreement, 4), "check_below": SECOND_OPINION_DICE,
+               "classical_ml": round(float(second.sum()) * float(np.prod(spacing)) / 1000.0, 1)}
+    warn = []
+    if mask.any() and agreement < SECOND_OPINION_DICE:
+        warn.append(f"check this case: the network and the classical HU segmentation agree only at Dice "
+                    f"{agreement:.2f} (< {SECOND_OPINION_DICE}); see qc.png (red: network, cyan: classical). Dense "
+                    "lung (consolidation, effusion) lowers the classical score; a failed network lowers both")
+    return summary, second, warn
+
+
+def write_report(report: dict, path: str | os.PathLike) -> str:
+    """Write ``report`` as JSON through a temporary file in the same folder, so a reader never sees half of it.
+
+    Returns:
+        the written path.
+    """
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=".report-", suffix=".json", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(report, f, indent=1)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return str(path)
