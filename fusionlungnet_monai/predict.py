@@ -93,6 +93,13 @@ def release_freed_memory() -> None:
             pass
 
 
+def _binary_pred(pred):
+    """The workflow's ``(1, ...)`` prediction as a ``uint8`` 0/1 CPU tensor without the channel axis."""
+    import torch
+
+    return (pred.detach()[0] > 0).to(torch.uint8).cpu().as_subclass(torch.Tensor)
+
+
 def _is_dicom_entry(p: Path) -> bool:
     return p.is_file() and (p.suffix.lower() == ".dcm" or ("." not in p.name and is_dicom_file(p)))
 
@@ -259,24 +266,24 @@ class Predictor:
         import torch
         from monai.data import MetaTensor
 
-        wf, nz = self.workflow("volume"), int(image.shape[-1])
+        wf, affine = self.workflow("volume"), image.affine
         mask = torch.zeros(tuple(image.shape), dtype=torch.uint8)
-        affine, meta = image.affine, {k: v for k, v in image.meta.items() if k != "affine"}
-        starts = range(0, nz, self.slab_slices) if image.ndim == 3 else []
         if image.ndim == 2:
-            mask[:] = (infer_tensors(wf, [image])[0]["pred"].detach()[0] > 0).to(torch.uint8).cpu()
-        if self.progress and len(starts) > 1:
-            from tqdm import tqdm
+            mask[:] = _binary_pred(infer_tensors(wf, [image])[0]["pred"])
+        else:
+            meta = {k: v for k, v in image.meta.items() if k != "affine"}
+            starts = range(0, int(image.shape[-1]), self.slab_slices)
+            if self.progress and len(starts) > 1:
+                from tqdm import tqdm
 
-            starts = tqdm(starts, desc="slabs", unit="slab")
-        for z0 in starts:
-            z1 = min(z0 + self.slab_slices, nz)
-            slab_affine = affine.clone()
-            slab_affine[:3, 3] += affine[:3, 2] * z0  # the slab's first slice is where it is in the volume
-            slab = MetaTensor(image.as_tensor()[..., z0:z1], affine=slab_affine, meta=meta)
-            pred = infer_tensors(wf, [slab])[0]["pred"]
-            mask[..., z0:z1] = (pred.detach()[0] > 0).to(torch.uint8).cpu()
-            del pred, slab
+                starts = tqdm(starts, desc="slabs", unit="slab")
+            for z0 in starts:
+                z = slice(z0, z0 + self.slab_slices)
+                slab_affine = affine.clone()
+                slab_affine[:3, 3] += affine[:3, 2] * z0  # the slab's first slice is where it is in the volume
+                slab = MetaTensor(image.as_tensor()[..., z], affine=slab_affine, meta=dict(meta))  # a meta of its own
+                mask[..., z] = _binary_pred(infer_tensors(wf, [slab])[0]["pred"])
+                del slab
         # the 3D steps (components, hole filling) on the mask's bounding box plus one voxel: the same result (the
         # box's background shell connects to the outside), on a third of a chest CT's voxels
         if not mask.any():
@@ -287,7 +294,7 @@ class Predictor:
         item = {"pred": MetaTensor(mask[box][None], affine=affine.clone())}
         for step in self.volume_steps():
             item = step(item)
-        mask[box] = (item["pred"][0] > 0).to(torch.uint8).as_tensor().cpu()
+        mask[box] = _binary_pred(item["pred"])
         del item
         release_freed_memory()
         return mask
@@ -309,38 +316,44 @@ class Predictor:
         Raises:
             InputError: for input the project's checks refuse.
         """
-        import torch
         from monai.data import MetaTensor
 
         from fusionlungnet_monai.data.series import LoadCTImage, SeriesInfo, select_ct_series
 
         case = Path(case)
         kind = kind or check_input(case, self.series_uid)
-        if kind == "series":
-            info = select_ct_series(case, self.series_uid)  # the scan check_input made, not a second one
-            info.kind = kind
         if kind == "picture":
             image = LoadCTImage(series_uid=self.series_uid, image_only=True)(str(case))
-        else:  # CT keeps its stored type (int16 is half of float32); odd types become float32 as MONAI's default
-            image = LoadCTImage(series_uid=self.series_uid, image_only=True, dtype=None)(str(case))
-            if not image.is_floating_point() and image.numel() and -32768 <= int(image.min()) <= int(image.max()) <= 32767:
-                image = image.to(torch.int16)  # HU fit in 16 bits; ITK reads many series as int32
-            elif image.dtype not in (torch.int16, torch.float32):
-                image = image.to(torch.float32)
-            release_freed_memory()
-        if kind != "series":
-            tag = lambda t: str(image.meta.get(t, "")).strip()  # noqa: E731  (DICOM files carry their tags)
-            info = SeriesInfo(uid=tag("0020|000e"), files=[case], kind=kind, modality=tag("0008|0060"),
-                              description=tag("0008|103e"))
-        if kind == "picture":
-            pred = infer_tensors(self.workflow(kind), [image])[0]["pred"]
-            mask = (pred.detach()[0] > 0).to(torch.uint8).as_tensor().cpu()
+            mask = _binary_pred(infer_tensors(self.workflow(kind), [image])[0]["pred"])
         else:
+            image = self._read_ct(case)
             mask = self._infer_volume(image)
         if tuple(mask.shape) != tuple(image.shape):
             raise RuntimeError(f"mask shape {tuple(mask.shape)} differs from the image's {tuple(image.shape)}")
-        mask = MetaTensor(mask, affine=image.affine.clone(), meta={k: v for k, v in image.meta.items() if k != "affine"})
-        return image, mask, info
+        if kind == "series":
+            info = select_ct_series(case, self.series_uid)  # the scan check_input made, not a second one
+            info.kind = kind
+        else:
+            tag = lambda t: str(image.meta.get(t, "")).strip()  # noqa: E731  (DICOM files carry their tags)
+            info = SeriesInfo(uid=tag("0020|000e"), files=[case], kind=kind, modality=tag("0008|0060"),
+                              description=tag("0008|103e"))
+        meta = {k: v for k, v in image.meta.items() if k != "affine"}
+        return image, MetaTensor(mask, affine=image.affine.clone(), meta=meta), info
+
+    def _read_ct(self, case: Path):
+        """A CT read once, in its stored type (int16 is half of float32): integer HU that fit in 16 bits become int16
+        (ITK reads many series as int32), other types float32 (MONAI's default)."""
+        import torch
+
+        from fusionlungnet_monai.data.series import LoadCTImage
+
+        image = LoadCTImage(series_uid=self.series_uid, image_only=True, dtype=None)(str(case))
+        if not image.is_floating_point() and image.numel() and -(2**15) <= int(image.min()) <= int(image.max()) < 2**15:
+            image = image.to(torch.int16)
+        elif image.dtype not in (torch.int16, torch.float32):
+            image = image.to(torch.float32)
+        release_freed_memory()  # the reader's buffers
+        return image
 
     def predict(self, case: str | os.PathLike, output_dir: str | os.PathLike, overwrite: bool = False) -> CaseResult:
         """Segment one case into ``output_dir`` (mask, report.json, qc.png, optional seg.dcm).
