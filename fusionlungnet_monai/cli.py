@@ -45,9 +45,7 @@ def _earlier_result(case, case_out: Path):
 
 
 def _write_summary(out: Path, results: list, skipped: list, interrupted: bool) -> Path:
-    import json
-    import os
-    import tempfile
+    from fusionlungnet_monai.outputs import write_json
 
     out.mkdir(parents=True, exist_ok=True)
     summary = {"cases": len(results), "ok": sum(r.ok for r in results), "failed": sum(not r.ok for r in results),
@@ -56,10 +54,7 @@ def _write_summary(out: Path, results: list, skipped: list, interrupted: bool) -
                             "volumes_ml": r.report.get("volumes_ml"), "warnings": r.report.get("warnings", [])}
                            for r in results],
                "skipped": [{"input": str(p), "reason": why} for p, why in skipped]}
-    fd, tmp = tempfile.mkstemp(prefix=".summary-", suffix=".json", dir=out)
-    with os.fdopen(fd, "w") as f:
-        json.dump(summary, f, indent=1)
-    os.replace(tmp, out / "summary.json")
+    write_json(summary, out / "summary.json")
     return out / "summary.json"
 
 

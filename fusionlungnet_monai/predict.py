@@ -386,7 +386,7 @@ class Predictor:
                                    "postprocess_and_outputs": round(time.perf_counter() - t2, 3),
                                    "total": round(time.perf_counter() - t0, 3)}
             report["outputs"] = {k: str(out / Path(v).name) for k, v in report["outputs"].items()}
-            outputs.write_report(report, stage / "report.json")
+            outputs.write_json(report, stage / "report.json")
             for old in existing:  # --overwrite: nothing of the earlier run survives next to the new files
                 old.unlink()
             for f in sorted(stage.iterdir()):
@@ -407,14 +407,14 @@ class Predictor:
 
     def _finish(self, case: Path, info, image, mask, out: Path) -> dict:
         """Write the case's outputs into ``out`` and return its report (see :mod:`fusionlungnet_monai.outputs`)."""
+        from fusionlungnet_monai.transforms.array import binary_view
         from fusionlungnet_monai.volumes import lung_volumes, split_left_right
 
         kind = info.kind
         report: dict = {"input": str(case), "kind": kind, "version": __version__, "model": str(self.model),
                         "network_input": self.input_size or (FAST_SIZE[0] if self.fast else "bundle spatial_size"),
                         "outputs": {}, "warnings": []}
-        mask = np.asarray(mask)
-        mask = mask.view(bool) if mask.dtype == np.uint8 and mask.max() <= 1 else mask > 0  # no copy for 0/1 uint8
+        mask = binary_view(mask)
         if kind == "picture":
             from fusionlungnet_monai.transforms import CTIntensityNormalize
 
@@ -438,7 +438,7 @@ class Predictor:
         report["labels"] = {"1": "right lung", "2": "left lung"} if self.split_lr else {"1": "lung"}
         report.update({"shape": list(mask.shape), "spacing_mm": spacing, "num_slices": int(mask.shape[2])})
         report["volumes_ml"] = {k: (None if v is None else round(v, 1))
-                                for k, v in lung_volumes(labels if self.split_lr else mask, spacing, affine).items()}
+                                for k, v in lung_volumes(labels, spacing, affine).items()}
         if kind == "series":
             report.update({"series_uid": info.uid, "series_description": info.description})
             report["warnings"] += info.warnings

@@ -26,10 +26,9 @@ def split_left_right(mask: np.ndarray, affine: np.ndarray) -> np.ndarray:
     Returns:
         uint8 label array of the same shape.
     """
-    from fusionlungnet_monai.transforms.array import label_components
+    from fusionlungnet_monai.transforms.array import binary_view, label_components
 
-    m = np.asarray(mask)
-    m = m if m.dtype == bool else m > 0
+    m = binary_view(mask)
     out = np.zeros(m.shape, dtype=np.uint8)
     if not m.any():
         return out

@@ -9,8 +9,8 @@ from fusionlungnet_monai.outputs.report import (
     SECOND_OPINION_DICE,
     sanity_warnings,
     second_opinion,
-    write_report,
+    write_json,
 )
 
 __all__ = ["write_dicom_seg", "affine_3d", "write_mask_nifti", "write_mask_png", "LUNG_DISPLAY_WINDOW", "qc_overlay",
-           "PLAUSIBLE_LUNG_ML", "SECOND_OPINION_DICE", "sanity_warnings", "second_opinion", "write_report"]
+           "PLAUSIBLE_LUNG_ML", "SECOND_OPINION_DICE", "sanity_warnings", "second_opinion", "write_json"]

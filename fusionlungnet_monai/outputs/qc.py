@@ -25,14 +25,6 @@ def _view(img2d: np.ndarray, m2d: np.ndarray, window: Sequence[float], m2: np.nd
     return (rgb * 255).astype(np.uint8)
 
 
-def _binary(mask: np.ndarray) -> np.ndarray:
-    """A boolean view of a 0/1 uint8 or bool mask (no copy), else ``mask > 0``."""
-    m = np.asarray(mask)
-    if m.dtype == bool:
-        return m
-    return m.view(bool) if m.dtype == np.uint8 and m.max() <= 1 else m > 0
-
-
 def qc_overlay(ct_hu: np.ndarray, mask: np.ndarray, path: str | os.PathLike,
                spacing: Sequence[float] = (1.0, 1.0, 1.0), window: Sequence[float] = LUNG_DISPLAY_WINDOW,
                second: np.ndarray | None = None) -> str:
@@ -52,14 +44,16 @@ def qc_overlay(ct_hu: np.ndarray, mask: np.ndarray, path: str | os.PathLike,
     """
     from PIL import Image
 
-    ct, m = np.asarray(ct_hu), _binary(mask)  # only the three views are converted to float
+    from fusionlungnet_monai.transforms.array import binary_view
+
+    ct, m = np.asarray(ct_hu), binary_view(mask)  # only the three views are converted to float
     if ct.ndim != 3 or ct.shape != m.shape:
         raise ValueError(f"ct_hu {ct.shape} and mask {m.shape} must be 3D arrays of one shape.")
     # slices through the most mask (the middle of the volume when the mask is empty)
     x = int(np.argmax(m.sum((1, 2)))) if m.any() else ct.shape[0] // 2
     y = int(np.argmax(m.sum((0, 2)))) if m.any() else ct.shape[1] // 2
     z = int(np.argmax(m.sum((0, 1)))) if m.any() else ct.shape[2] // 2
-    m2 = None if second is None else _binary(second)
+    m2 = None if second is None else binary_view(second)
     axial = _view(ct[:, :, z].T, m[:, :, z].T, window, None if m2 is None else m2[:, :, z].T)
     coronal = _view(ct[:, y, :].T[::-1], m[:, y, :].T[::-1], window,  # head at the top
                     None if m2 is None else m2[:, y, :].T[::-1])

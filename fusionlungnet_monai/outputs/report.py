@@ -1,4 +1,5 @@
-"""The case report: sanity warnings, the classical second opinion and the atomic ``report.json`` writer."""
+"""The case report: sanity warnings, the classical second opinion and the atomic JSON writer (``report.json``,
+``summary.json``)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from typing import Sequence
 
 import numpy as np
 
-__all__ = ["PLAUSIBLE_LUNG_ML", "SECOND_OPINION_DICE", "sanity_warnings", "second_opinion", "write_report"]
+__all__ = ["PLAUSIBLE_LUNG_ML", "SECOND_OPINION_DICE", "sanity_warnings", "second_opinion", "write_json"]
 
 #: adult total lung volume range used for the plausibility warning (mL)
 PLAUSIBLE_LUNG_ML = (1000.0, 10000.0)
@@ -59,17 +60,17 @@ def second_opinion(mask: np.ndarray, ct: np.ndarray, spacing: Sequence[float]) -
     return summary, second, warn
 
 
-def write_report(report: dict, path: str | os.PathLike) -> str:
-    """Write ``report`` as JSON through a temporary file in the same folder, so a reader never sees half of it.
+def write_json(obj: dict, path: str | os.PathLike) -> str:
+    """Write ``obj`` as JSON through a temporary file in the same folder, so a reader never sees half of it.
 
     Returns:
         the written path.
     """
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=".report-", suffix=".json", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}-", suffix=".json", dir=path.parent)
     try:
         with os.fdopen(fd, "w") as f:
-            json.dump(report, f, indent=1)
+            json.dump(obj, f, indent=1)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

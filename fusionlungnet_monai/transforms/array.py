@@ -50,6 +50,14 @@ def _box_mean(x: torch.Tensor, k: int) -> torch.Tensor:
     return F.avg_pool2d(F.avg_pool2d(x, (k, 1), stride=1), (1, k), stride=1)
 
 
+def binary_view(mask: np.ndarray) -> np.ndarray:
+    """A ``bool`` numpy view of a ``bool`` or 0/1 ``uint8`` mask (no copy), else ``mask > 0``."""
+    m = np.asarray(mask)
+    if m.dtype == bool:
+        return m
+    return m.view(bool) if m.dtype == np.uint8 and (m.size == 0 or m.max() <= 1) else m > 0
+
+
 def label_components(mask: np.ndarray, structure: np.ndarray | None = None) -> tuple[np.ndarray, int]:
     """``scipy.ndimage.label`` with 16-bit labels when they fit (half the memory of its default int32, a quarter
     of scikit-image's int64), else int32. Returns ``(labels, number of components)``."""
