@@ -23,9 +23,10 @@ from __future__ import annotations
 from typing import Sequence
 
 import numpy as np
+import torch
 from scipy import ndimage
 
-from fusionlungnet_monai.transforms.array import fill_holes_2d, label_components
+from fusionlungnet_monai.transforms.array import fill_holes_2d, label_components, median3x3_below
 
 __all__ = ["classical_lung_mask", "dice_score"]
 
@@ -80,21 +81,12 @@ def _drop_outside_air(air: np.ndarray, dense: np.ndarray) -> np.ndarray:
 
 def _median_below(ct: np.ndarray, threshold: float, strict: bool = True, chunk: int = 16) -> np.ndarray:
     """Whether the in-plane 3x3 median (reflect border, as ``median_filter(ct, size=(3, 3, 1))``) is below
-    ``threshold`` (``<=`` when not ``strict``): the median of 9 values is below it exactly when 5 or more are.
-    Computed ``chunk`` slices at a time, so the only volume-sized array is the boolean result."""
-    nx, ny, nz = ct.shape
+    ``threshold`` (``<=`` when not ``strict``): :func:`median3x3_below`, ``chunk`` slices at a time, so the only
+    volume-sized array is the boolean result."""
     out = np.empty(ct.shape, dtype=bool)
-    count = np.empty((nx, ny, min(chunk, nz)), dtype=np.uint8)
-    for z0 in range(0, nz, chunk):
-        part = ct[:, :, z0 : z0 + chunk]
-        below = (part < threshold) if strict else (part <= threshold)
-        p = np.pad(below.view(np.uint8), ((1, 1), (1, 1), (0, 0)), mode="symmetric")  # scipy's "reflect"
-        c = count[:, :, : part.shape[2]]
-        c[:] = 0
-        for dx in range(3):
-            for dy in range(3):
-                c += p[dx : dx + nx, dy : dy + ny]
-        np.greater_equal(c, 5, out=out[:, :, z0 : z0 + chunk])
+    for z0 in range(0, ct.shape[2], chunk):
+        part = torch.from_numpy(np.ascontiguousarray(ct[None, :, :, z0 : z0 + chunk]))
+        out[:, :, z0 : z0 + chunk] = median3x3_below(part, threshold, strict)[0].numpy()
     return out
 
 

@@ -128,7 +128,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     try:
         with Predictor(args.bundle, args.model, args.device, args.batch_size, args.fast, args.series_uid,
                        args.split_lr, sorted(formats), progress=not args.no_progress,
-                       input_size=args.input_size, slab_slices=args.slab_slices) as predictor:
+                       input_size=args.input_size, slab_slices=args.slab_slices,
+                       refine=not args.no_refine) as predictor:
             iterator = cases
             if batch and not args.no_progress:
                 from tqdm import tqdm
@@ -235,6 +236,9 @@ def build_parser() -> argparse.ArgumentParser:
                          "bundle set to 320x320: ~6x fewer FLOPs, paper Table 5)")
     pr.add_argument("--input-size", type=int, help="network input size when the weights were trained at a size other "
                                                    "than the bundle's spatial_size (e.g. 96 for the demo's weights)")
+    pr.add_argument("--no-refine", action="store_true",
+                    help="the network's mask alone: no HU boundary refinement (the bundle's refine_boundary step, "
+                         "which re-decides the network's blurred lung border by the CT's HU)")
     pr.add_argument("--no-progress", action="store_true", help="no progress bars")
     pr.add_argument("--overwrite", action="store_true",
                     help="replace results of an earlier run in the output folder (default: keep them, report an error)")

@@ -180,6 +180,8 @@ class Predictor:
             other sizes); the slabs' masks are stitched into one uint8 volume, and the config's 3D steps
             (``post#keep_lungs``, ``post#fill_holes``) run on it. Memory then grows with the series only by the
             image and its uint8 mask.
+        refine: the bundle's HU boundary refinement (``refine_boundary``: the network's blurred lung border
+            re-decided by the CT's HU, volumes only); ``False``: the network's mask alone.
 
     Raises:
         InputError: when the bundle or the model file is missing.
@@ -188,7 +190,7 @@ class Predictor:
     def __init__(self, bundle_dir: str | None = None, model: str | None = None, device: str = "cpu",
                  batch_size: int = 8, fast: bool = False, series_uid: str | None = None, split_lr: bool = False,
                  formats: Sequence[str] = ("nifti",), progress: bool = True,
-                 input_size: int | None = None, slab_slices: int = 64) -> None:
+                 input_size: int | None = None, slab_slices: int = 64, refine: bool = True) -> None:
         self.bundle = find_bundle(bundle_dir)
         self.model = Path(model) if model else self.bundle / "models" / "model.pt"
         if not self.model.is_file():
@@ -207,7 +209,7 @@ class Predictor:
         check_weights(self.model)
         self.device, self.batch_size, self.fast = device, int(batch_size), fast
         self.series_uid, self.split_lr, self.formats, self.progress = series_uid, split_lr, set(formats), progress
-        self.input_size, self.slab_slices = input_size, int(slab_slices)
+        self.input_size, self.slab_slices, self.refine = input_size, int(slab_slices), bool(refine)
         self._workflows: dict = {}
         self._volume_steps = None
 
@@ -242,11 +244,19 @@ class Predictor:
     def _overrides(self) -> dict:
         overrides = {"ckpt_path": str(self.model), "device": f"$torch.device('{self.device}')",
                      "sw_batch_size": self.batch_size, "series_uid": self.series_uid, "input": []}
+        if not self.refine:
+            overrides["refine_boundary"] = False
         if self.input_size:
             overrides["spatial_size"] = [int(self.input_size)] * 2
         elif self.fast:
             overrides["spatial_size"] = list(FAST_SIZE)
         return overrides
+
+    def _refines(self) -> bool:
+        """Whether the volume workflow runs the HU boundary refinement (``refine_boundary`` as configured)."""
+        from fusionlungnet_monai.config import as_bool
+
+        return as_bool(self.workflow("volume").parser.get_parsed_content("refine_boundary"), "refine_boundary")
 
     def volume_steps(self) -> list:
         """The bundle's 3D post-processing steps (``post#keep_lungs``, ``post#fill_holes`` of ``inference.json``,
@@ -413,7 +423,7 @@ class Predictor:
         kind = info.kind
         report: dict = {"input": str(case), "kind": kind, "version": __version__, "model": str(self.model),
                         "network_input": self.input_size or (FAST_SIZE[0] if self.fast else "bundle spatial_size"),
-                        "outputs": {}, "warnings": []}
+                        "hu_boundary_refinement": kind != "picture" and self._refines(), "outputs": {}, "warnings": []}
         mask = binary_view(mask)
         if kind == "picture":
             from fusionlungnet_monai.transforms import CTIntensityNormalize

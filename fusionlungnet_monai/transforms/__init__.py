@@ -1,4 +1,5 @@
-"""Paper preprocessing (§4.7) as MONAI transforms: array versions, dictionary versions and the chain."""
+"""Paper preprocessing (§4.7) as MONAI transforms: array versions, dictionary versions and the chain; plus the HU
+boundary refinement of the network's output (post-processing, ours)."""
 
 from fusionlungnet_monai.transforms.array import (
     DEFAULT_HU_WINDOW,
@@ -6,14 +7,17 @@ from fusionlungnet_monai.transforms.array import (
     CTIntensityNormalize,
     DynamicThreshold,
     FieldOfViewPad,
+    HUBoundaryRefine,
     MedianFilter,
     SqueezeSingleSlice,
+    median3x3_below,
 )
 from fusionlungnet_monai.transforms.dictionary import (
     ArtifactRemovald,
     CTIntensityNormalized,
     DynamicThresholdd,
     FieldOfViewPadd,
+    HUBoundaryRefined,
     MedianFilterd,
     SqueezeSingleSliced,
     paper_preprocessing,
@@ -29,9 +33,12 @@ __all__ = [
     "DynamicThresholdd",
     "FieldOfViewPad",
     "FieldOfViewPadd",
+    "HUBoundaryRefine",
+    "HUBoundaryRefined",
     "MedianFilter",
     "MedianFilterd",
     "SqueezeSingleSlice",
     "SqueezeSingleSliced",
+    "median3x3_below",
     "paper_preprocessing",
 ]

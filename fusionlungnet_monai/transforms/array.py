@@ -1,5 +1,6 @@
 """Paper preprocessing (§4.7, Fig. 11) as MONAI array transforms: median filter, dynamic threshold (eq. 13),
-artifact removal, and CT intensity normalisation shared by DICOM/NIfTI (HU) and PNG/JPG (8-bit) inputs.
+artifact removal, and CT intensity normalisation shared by DICOM/NIfTI (HU) and PNG/JPG (8-bit) inputs; and one
+post-processing step of ours, :class:`HUBoundaryRefine` (the network's blurred lung border re-decided in HU).
 
 Images are channel-first: ``(C, H, W)`` slices or ``(C, X, Y, Z)`` volumes with ``Z`` the slice axis; every
 filter here works in-plane (per slice) on volumes. numpy arrays, torch tensors and MetaTensors are accepted;
@@ -19,8 +20,8 @@ from monai.transforms import InvertibleTransform, KeepLargestConnectedComponent,
 from monai.utils import TransformBackends, convert_to_dst_type, convert_to_tensor
 from scipy import ndimage
 
-__all__ = ["ArtifactRemoval", "FieldOfViewPad", "SqueezeSingleSlice", "CTIntensityNormalize", "DynamicThreshold", "MedianFilter", "DEFAULT_HU_WINDOW",
-           "EIGHT_BIT_SUFFIXES"]
+__all__ = ["ArtifactRemoval", "FieldOfViewPad", "SqueezeSingleSlice", "CTIntensityNormalize", "DynamicThreshold",
+           "MedianFilter", "HUBoundaryRefine", "median3x3_below", "DEFAULT_HU_WINDOW", "EIGHT_BIT_SUFFIXES"]
 
 #: HU window mapped to [0, 1]; the PNG export of the phantoms uses the same window.
 DEFAULT_HU_WINDOW = (-1024.0, 600.0)
@@ -80,6 +81,26 @@ def fill_holes_2d(masks: np.ndarray) -> np.ndarray:
         border[np.unique(edge)] = True
     border[0] = True  # label 0 is the foreground itself
     return masks | ~border[labels]
+
+
+def median3x3_below(img: torch.Tensor, threshold: float, strict: bool = True) -> torch.Tensor:
+    """Whether the in-plane 3x3 median of a channel-first ``(C, H, W)`` or ``(C, X, Y, Z)`` image is below
+    ``threshold`` (``<=`` when not ``strict``), as a bool tensor of its shape, on its device.
+
+    Exact without sorting: the median of 9 values is below a threshold when 5 or more of them are. The border is
+    repeated (``scipy.ndimage.median_filter``'s default "reflect" for a 3x3 window)."""
+    s, shape = _as_slices(img)
+    below = ((s < threshold) if strict else (s <= threshold)).to(torch.uint8)
+    h, w = below.shape[-2:]
+    # edge-repeat padding by indexing (works for uint8 on every device, unlike some padding kernels)
+    rows = torch.arange(-1, h + 1, device=s.device).clamp_(0, max(h - 1, 0))
+    cols = torch.arange(-1, w + 1, device=s.device).clamp_(0, max(w - 1, 0))
+    p = below.index_select(-2, rows).index_select(-1, cols)
+    count = torch.zeros_like(below)
+    for dx in range(3):
+        for dy in range(3):
+            count += p[..., dx : dx + h, dy : dy + w]
+    return _from_slices(count >= 5, shape)
 
 
 class MedianFilter(Transform):
@@ -335,3 +356,51 @@ class FieldOfViewPad(InvertibleTransform):
 
     def inverse(self, data: NdarrayOrTensor) -> NdarrayOrTensor:
         return self.padder.inverse(data)
+
+
+class HUBoundaryRefine(Transform):
+    """HU boundary refinement (ours, not in the paper): voxels where the network's probability, resized back to the
+    CT's grid, is uncertain are re-decided by their HU: lung where the in-plane 3x3 median is below
+    ``threshold_hu``.
+
+    The network sees slices at ``spatial_size`` (160² by default), about three times coarser than a chest CT's
+    pixels, so its probability is blurred across a band of a few CT pixels at every lung border. Inside that band
+    the CT itself is sharp: lung parenchyma (about -850 HU) against chest wall, mediastinum and diaphragm (about +40
+    HU). Voxels the network is sure of (outside ``band``) keep its probability, so dense lung that it calls lung
+    (consolidation, nodules) stays lung away from the border.
+
+    Images that are not in HU (8-bit pictures: PNG/JPG sources or ``uint8`` arrays) pass unchanged.
+
+    Args:
+        threshold_hu: lung/tissue threshold in HU (the classical segmentation's, -320).
+        band: ``(low, high)``: probabilities strictly between them are re-decided.
+
+    Raises:
+        ValueError: when not ``0 <= low < high <= 1``.
+    """
+
+    backend = [TransformBackends.TORCH, TransformBackends.NUMPY]
+
+    def __init__(self, threshold_hu: float = -320.0, band: Sequence[float] = (0.01, 0.99)) -> None:
+        if len(band) != 2 or not 0.0 <= float(band[0]) < float(band[1]) <= 1.0:
+            raise ValueError(f"band must be (low, high) with 0 <= low < high <= 1, got {band}.")
+        self.threshold_hu, self.band = float(threshold_hu), (float(band[0]), float(band[1]))
+
+    def __call__(self, prob: NdarrayOrTensor, hu: NdarrayOrTensor) -> NdarrayOrTensor:
+        """Args: ``prob``: channel-first probability ``(1, H, W[, D])``; ``hu``: the CT in HU on the same grid (one
+        channel). Returns: ``prob`` with its uncertain voxels set to 0 or 1 (type, dtype and meta kept).
+
+        Raises:
+            ValueError: when the two grids differ.
+        """
+        if CTIntensityNormalize().is_eight_bit(hu):
+            return prob
+        p = convert_to_tensor(prob, track_meta=False)
+        h = convert_to_tensor(hu, track_meta=False, device=p.device)
+        if tuple(h.shape[1:]) != tuple(p.shape[1:]) or h.shape[0] != 1:
+            raise ValueError(f"the HU image {tuple(h.shape)} is not on the probability's grid {tuple(p.shape)}.")
+        h = torch.nan_to_num(h.float(), nan=-1024.0)  # NaN (missing data) reads as air
+        lo, hi = self.band
+        uncertain = (p > lo) & (p < hi)
+        out = torch.where(uncertain, median3x3_below(h, self.threshold_hu).to(p.dtype), p)
+        return convert_to_dst_type(out, prob)[0]

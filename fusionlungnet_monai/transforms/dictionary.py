@@ -21,11 +21,13 @@ from fusionlungnet_monai.transforms.array import (
     CTIntensityNormalize,
     DynamicThreshold,
     FieldOfViewPad,
+    HUBoundaryRefine,
     MedianFilter,
     SqueezeSingleSlice,
 )
 
-__all__ = ["SqueezeSingleSliced", "FieldOfViewPadd", "ArtifactRemovald", "CTIntensityNormalized", "DynamicThresholdd", "MedianFilterd", "paper_preprocessing"]
+__all__ = ["SqueezeSingleSliced", "FieldOfViewPadd", "ArtifactRemovald", "CTIntensityNormalized", "DynamicThresholdd",
+           "MedianFilterd", "HUBoundaryRefined", "paper_preprocessing"]
 
 
 class _Wrapd(MapTransform):
@@ -133,6 +135,38 @@ class ArtifactRemovald(MapTransform):
             d[key], mask = self.remover(d[key])
             if self.mask_key:
                 d[self.mask_key.format(key=key)] = mask
+        return d
+
+
+class HUBoundaryRefined(MapTransform):
+    """Dictionary :class:`HUBoundaryRefine`: refines the probability under ``keys`` with the HU image under
+    ``hu_key`` (a copy of the image taken before preprocessing, e.g. by ``CopyItemsd``, on the probability's grid
+    once ``Invertd`` has run).
+
+    Args:
+        keys: probability keys (``"pred"``).
+        hu_key: key of the CT in HU.
+        threshold_hu, band: see :class:`HUBoundaryRefine`.
+        allow_missing_keys: don't raise for missing keys.
+
+    Raises:
+        KeyError: when ``hu_key`` is missing.
+    """
+
+    backend = HUBoundaryRefine.backend
+
+    def __init__(self, keys: KeysCollection, hu_key: str = "image_hu", threshold_hu: float = -320.0,
+                 band: Sequence[float] = (0.01, 0.99), allow_missing_keys: bool = False) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.hu_key, self.refine = hu_key, HUBoundaryRefine(threshold_hu, band)
+
+    def __call__(self, data: Mapping[Hashable, object]) -> dict:
+        d = dict(data)
+        if self.hu_key not in d:
+            raise KeyError(f"HUBoundaryRefined: no {self.hu_key!r} in the data (copy the HU image there before "
+                           "preprocessing, e.g. CopyItemsd(keys='image', names='image_hu')).")
+        for key in self.key_iterator(d):
+            d[key] = self.refine(d[key], d[self.hu_key])
         return d
 
 

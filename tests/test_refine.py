@@ -1,0 +1,124 @@
+"""HU boundary refinement: the network's blurred lung border, re-decided by the CT's own HU."""
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from monai.data import MetaTensor
+from scipy import ndimage
+
+from conftest import BUNDLE
+from fusionlungnet_monai.transforms import HUBoundaryRefine, HUBoundaryRefined, median3x3_below
+
+
+@pytest.mark.parametrize("shape", [(1, 37, 41), (1, 37, 41, 6), (1, 1, 5), (1, 2, 2, 3)])
+@pytest.mark.parametrize("strict", [True, False])
+def test_median3x3_below_is_the_thresholded_scipy_median(shape, strict):
+    x = torch.randint(-1000, 200, shape).to(torch.int16)
+    size = (3, 3) + (1,) * (len(shape) - 3)
+    med = ndimage.median_filter(x[0].numpy(), size=size)
+    ref = med < -400 if strict else med <= -400
+    got = median3x3_below(x, -400, strict)
+    assert got.dtype == torch.bool and tuple(got.shape) == shape
+    np.testing.assert_array_equal(got[0].numpy(), ref)
+
+
+def _chest(size=96, dense_spot=True):
+    """HU slice: body at +40, two elliptic lungs at -850 (one holds a dense nodule at +40 far from its border),
+    outside air -1000; and the lung mask."""
+    yy, xx = np.mgrid[:size, :size].astype(np.float32)
+    body = ((xx - size / 2) / (0.45 * size)) ** 2 + ((yy - size / 2) / (0.35 * size)) ** 2 <= 1
+    lungs = np.zeros_like(body)
+    for cx in (0.3 * size, 0.7 * size):
+        lungs |= ((xx - cx) / (0.13 * size)) ** 2 + ((yy - size / 2) / (0.25 * size)) ** 2 <= 1
+    hu = np.where(body, 40.0, -1000.0)
+    hu[lungs] = -850.0
+    if dense_spot:
+        hu[(xx - 0.3 * size) ** 2 + (yy - size / 2) ** 2 <= (0.06 * size) ** 2] = 40.0  # consolidation inside
+    return hu.astype(np.float32), lungs
+
+
+def _blurred_probability(mask: np.ndarray, factor: int = 3) -> torch.Tensor:
+    """What the network gives after Invertd: a mask seen at 1/factor resolution, resized back bilinearly."""
+    m = torch.as_tensor(mask, dtype=torch.float32)[None, None]
+    small = F.interpolate(m, scale_factor=1 / factor, mode="area")
+    small = (small > 0.6).float()  # the network misses a little at the border (its false-negative bias)
+    return F.interpolate(small, size=mask.shape, mode="bilinear", align_corners=False)[0]
+
+
+def _iou(a, b):
+    a, b = np.asarray(a) > 0, np.asarray(b) > 0
+    return (a & b).sum() / (a | b).sum()
+
+
+def test_refinement_recovers_the_sharp_border_and_keeps_confident_dense_lung():
+    hu, lungs = _chest()
+    prob = _blurred_probability(lungs)
+    refined = HUBoundaryRefine(-320, (0.01, 0.99))(prob, torch.as_tensor(hu)[None])
+    before, after = _iou(prob[0] > 0.5, lungs), _iou(refined[0] > 0.5, lungs)
+    assert before < 0.93 and after > 0.99, (before, after)
+    size = hu.shape[0]
+    assert bool(refined[0, size // 2, int(0.3 * size)] > 0.5), "dense lung the network is sure of stays lung"
+    # only uncertain voxels change, and they become exactly 0 or 1
+    changed = (refined != prob)[0]
+    p = prob[0]
+    assert bool(((p[changed] > 0.01) & (p[changed] < 0.99)).all())
+    assert set(torch.unique(refined[0][changed]).tolist()) <= {0.0, 1.0}
+
+
+def test_refinement_keeps_type_meta_and_works_on_volumes():
+    hu, lungs = _chest(64)
+    prob = _blurred_probability(lungs)[..., None].repeat(1, 1, 1, 3)
+    vol_hu = np.repeat(hu[None, ..., None], 3, axis=-1).astype(np.int16)
+    affine = torch.diag(torch.tensor([0.7, 0.7, 2.5, 1.0], dtype=torch.float64))
+    pm = MetaTensor(prob, affine=affine, meta={"filename_or_obj": "ct.nii.gz"})
+    out = HUBoundaryRefine()(pm, MetaTensor(torch.as_tensor(vol_hu), meta={"filename_or_obj": "ct.nii.gz"}))
+    assert isinstance(out, MetaTensor) and torch.equal(out.affine, affine) and out.dtype == prob.dtype
+    for k in range(3):
+        assert _iou(out[0, ..., k] > 0.5, lungs) > 0.98
+    np_out = HUBoundaryRefine()(prob.numpy(), vol_hu)
+    assert isinstance(np_out, np.ndarray)
+    np.testing.assert_array_equal(np_out, out.numpy())
+
+
+def test_refinement_leaves_pictures_alone_and_refuses_other_grids():
+    hu, lungs = _chest(48)
+    prob = _blurred_probability(lungs)
+    png = MetaTensor(torch.as_tensor(hu)[None], meta={"filename_or_obj": "slice.png"})
+    assert HUBoundaryRefine()(prob, png) is prob  # 8-bit sources carry no HU
+    eight_bit = torch.zeros((1, 48, 48), dtype=torch.uint8)
+    assert HUBoundaryRefine()(prob, eight_bit) is prob
+    with pytest.raises(ValueError, match="grid"):
+        HUBoundaryRefine()(prob, torch.zeros((1, 40, 48)))
+    with pytest.raises(ValueError, match="band"):
+        HUBoundaryRefine(band=(0.9, 0.1))
+
+
+def test_dictionary_version_reads_the_hu_copy_and_names_a_missing_key():
+    hu, lungs = _chest(48)
+    prob = _blurred_probability(lungs)
+    hu_t = torch.as_tensor(hu)[None]
+    d = HUBoundaryRefined(keys="pred", hu_key="image_hu")({"pred": prob, "image_hu": hu_t, "image": prob * 0})
+    torch.testing.assert_close(d["pred"], HUBoundaryRefine()(prob, hu_t))
+    with pytest.raises(KeyError, match="image_hu"):
+        HUBoundaryRefined(keys="pred")({"pred": prob})
+
+
+def test_inference_config_refines_between_invert_and_threshold():
+    """Named steps in inference.json: HU copy right after loading (before any intensity change), refinement on the
+    inverted probability before the 0.5 threshold; pictures switch it off."""
+    from monai.bundle import ConfigParser
+
+
+    def steps(files, key):
+        p = ConfigParser()
+        p.read_config([str(BUNDLE / "configs" / f) for f in files])
+        p["bundle_root"] = str(BUNDLE)
+        return [type(t).__name__ for t in p.get_parsed_content(key).transforms]
+
+    pre = steps(["inference.json"], "preprocessing")
+    post = steps(["inference.json"], "postprocessing")
+    assert pre.index("CopyItemsd") < pre.index("Orientationd") < pre.index("CTIntensityNormalized")
+    assert post.index("Invertd") < post.index("HUBoundaryRefined") < post.index("AsDiscreted")
+    assert "HUBoundaryRefined" not in steps(["inference.json", "inference_2d.json"], "postprocessing")
+    assert "CopyItemsd" not in steps(["inference.json", "inference_2d.json"], "preprocessing")
