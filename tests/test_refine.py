@@ -88,6 +88,8 @@ def test_refinement_leaves_pictures_alone_and_refuses_other_grids():
     assert HUBoundaryRefine()(prob, png) is prob  # 8-bit sources carry no HU
     eight_bit = torch.zeros((1, 48, 48), dtype=torch.uint8)
     assert HUBoundaryRefine()(prob, eight_bit) is prob
+    raw = torch.as_tensor(hu + 1024.0)[None]  # stored values without the rescale to HU: no air below -500
+    assert HUBoundaryRefine()(prob, raw) is prob
     with pytest.raises(ValueError, match="grid"):
         HUBoundaryRefine()(prob, torch.zeros((1, 40, 48)))
     with pytest.raises(ValueError, match="band"):
@@ -122,3 +124,15 @@ def test_inference_config_refines_between_invert_and_threshold():
     assert post.index("Invertd") < post.index("HUBoundaryRefined") < post.index("AsDiscreted")
     assert "HUBoundaryRefined" not in steps(["inference.json", "inference_2d.json"], "postprocessing")
     assert "CopyItemsd" not in steps(["inference.json", "inference_2d.json"], "preprocessing")
+
+
+def test_report_names_inputs_that_are_not_hu():
+    """The same air check that makes the refinement skip an image puts a warning in report.json."""
+    from fusionlungnet_monai.outputs import sanity_warnings
+
+    hu, lungs = _chest(48)
+    vol_hu, mask = np.repeat(hu[..., None], 4, axis=-1), np.repeat(lungs[..., None], 4, axis=-1)
+    affine = np.diag([8.0, 8.0, 40.0, 1.0])  # large voxels: a plausible lung volume for the check
+    assert not [w for w in sanity_warnings(mask, vol_hu, affine, 3000.0) if "HU" in w]
+    warns = [w for w in sanity_warnings(mask, vol_hu + 1024.0, affine, 3000.0) if "HU" in w]
+    assert len(warns) == 1 and "refinement skips" in warns[0]

@@ -11,6 +11,8 @@ from typing import Sequence
 
 import numpy as np
 
+from fusionlungnet_monai.transforms.array import HU_AIR_CHECK
+
 __all__ = ["PLAUSIBLE_LUNG_ML", "SECOND_OPINION_DICE", "sanity_warnings", "second_opinion", "write_json"]
 
 #: adult total lung volume range used for the plausibility warning (mL)
@@ -29,8 +31,9 @@ def sanity_warnings(mask: np.ndarray, ct: np.ndarray, affine: np.ndarray, total_
                  f"{PLAUSIBLE_LUNG_ML[0]:.0f}-{PLAUSIBLE_LUNG_ML[1]:.0f} mL (partial chest coverage, a child, "
                  "or a failed segmentation)")
     lo = float(np.min(ct))
-    if lo > -500:
-        w.append(f"intensities do not look like HU (minimum {lo:.0f} > -500): is the input a CT in HU?")
+    if lo >= HU_AIR_CHECK:
+        w.append(f"intensities do not look like HU (minimum {lo:.0f}, no air below {HU_AIR_CHECK:.0f}): is the input "
+                 "a CT in HU? (the HU boundary refinement skips such images)")
     normal = np.cross(affine[:3, 0], affine[:3, 1])
     normal = normal / max(np.linalg.norm(normal), 1e-9)
     if abs(normal[2]) < 0.9:

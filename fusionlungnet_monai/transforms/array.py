@@ -21,10 +21,13 @@ from monai.utils import TransformBackends, convert_to_dst_type, convert_to_tenso
 from scipy import ndimage
 
 __all__ = ["ArtifactRemoval", "FieldOfViewPad", "SqueezeSingleSlice", "CTIntensityNormalize", "DynamicThreshold",
-           "MedianFilter", "HUBoundaryRefine", "median3x3_below", "DEFAULT_HU_WINDOW", "EIGHT_BIT_SUFFIXES"]
+           "MedianFilter", "HUBoundaryRefine", "median3x3_below", "DEFAULT_HU_WINDOW", "EIGHT_BIT_SUFFIXES",
+           "HU_AIR_CHECK"]
 
 #: HU window mapped to [0, 1]; the PNG export of the phantoms uses the same window.
 DEFAULT_HU_WINDOW = (-1024.0, 600.0)
+#: a CT in HU holds air (outside the body, the lungs) below this; an image without any such voxel is not in HU
+HU_AIR_CHECK = -500.0
 #: file suffixes read as 8-bit images
 EIGHT_BIT_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 
@@ -369,7 +372,8 @@ class HUBoundaryRefine(Transform):
     HU). Voxels the network is sure of (outside ``band``) keep its probability, so dense lung that it calls lung
     (consolidation, nodules) stays lung away from the border.
 
-    Images that are not in HU (8-bit pictures: PNG/JPG sources or ``uint8`` arrays) pass unchanged.
+    Images that are not in HU pass unchanged: 8-bit pictures (PNG/JPG sources or ``uint8`` arrays) and images with
+    no voxel below ``HU_AIR_CHECK`` (-500: no air, so no calibrated CT; e.g. raw stored values without the rescale).
 
     Args:
         threshold_hu: lung/tissue threshold in HU (the classical segmentation's, -320).
@@ -400,6 +404,8 @@ class HUBoundaryRefine(Transform):
         if tuple(h.shape[1:]) != tuple(p.shape[1:]) or h.shape[0] != 1:
             raise ValueError(f"the HU image {tuple(h.shape)} is not on the probability's grid {tuple(p.shape)}.")
         h = torch.nan_to_num(h.float(), nan=-1024.0)  # NaN (missing data) reads as air
+        if h.numel() == 0 or float(h.min()) >= HU_AIR_CHECK:
+            return prob
         lo, hi = self.band
         uncertain = (p > lo) & (p < hi)
         out = torch.where(uncertain, median3x3_below(h, self.threshold_hu).to(p.dtype), p)
