@@ -232,8 +232,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="extra outputs; repeatable. dicom-seg writes a DICOM SEG referencing the source series")
     pr.add_argument("--split-lr", action="store_true", help="label 1 = right lung, 2 = left lung")
     pr.add_argument("--fast", action="store_true",
-                    help="160x160 network input (the shipped weights' size and the bundle default; matters for a "
-                         "bundle set to 320x320: ~6x fewer FLOPs, paper Table 5)")
+                    help="the network at 0.8x the bundle's input size (128x128 for the shipped 160x160 weights): about "
+                         "1.4x faster end to end, IoU about 0.005-0.01 lower (docs/validation.md)")
     pr.add_argument("--input-size", type=int, help="network input size when the weights were trained at a size other "
                                                    "than the bundle's spatial_size (e.g. 96 for the demo's weights)")
     pr.add_argument("--no-refine", action="store_true",

@@ -28,12 +28,13 @@ from fusionlungnet_monai.outputs import PLAUSIBLE_LUNG_ML, SECOND_OPINION_DICE
 from fusionlungnet_monai.version import __version__
 from fusionlungnet_monai.workflow import find_bundle, infer_tensors
 
-__all__ = ["Predictor", "CaseResult", "case_name", "list_cases", "check_device", "check_weights", "PLAUSIBLE_LUNG_ML",
-           "RESULT_FILES", "SECOND_OPINION_DICE"]
+__all__ = ["Predictor", "CaseResult", "case_name", "list_cases", "check_device", "check_weights", "fast_size",
+           "PLAUSIBLE_LUNG_ML", "RESULT_FILES", "SECOND_OPINION_DICE"]
 
 logger = logging.getLogger(__name__)
 
-FAST_SIZE = (160, 160)
+#: the fast profile runs the network at this fraction of the bundle's ``spatial_size`` (a multiple of 32)
+FAST_SCALE = 0.8
 #: every file a case may write (an earlier run's files are kept unless --overwrite)
 RESULT_FILES = ("lungmask.nii.gz", "lungmask.png", "qc.png", "report.json", "seg.dcm")
 
@@ -76,6 +77,17 @@ def check_weights(path: Path) -> None:
     if not isinstance(sd, dict) or not any(str(k).startswith("encoder.conv1") for k in sd) or \
             not any(str(k).startswith(("caa.", "fuse2.")) for k in sd):
         raise InputError(path, "does not hold FusionLungNet weights (a state dict with encoder/caa/fuse keys)")
+
+
+def fast_size(bundle_dir: str | os.PathLike) -> int:
+    """The fast profile's network input size: ``FAST_SCALE`` of the bundle's ``spatial_size`` (its larger side),
+    rounded to a multiple of 32 (the network downsamples by 32), at least 32."""
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config(str(Path(bundle_dir) / "configs" / "inference.json"))
+    size = max(int(s) for s in parser["spatial_size"])
+    return max(32, int(round(FAST_SCALE * size / 32.0)) * 32)
 
 
 def release_freed_memory() -> None:
@@ -166,9 +178,10 @@ class Predictor:
         model: checkpoint (state dict, e.g. ``models/model.pt``); default ``<bundle>/models/model.pt``.
         device: ``"cpu"`` or ``"cuda"`` (``"cuda:1"`` ...).
         batch_size: slices per forward pass.
-        fast: the faster profile, 160×160 network input (~6× fewer FLOPs than 320²; the paper's Table 5 reports IoU
-            97.93 at 160² vs 98.04 at 320²). The shipped weights are trained at 160², which is also the bundle's
-            default ``spatial_size``; ``fast`` matters for a bundle configured at 320².
+        fast: the faster profile: the network at ``FAST_SCALE`` (0.8) of the bundle's ``spatial_size``, rounded to
+            a multiple of 32 (128² for the shipped 160² weights: 1.56× fewer pixels; 256² for a 320² bundle). The HU
+            boundary refinement restores most of the border detail the smaller input loses (see
+            ``docs/validation.md``).
         series_uid: pick this series in DICOM folders.
         split_lr: label the mask 1 = right lung, 2 = left lung (NIfTI and DICOM SEG).
         formats: any of ``"nifti"``, ``"png"``, ``"dicom-seg"`` (volumes always get NIfTI, pictures PNG).
@@ -210,6 +223,8 @@ class Predictor:
         self.device, self.batch_size, self.fast = device, int(batch_size), fast
         self.series_uid, self.split_lr, self.formats, self.progress = series_uid, split_lr, set(formats), progress
         self.input_size, self.slab_slices, self.refine = input_size, int(slab_slices), bool(refine)
+        #: the network input size this Predictor overrides (``None``: the bundle's ``spatial_size``)
+        self.network_size = int(input_size) if input_size else (fast_size(self.bundle) if fast else None)
         self._workflows: dict = {}
         self._volume_steps = None
 
@@ -246,10 +261,8 @@ class Predictor:
                      "sw_batch_size": self.batch_size, "series_uid": self.series_uid, "input": []}
         if not self.refine:
             overrides["refine_boundary"] = False
-        if self.input_size:
-            overrides["spatial_size"] = [int(self.input_size)] * 2
-        elif self.fast:
-            overrides["spatial_size"] = list(FAST_SIZE)
+        if self.network_size:
+            overrides["spatial_size"] = [self.network_size] * 2
         return overrides
 
     def _refines(self) -> bool:
@@ -422,7 +435,7 @@ class Predictor:
 
         kind = info.kind
         report: dict = {"input": str(case), "kind": kind, "version": __version__, "model": str(self.model),
-                        "network_input": self.input_size or (FAST_SIZE[0] if self.fast else "bundle spatial_size"),
+                        "network_input": self.network_size or "bundle spatial_size",
                         "hu_boundary_refinement": kind != "picture" and self._refines(), "outputs": {}, "warnings": []}
         mask = binary_view(mask)
         if kind == "picture":

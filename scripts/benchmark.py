@@ -9,8 +9,9 @@ Sections (all in one process/run, so ratios are comparable on a shared, noisy ma
 - preprocess: paper preprocessing of one 512² slice to 320² (ms) ÷ model forward per slice
 - e2e:        bundle inference (``configs/inference.json``) on a phantom DICOM series of N slices:
               read -> preprocess -> SliceInferer -> post-process -> write NIfTI; slices/s and peak RSS, each run
-              in its own subprocess; the ``--fast`` profile (160²) too; and ``fusionlungnet predict``'s Predictor
-              on the same series (slab streaming, 3D steps, NIfTI, classical second opinion, QC, report)
+              in its own subprocess; 320² and 160²; and ``fusionlungnet predict``'s Predictor on the same series
+              (slab streaming, 3D steps, NIfTI, classical second opinion, QC, report) at 320², 160² and the
+              ``--fast`` profile's size (128² for the 160² bundle)
 - lungmask:   lungmask's R231 U-Net (pip ``lungmask``, random weights: none can be downloaded) on the same
               series through its own ``LMInferer`` pipeline, and its bare forward at 256²
 - rss:        peak RSS of the 160² bundle run and of ``fusionlungnet predict`` as the series grows
@@ -269,7 +270,7 @@ def markdown(res: dict) -> str:
         lines.append(f"| lungmask R231 256² (own pipeline, random weights) | {lm['slices']} | "
                      f"{lm['slices_per_s']:.2f} | forward only: {lm['forward_slices_per_s']:.2f} slices/s | "
                      f"{lm['max_rss_mb']:.0f} |")
-    lines += ["", "| peak RSS vs series length (fast profile) | " + " | ".join(str(r["slices"]) for r in res["rss"]) + " |",
+    lines += ["", "| peak RSS vs series length (160², the default profile) | " + " | ".join(str(r["slices"]) for r in res["rss"]) + " |",
               "|---|" + "---|" * len(res["rss"]),
               "| bundle inference, peak RSS MB | " + " | ".join(f"{r['max_rss_mb']:.0f}" for r in res["rss"]) + " |",
               "| `fusionlungnet predict`, peak RSS MB | "
@@ -295,7 +296,10 @@ def main() -> None:
                              "date": time.strftime("%Y-%m-%d"), "command": " ".join(["python"] + sys.argv)}}
     res["gemm"] = bench_gemm(512 if q else 2048, rep)
     print(f"gemm {res['gemm']['gflops']:.1f} GFLOP/s", flush=True)
-    sizes = [(64, False)] if q else [(320, False), (320, True), (160, False), (160, True)]
+    from fusionlungnet_monai.predict import fast_size
+
+    fast = fast_size(ROOT / "bundle")
+    sizes = [(64, False)] if q else [(320, False), (320, True), (160, False), (160, True), (fast, True)]
     res["forward"] = [bench_forward(s, 2 if q else a.batch, rep, cl) for s, cl in sizes]
     for f in res["forward"]:
         print(f"forward {f['size']} cl={f['channels_last']}: {f['slices_per_s']:.2f} slices/s", flush=True)
@@ -310,12 +314,14 @@ def main() -> None:
         res["e2e"] = []
         for n in ns:
             series, uid = make_series(Path(tmp), n)
-            for size in ([64] if q else [320, 160]):
-                e = bench_e2e(series, n, size, a.batch, a.threads)
+            for size in ([64] if q else [320, 160, fast]):
                 base = best.get(size) or bench_forward(size, a.batch, rep, False)
-                e["ratio_to_forward"] = e["slices_per_s"] / base["slices_per_s"]
-                res["e2e"].append(e)
-                print(f"e2e n={n} size={size}: {e['slices_per_s']:.2f} slices/s, {e['max_rss_mb']:.0f} MB", flush=True)
+                if size != fast or q:  # the fast profile is a predict option only
+                    e = bench_e2e(series, n, size, a.batch, a.threads)
+                    e["ratio_to_forward"] = e["slices_per_s"] / base["slices_per_s"]
+                    res["e2e"].append(e)
+                    print(f"e2e n={n} size={size}: {e['slices_per_s']:.2f} slices/s, {e['max_rss_mb']:.0f} MB",
+                          flush=True)
                 e = bench_predict(series, n, size, a.batch, a.threads)
                 e["ratio_to_forward"] = e["slices_per_s"] / base["slices_per_s"]
                 res.setdefault("predict", []).append(e)

@@ -165,3 +165,20 @@ def test_slabs_give_the_whole_volume_mask(model, phantom_dir, tmp_path):
             p.slab_slices = slab
             differ = int(((np.asarray(p.segment(series)[1]) > 0) != whole).sum())
             assert differ <= 2, f"slabs of {slab}: {differ} of {whole.size} voxels differ from the whole-volume run"
+
+
+def test_fast_profile_is_four_fifths_of_the_bundle_input(tmp_path):
+    """``--fast`` runs the network at 0.8 x the bundle's spatial_size, on a multiple of 32: 128 for the shipped
+    160² bundle, 256 for the paper's 320²; an explicit --input-size wins."""
+    from fusionlungnet_monai.predict import Predictor, fast_size
+
+    assert fast_size(BUNDLE) == 128
+    (tmp_path / "configs").mkdir()
+    (tmp_path / "configs" / "inference.json").write_text(json.dumps({"spatial_size": [320, 320]}))
+    assert fast_size(tmp_path) == 256
+    with Predictor(bundle_dir=str(BUNDLE), fast=True, progress=False) as p:
+        assert p.network_size == 128 and p._overrides()["spatial_size"] == [128, 128]
+    with Predictor(bundle_dir=str(BUNDLE), fast=True, input_size=96, progress=False) as p:
+        assert p._overrides()["spatial_size"] == [96, 96]
+    with Predictor(bundle_dir=str(BUNDLE), progress=False) as p:
+        assert p.network_size is None and "spatial_size" not in p._overrides()

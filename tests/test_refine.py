@@ -8,7 +8,7 @@ from monai.data import MetaTensor
 from scipy import ndimage
 
 from conftest import BUNDLE
-from fusionlungnet_monai.transforms import HUBoundaryRefine, HUBoundaryRefined, median3x3_below
+from fusionlungnet_monai.transforms import HUBoundaryRefine, HUBoundaryRefined, KeepHUd, compact_hu, median3x3_below
 
 
 @pytest.mark.parametrize("shape", [(1, 37, 41), (1, 37, 41, 6), (1, 1, 5), (1, 2, 2, 3)])
@@ -120,10 +120,10 @@ def test_inference_config_refines_between_invert_and_threshold():
 
     pre = steps(["inference.json"], "preprocessing")
     post = steps(["inference.json"], "postprocessing")
-    assert pre.index("CopyItemsd") < pre.index("Orientationd") < pre.index("CTIntensityNormalized")
+    assert pre.index("KeepHUd") < pre.index("Orientationd") < pre.index("CTIntensityNormalized")
     assert post.index("Invertd") < post.index("HUBoundaryRefined") < post.index("AsDiscreted")
     assert "HUBoundaryRefined" not in steps(["inference.json", "inference_2d.json"], "postprocessing")
-    assert "CopyItemsd" not in steps(["inference.json", "inference_2d.json"], "preprocessing")
+    assert "KeepHUd" not in steps(["inference.json", "inference_2d.json"], "preprocessing")
 
 
 def test_report_names_inputs_that_are_not_hu():
@@ -136,3 +136,40 @@ def test_report_names_inputs_that_are_not_hu():
     assert not [w for w in sanity_warnings(mask, vol_hu, affine, 3000.0) if "HU" in w]
     warns = [w for w in sanity_warnings(mask, vol_hu + 1024.0, affine, 3000.0) if "HU" in w]
     assert len(warns) == 1 and "refinement skips" in warns[0]
+
+
+def test_compact_hu_copy_is_int16_exact_for_scanner_values_and_keeps_meta():
+    vol = torch.tensor([-3024.0, -1024.4, -320.6, 0.0, 40.0, 3071.0, 40000.0, float("nan")]).reshape(1, 2, 2, 2)
+    vol = vol.repeat(1, 1, 1, 20)  # 40 slices: converted in chunks
+    src = MetaTensor(vol, affine=torch.diag(torch.tensor([0.7, 0.7, 2.0, 1.0], dtype=torch.float64)),
+                     meta={"filename_or_obj": "ct.nii.gz"})
+    out = compact_hu(src)
+    assert isinstance(out, MetaTensor) and out.dtype == torch.int16 and out.meta["filename_or_obj"] == "ct.nii.gz"
+    assert torch.equal(out.affine, src.affine) and out.shape == src.shape
+    expected = torch.tensor([-3024, -1024, -321, 0, 40, 3071, 32767, -1024], dtype=torch.int16).reshape(1, 2, 2, 2)
+    assert torch.equal(out.as_tensor(), expected.repeat(1, 1, 1, 20))
+    assert isinstance(compact_hu(np.zeros((1, 4, 4), dtype=np.int32)), np.ndarray)
+    u8 = torch.zeros((1, 4, 4), dtype=torch.uint8)
+    assert compact_hu(u8).dtype == torch.uint8  # pictures stay recognisable as 8-bit
+
+
+def test_keep_hu_feeds_the_refinement_like_the_full_copy():
+    hu, lungs = _chest(48)
+    prob = _blurred_probability(lungs)
+    d = KeepHUd(keys="image")({"image": torch.as_tensor(hu)[None]})
+    assert d["image_hu"].dtype == torch.int16 and d["image_hu"] is not d["image"]
+    refined = HUBoundaryRefined(keys="pred")({"pred": prob, **d})["pred"]
+    torch.testing.assert_close(refined, HUBoundaryRefine()(prob, torch.as_tensor(hu)[None]))
+    with pytest.raises(ValueError, match="one image"):
+        KeepHUd(keys=["image", "label"])
+
+
+def test_volumes_refined_in_chunks_equal_slice_by_slice():
+    """Volumes are refined 16 slices at a time; every slice gets what the 2D call gives it."""
+    hu, lungs = _chest(40)
+    rng = np.random.default_rng(0)
+    vol_hu = torch.as_tensor(np.stack([hu + rng.normal(0, 80, hu.shape) for _ in range(37)], -1))[None]
+    prob = torch.stack([_blurred_probability(lungs, f)[0] for f in (2, 3, 4) for _ in range(13)][:37], -1)[None]
+    out = HUBoundaryRefine()(prob, vol_hu)
+    for k in range(37):
+        torch.testing.assert_close(out[..., k], HUBoundaryRefine()(prob[..., k], vol_hu[..., k].float()))

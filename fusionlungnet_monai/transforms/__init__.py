@@ -10,6 +10,7 @@ from fusionlungnet_monai.transforms.array import (
     HUBoundaryRefine,
     MedianFilter,
     SqueezeSingleSlice,
+    compact_hu,
     median3x3_below,
 )
 from fusionlungnet_monai.transforms.dictionary import (
@@ -18,6 +19,7 @@ from fusionlungnet_monai.transforms.dictionary import (
     DynamicThresholdd,
     FieldOfViewPadd,
     HUBoundaryRefined,
+    KeepHUd,
     MedianFilterd,
     SqueezeSingleSliced,
     paper_preprocessing,
@@ -35,10 +37,12 @@ __all__ = [
     "FieldOfViewPadd",
     "HUBoundaryRefine",
     "HUBoundaryRefined",
+    "KeepHUd",
     "MedianFilter",
     "MedianFilterd",
     "SqueezeSingleSlice",
     "SqueezeSingleSliced",
+    "compact_hu",
     "median3x3_below",
     "paper_preprocessing",
 ]

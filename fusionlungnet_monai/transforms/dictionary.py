@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Hashable, Mapping, Sequence
 
 from monai.config import KeysCollection
+from monai.utils import TransformBackends
 from monai.transforms import (
     AsDiscreted,
     Compose,
@@ -23,11 +24,12 @@ from fusionlungnet_monai.transforms.array import (
     FieldOfViewPad,
     HUBoundaryRefine,
     MedianFilter,
+    compact_hu,
     SqueezeSingleSlice,
 )
 
 __all__ = ["SqueezeSingleSliced", "FieldOfViewPadd", "ArtifactRemovald", "CTIntensityNormalized", "DynamicThresholdd",
-           "MedianFilterd", "HUBoundaryRefined", "paper_preprocessing"]
+           "MedianFilterd", "KeepHUd", "HUBoundaryRefined", "paper_preprocessing"]
 
 
 class _Wrapd(MapTransform):
@@ -138,10 +140,38 @@ class ArtifactRemovald(MapTransform):
         return d
 
 
+class KeepHUd(MapTransform):
+    """Keep a compact copy of the CT in HU (:func:`compact_hu`: ``int16``, meta kept) under ``name``, for
+    :class:`HUBoundaryRefined`; run it right after loading, before any intensity change.
+
+    Args:
+        keys: the image key (one).
+        name: key of the copy.
+        allow_missing_keys: don't raise for missing keys.
+
+    Raises:
+        ValueError: for more than one key.
+    """
+
+    backend = [TransformBackends.TORCH, TransformBackends.NUMPY]
+
+    def __init__(self, keys: KeysCollection, name: str = "image_hu", allow_missing_keys: bool = False) -> None:
+        super().__init__(keys, allow_missing_keys)
+        if len(self.keys) != 1:
+            raise ValueError(f"KeepHUd copies one image, got keys {self.keys}.")
+        self.name = name
+
+    def __call__(self, data: Mapping[Hashable, object]) -> dict:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            d[self.name] = compact_hu(d[key])
+        return d
+
+
 class HUBoundaryRefined(MapTransform):
     """Dictionary :class:`HUBoundaryRefine`: refines the probability under ``keys`` with the HU image under
-    ``hu_key`` (a copy of the image taken before preprocessing, e.g. by ``CopyItemsd``, on the probability's grid
-    once ``Invertd`` has run).
+    ``hu_key`` (a copy of the image taken before preprocessing by :class:`KeepHUd`, on the probability's grid once
+    ``Invertd`` has run).
 
     Args:
         keys: probability keys (``"pred"``).
@@ -164,7 +194,7 @@ class HUBoundaryRefined(MapTransform):
         d = dict(data)
         if self.hu_key not in d:
             raise KeyError(f"HUBoundaryRefined: no {self.hu_key!r} in the data (copy the HU image there before "
-                           "preprocessing, e.g. CopyItemsd(keys='image', names='image_hu')).")
+                           "preprocessing: KeepHUd(keys='image', name='image_hu')).")
         for key in self.key_iterator(d):
             d[key] = self.refine(d[key], d[self.hu_key])
         return d
