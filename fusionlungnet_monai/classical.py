@@ -37,45 +37,52 @@ def _disk(radius_px: float) -> np.ndarray:
     return (xx**2 + yy**2) <= r * r
 
 
-def _lung_like(dense: np.ndarray, lab: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+def _lung_like(dense: np.ndarray, lab: np.ndarray, n: int, chunk: int = 16) -> tuple[np.ndarray, np.ndarray]:
     """Per label, its size and whether most of its voxels are ``dense`` (median above ``air_hu``): lung parenchyma
     (about -850 HU) rather than pure air (room air, FOV padding, bowel gas, trachea: about -1000 HU). Index 0
     (background) has size 0 and is not lung-like.
 
-    Counted with ``bincount`` slice by slice: no sort, and no volume-sized temporary.
+    Counted with ``bincount``, ``chunk`` slices at a time: no sort, and no volume-sized temporary.
     """
     count, above = np.zeros(n + 1, dtype=np.int64), np.zeros(n + 1, dtype=np.int64)
     keep = np.zeros(n + 1, dtype=bool)
     if n:
         lab3, dense3 = (lab[..., None], dense[..., None]) if lab.ndim == 2 else (lab, dense)
-        for k in range(lab3.shape[2]):
-            lk = lab3[:, :, k]
+        for z0 in range(0, lab3.shape[2], chunk):
+            lk = lab3[:, :, z0 : z0 + chunk]
             count += np.bincount(lk.ravel(), minlength=n + 1)
-            above += np.bincount(lk[dense3[:, :, k]], minlength=n + 1)
+            above += np.bincount(lk[dense3[:, :, z0 : z0 + chunk]], minlength=n + 1)
         count[0] = 0
         keep[1:] = 2 * above[1:] > count[1:]
     return count, keep
 
 
-def _drop_outside_air(air: np.ndarray, dense: np.ndarray) -> np.ndarray:
+#: 3D labelling structure that connects voxels within a slice only (slices of a chunk are labelled at once)
+_IN_PLANE = np.zeros((3, 3, 3), dtype=bool)
+_IN_PLANE[:, :, 1] = ndimage.generate_binary_structure(2, 1)
+
+
+def _drop_outside_air(air: np.ndarray, dense: np.ndarray, chunk: int = 16) -> np.ndarray:
     """Per slice, remove pure-air components that touch the in-plane border (outside the body).
 
     Border components that are mostly ``dense`` (lung-like) stay: a crop through the chest cuts the lung at the
-    border.
+    border. The slices of a ``chunk`` are labelled together with in-plane connectivity (the same components as slice
+    by slice, in one call).
     """
     out = np.zeros_like(air)
-    for k in range(air.shape[2]):
-        lab, n = ndimage.label(air[:, :, k])
+    for z0 in range(0, air.shape[2], chunk):
+        z = slice(z0, z0 + chunk)
+        lab, n = label_components(air[:, :, z], structure=_IN_PLANE)
         if n == 0:
             continue
         keep = np.ones(n + 1, dtype=bool)
         keep[0] = False
-        border = np.unique(np.concatenate([lab[0], lab[-1], lab[:, 0], lab[:, -1]]))
+        border = np.unique(np.concatenate([lab[0].ravel(), lab[-1].ravel(), lab[:, 0].ravel(), lab[:, -1].ravel()]))
         border = border[border > 0]
         if border.size:
-            like = _lung_like(dense[:, :, k], lab, n)[1]
+            like = _lung_like(dense[:, :, z], lab, n)[1]
             keep[border] = like[border]
-        out[:, :, k] = keep[lab]
+        out[:, :, z] = keep[lab]
     return out
 
 

@@ -33,15 +33,22 @@ def split_left_right(mask: np.ndarray, affine: np.ndarray) -> np.ndarray:
     if not m.any():
         return out
     w = np.asarray(affine, dtype=float)[0, : m.ndim]  # RAS x (towards the patient's right) per voxel step
+    # the work runs on the mask's bounding box: components, centres and sides are the same, on a third of the voxels
+    hits = [np.flatnonzero(m.any(axis=tuple(d for d in range(m.ndim) if d != a))) for a in range(m.ndim)]
+    box = tuple(slice(int(h[0]), int(h[-1]) + 1) for h in hits)
+    m, out_box = m[box], out[box]
     labels, n = label_components(m)
-    m3, lab3, out3 = (a[..., None] for a in (m, labels, out)) if m.ndim == 2 else (m, labels, out)
+    m3, lab3, out3 = (a[..., None] for a in (m, labels, out_box)) if m.ndim == 2 else (m, labels, out_box)
     wz = float(w[2]) if m.ndim == 3 else 0.0
-    grid = w[0] * np.arange(m3.shape[0])[:, None] + w[1] * np.arange(m3.shape[1])[None, :]  # RAS x up to a constant
+    z0 = box[2].start if m.ndim == 3 else 0
+    # RAS x up to a constant, in the full volume's voxel indices
+    grid = (w[0] * (box[0].start + np.arange(m3.shape[0]))[:, None]
+            + w[1] * (box[1].start + np.arange(m3.shape[1]))[None, :])
     count, xsum = np.zeros(n + 1), np.zeros(n + 1)
     for k in range(m3.shape[2]):
         lab = lab3[:, :, k].ravel()
         count += np.bincount(lab, minlength=n + 1)
-        xsum += np.bincount(lab, weights=(grid + wz * k).ravel(), minlength=n + 1)
+        xsum += np.bincount(lab, weights=(grid + wz * (z0 + k)).ravel(), minlength=n + 1)
     sizes = count[1:]
     order = np.argsort(sizes)
     if n >= 2 and sizes[order[-2]] > 0.1 * sizes.max():
@@ -55,14 +62,14 @@ def split_left_right(mask: np.ndarray, affine: np.ndarray) -> np.ndarray:
             s[lab == right], s[lab == left] = RIGHT_LABEL, LEFT_LABEL
             return s
     else:
-        middle = np.median(np.concatenate([(grid + wz * k)[m3[:, :, k]] for k in range(m3.shape[2])]))
+        middle = np.median(np.concatenate([(grid + wz * (z0 + k))[m3[:, :, k]] for k in range(m3.shape[2])]))
 
         def side(x: np.ndarray, lab: np.ndarray) -> np.ndarray:
             return np.where(x > middle, RIGHT_LABEL, LEFT_LABEL).astype(np.uint8)
     for k in range(m3.shape[2]):
         mk = m3[:, :, k]
         if mk.any():
-            out3[:, :, k] = np.where(mk, side(grid + wz * k, lab3[:, :, k]), 0)
+            out3[:, :, k] = np.where(mk, side(grid + wz * (z0 + k), lab3[:, :, k]), 0)
     return out
 
 
