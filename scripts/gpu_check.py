@@ -260,7 +260,8 @@ def main(argv=None) -> int:
         res["torchrun"] = {"summary": "skipped (no GPU)"}
     else:
         rc, text, _ = _run([sys.executable, "-m", "pytest", "-q", "-m", "cuda", "-p", "no:cacheprovider",
-                            str(ROOT / "tests" / "test_transforms.py"), str(ROOT / "tests" / "test_amp_and_flags.py")],
+                            str(ROOT / "tests" / "test_transforms.py"), str(ROOT / "tests" / "test_amp_and_flags.py"),
+                            str(ROOT / "tests" / "test_refine.py")],
                            out / "logs" / "cuda_tests.log", 180, out)
         last = [ln for ln in text.strip().splitlines() if "passed" in ln or "failed" in ln or "error" in ln]
         res["cuda_tests"] = {"rc": rc, "summary": last[-1] if last else f"rc {rc}"}

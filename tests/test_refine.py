@@ -173,3 +173,47 @@ def test_volumes_refined_in_chunks_equal_slice_by_slice():
     out = HUBoundaryRefine()(prob, vol_hu)
     for k in range(37):
         torch.testing.assert_close(out[..., k], HUBoundaryRefine()(prob[..., k], vol_hu[..., k].float()))
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
+def test_refinement_on_cuda_matches_cpu():
+    """The refinement runs on the probability's device (uint8 counts, index-based edge padding)."""
+    hu, lungs = _chest(64)
+    prob = _blurred_probability(lungs)[..., None].repeat(1, 1, 1, 20)
+    vol_hu = torch.as_tensor(np.repeat(hu[None, ..., None], 20, axis=-1)).to(torch.int16)
+    cpu = HUBoundaryRefine()(prob, vol_hu)
+    gpu = HUBoundaryRefine()(prob.cuda(), vol_hu)  # the HU copy may stay on the CPU: moved to the probability's device
+    assert gpu.device.type == "cuda"
+    torch.testing.assert_close(gpu.cpu(), cpu)
+    torch.testing.assert_close(median3x3_below(vol_hu.cuda(), -320).cpu(), median3x3_below(vol_hu, -320))
+
+
+def _elastix_masks(device: str, on_device: bool) -> np.ndarray:
+    from conftest import DATA
+    from fusionlungnet_monai.data import LoadCTImage
+    from fusionlungnet_monai.workflow import infer_tensors, load_inference_workflow
+
+    image = LoadCTImage(image_only=True)(str(DATA / "elastix_lung_small" / "3DCT_lung_baseline_small.mha"))
+    wf = load_inference_workflow(BUNDLE, {"device": f"$torch.device('{device}')", "input": [],
+                                          "preprocess_on_device": on_device}, save=False)
+    pred = infer_tensors(wf, [image])[0]["pred"]
+    return np.asarray(pred.detach().cpu())[0] > 0
+
+
+def _dice(a, b):
+    return 2 * (a & b).sum() / (a.sum() + b.sum())
+
+
+@pytest.mark.slow
+def test_preprocessing_on_the_device_gives_the_same_mask():
+    """``preprocess_on_device`` moves the image to ``device`` right after loading; on the CPU the chain is unchanged."""
+    on, off = _elastix_masks("cpu", True), _elastix_masks("cpu", False)
+    assert off.sum() > 1000 and np.array_equal(on, off)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
+def test_preprocessing_on_cuda_gives_the_same_mask():
+    on, off = _elastix_masks("cuda", True), _elastix_masks("cuda", False)
+    assert off.sum() > 1000 and _dice(on, off) > 0.999
