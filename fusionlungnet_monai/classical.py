@@ -26,7 +26,14 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-from fusionlungnet_monai.transforms.array import fill_holes_2d, label_components, median3x3_below
+from fusionlungnet_monai.transforms.array import (
+    LUNG_HU_THRESHOLD,
+    bounding_box,
+    fill_holes_2d,
+    in_plane_structure,
+    label_components,
+    median3x3_below,
+)
 
 __all__ = ["classical_lung_mask", "dice_score"]
 
@@ -58,8 +65,7 @@ def _lung_like(dense: np.ndarray, lab: np.ndarray, n: int, chunk: int = 16) -> t
 
 
 #: 3D labelling structure that connects voxels within a slice only (slices of a chunk are labelled at once)
-_IN_PLANE = np.zeros((3, 3, 3), dtype=bool)
-_IN_PLANE[:, :, 1] = ndimage.generate_binary_structure(2, 1)
+_IN_PLANE = in_plane_structure(2)
 
 
 def _drop_outside_air(air: np.ndarray, dense: np.ndarray, chunk: int = 16) -> np.ndarray:
@@ -137,7 +143,7 @@ def _airways(dark: np.ndarray, cand: np.ndarray, spacing: Sequence[float]) -> np
 def classical_lung_mask(
     ct: np.ndarray,
     spacing: Sequence[float] = (1.0, 1.0, 1.0),
-    threshold: float = -320.0,
+    threshold: float = LUNG_HU_THRESHOLD,
     airway_hu: float = -950.0,
     air_hu: float = -950.0,
     min_fraction: float = 0.1,
@@ -193,8 +199,7 @@ def classical_lung_mask(
     if closing_mm > 0 and mask.any():  # in-plane closing, on the mask's bounding box (padded) only
         disk = _disk(closing_mm / spacing[0])
         pad = disk.shape[0]
-        xs, ys = np.flatnonzero(mask.any(axis=(1, 2))), np.flatnonzero(mask.any(axis=(0, 2)))
-        box = (slice(xs[0], xs[-1] + 1), slice(ys[0], ys[-1] + 1))
+        box = bounding_box(mask)[:2]  # in-plane only: every slice
         sub = np.pad(mask[box], ((pad, pad), (pad, pad), (0, 0)))
         mask[box] = ndimage.binary_closing(sub, structure=disk[..., None])[pad:-pad, pad:-pad]
     for z0 in range(0, mask.shape[2], 16):  # hole filling per slice, 16 slices at a time

@@ -289,6 +289,8 @@ class Predictor:
         import torch
         from monai.data import MetaTensor
 
+        from fusionlungnet_monai.transforms.array import bounding_box
+
         wf, affine = self.workflow("volume"), image.affine
         mask = torch.zeros(tuple(image.shape), dtype=torch.uint8)
         if image.ndim == 2:
@@ -309,11 +311,9 @@ class Predictor:
                 del slab
         # the 3D steps (components, hole filling) on the mask's bounding box plus one voxel: the same result (the
         # box's background shell connects to the outside), on a third of a chest CT's voxels
-        if not mask.any():
+        box = bounding_box(mask, margin=1)
+        if box is None:
             return mask
-        dims = range(mask.ndim)
-        hits = [torch.nonzero(mask.amax(dim=tuple(d for d in dims if d != a)))[:, 0] for a in dims]
-        box = tuple(slice(max(int(i[0]) - 1, 0), int(i[-1]) + 2) for i in hits)
         item = {"pred": MetaTensor(mask[box][None], affine=affine.clone())}
         for step in self.volume_steps():
             item = step(item)

@@ -26,7 +26,7 @@ def split_left_right(mask: np.ndarray, affine: np.ndarray) -> np.ndarray:
     Returns:
         uint8 label array of the same shape.
     """
-    from fusionlungnet_monai.transforms.array import binary_view, label_components
+    from fusionlungnet_monai.transforms.array import binary_view, bounding_box, label_components
 
     m = binary_view(mask)
     out = np.zeros(m.shape, dtype=np.uint8)
@@ -34,8 +34,7 @@ def split_left_right(mask: np.ndarray, affine: np.ndarray) -> np.ndarray:
         return out
     w = np.asarray(affine, dtype=float)[0, : m.ndim]  # RAS x (towards the patient's right) per voxel step
     # the work runs on the mask's bounding box: components, centres and sides are the same, on a third of the voxels
-    hits = [np.flatnonzero(m.any(axis=tuple(d for d in range(m.ndim) if d != a))) for a in range(m.ndim)]
-    box = tuple(slice(int(h[0]), int(h[-1]) + 1) for h in hits)
+    box = bounding_box(m)
     m, out_box = m[box], out[box]
     labels, n = label_components(m)
     m3, lab3, out3 = (a[..., None] for a in (m, labels, out_box)) if m.ndim == 2 else (m, labels, out_box)

@@ -1,6 +1,7 @@
 #!/usr/bin/env python
-"""QC figure of the HU boundary refinement on real CT: for each slice, the shipped pipeline's mask (green) and the
-network's mask alone (red, ``--no-refine``), over the CT in a lung window, with the area each adds or removes.
+"""QC figure of the HU boundary refinement on real CT: for each slice, the network's mask alone (red,
+``--no-refine``) over the shipped pipeline's mask (cyan, visible where the two differ), on the CT in a lung window
+(the QC picture's drawing), with the area the refinement adds and removes.
 
 The slices are the COVID-19-NY-SBU axial slices (consolidation and ground glass touching the pleura: where a
 threshold in HU could cut dense lung away), the middle slice of the LIDC-IDRI-0003 slab and a slice of the elastix
@@ -13,7 +14,6 @@ import argparse
 from pathlib import Path
 
 import numpy as np
-from scipy import ndimage
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "tests" / "data"
@@ -23,16 +23,14 @@ CASES = [COVID / "A046441" / "axial" / "19001111-045.dcm", COVID / "A046441" / "
          DATA / "lidc_idri_slabs" / "LIDC-IDRI-0003", DATA / "elastix_lung_small" / "3DCT_lung_baseline_small.mha"]
 
 
-def _tile(ct: np.ndarray, masks: list[tuple[np.ndarray, tuple[int, int, int]]], size: int):
-    """An RGB PIL tile of an (x, y) HU slice (window -1000..200) with the outline of each mask in its colour."""
+def _tile(ct: np.ndarray, network: np.ndarray, shipped: np.ndarray, size: int):
+    """An RGB PIL tile of an (x, y) HU slice in the lung window: the network's outline red over the shipped one's
+    cyan (the QC picture's drawing)."""
     from PIL import Image
 
-    grey = (np.clip((ct.T + 1000.0) / 1200.0, 0, 1) * 255).astype(np.uint8)
-    rgb = np.repeat(grey[..., None], 3, axis=-1)
-    for m, colour in masks:
-        m = m.T > 0
-        rgb[m & ~ndimage.binary_erosion(m)] = colour
-    img = Image.fromarray(rgb)
+    from fusionlungnet_monai.outputs.qc import LUNG_DISPLAY_WINDOW, outline_view
+
+    img = Image.fromarray(outline_view(ct.T, network.T > 0, LUNG_DISPLAY_WINDOW, shipped.T > 0))
     scale = size / max(img.size)
     return img.resize((max(1, round(img.size[0] * scale)), max(1, round(img.size[1] * scale))), Image.NEAREST)
 
@@ -66,13 +64,14 @@ def main() -> None:
         removed = float(((shipped == 0) & (network > 0)).sum()) * px
         name = case.name if case.suffix else case.name + " (middle slice)"
         text = f"{name}\nrefinement +{added:.1f} / -{removed:.1f} cm2 (lung {float((shipped > 0).sum()) * px:.0f} cm2)"
-        tiles.append((text, _tile(ct, [(network, (255, 40, 40)), (shipped, (40, 230, 40))], a.tile)))
+        tiles.append((text, _tile(ct, network, shipped, a.tile)))
         print(text.replace("\n", ": "), flush=True)
     cols = 3
     rows = (len(tiles) + cols - 1) // cols
     canvas = Image.new("RGB", (cols * (a.tile + pad) + pad, rows * (a.tile + head + pad) + pad + 18), "white")
     draw = ImageDraw.Draw(canvas)
-    draw.text((pad, 3), "green: shipped pipeline (HU boundary refinement)   red: network alone (--no-refine)",
+    draw.text((pad, 3), "cyan: shipped pipeline (HU boundary refinement), where it differs   red: network alone "
+                        "(--no-refine)",
               fill=(0, 0, 0))
     for i, (text, tile) in enumerate(tiles):
         x, y = pad + (i % cols) * (a.tile + pad), 18 + pad + (i // cols) * (a.tile + head + pad)

@@ -8,6 +8,8 @@ from monai.data import MetaTensor
 from scipy import ndimage
 
 from conftest import BUNDLE
+from fusionlungnet_monai.classical import dice_score
+from fusionlungnet_monai.transforms.array import LUNG_HU_THRESHOLD
 from fusionlungnet_monai.transforms import HUBoundaryRefine, HUBoundaryRefined, KeepHUd, compact_hu, median3x3_below
 
 
@@ -124,6 +126,9 @@ def test_inference_config_refines_between_invert_and_threshold():
     assert post.index("Invertd") < post.index("HUBoundaryRefined") < post.index("AsDiscreted")
     assert "HUBoundaryRefined" not in steps(["inference.json", "inference_2d.json"], "postprocessing")
     assert "KeepHUd" not in steps(["inference.json", "inference_2d.json"], "preprocessing")
+    p = ConfigParser()
+    p.read_config(str(BUNDLE / "configs" / "inference.json"))
+    assert p["refine_threshold_hu"] == LUNG_HU_THRESHOLD  # one definition of lung in HU, shared with the classical
 
 
 def test_report_names_inputs_that_are_not_hu():
@@ -201,10 +206,6 @@ def _elastix_masks(device: str, on_device: bool) -> np.ndarray:
     return np.asarray(pred.detach().cpu())[0] > 0
 
 
-def _dice(a, b):
-    return 2 * (a & b).sum() / (a.sum() + b.sum())
-
-
 @pytest.mark.slow
 def test_preprocessing_on_the_device_gives_the_same_mask():
     """``preprocess_on_device`` moves the image to ``device`` right after loading; on the CPU the chain is unchanged."""
@@ -216,4 +217,4 @@ def test_preprocessing_on_the_device_gives_the_same_mask():
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
 def test_preprocessing_on_cuda_gives_the_same_mask():
     on, off = _elastix_masks("cuda", True), _elastix_masks("cuda", False)
-    assert off.sum() > 1000 and _dice(on, off) > 0.999
+    assert off.sum() > 1000 and dice_score(on, off) > 0.999

@@ -208,3 +208,13 @@ def test_field_of_view_padd_keeps_label_aligned_and_inverts():
     d = chain({"image": img, "label": lab})
     d["pred"] = d["label"].clone()
     assert Invertd("pred", chain, orig_keys="label", nearest_interp=True)(d)["pred"].shape == (1, 57, 78, 3)
+
+
+def test_bounding_box_grows_by_the_margin_within_the_array_and_is_none_when_empty():
+    from fusionlungnet_monai.transforms.array import bounding_box
+
+    m = np.zeros((6, 7, 5), dtype=np.uint8)
+    m[0, 2:4, 3] = 1
+    assert bounding_box(m) == (slice(0, 1), slice(2, 4), slice(3, 4))
+    assert bounding_box(torch.as_tensor(m), margin=1) == (slice(0, 2), slice(1, 5), slice(2, 5))
+    assert bounding_box(np.zeros((3, 3), dtype=bool)) is None

@@ -7,13 +7,16 @@ from typing import Sequence
 
 import numpy as np
 
-__all__ = ["qc_overlay", "LUNG_DISPLAY_WINDOW"]
+__all__ = ["qc_overlay", "outline_view", "LUNG_DISPLAY_WINDOW"]
 
 #: display window for lungs (level -600, width 1500)
 LUNG_DISPLAY_WINDOW = (-1350.0, 150.0)
 
 
-def _view(img2d: np.ndarray, m2d: np.ndarray, window: Sequence[float], m2: np.ndarray | None = None) -> np.ndarray:
+def outline_view(img2d: np.ndarray, m2d: np.ndarray, window: Sequence[float],
+                 m2: np.ndarray | None = None) -> np.ndarray:
+    """An RGB uint8 picture of a 2D image in ``window`` with the outline of ``m2d`` in red, over the outline of an
+    optional second mask ``m2`` in cyan (both bool, the image's shape)."""
     from scipy import ndimage
 
     g = np.clip((img2d.astype(np.float32) - window[0]) / (window[1] - window[0]), 0, 1)
@@ -54,10 +57,10 @@ def qc_overlay(ct_hu: np.ndarray, mask: np.ndarray, path: str | os.PathLike,
     y = int(np.argmax(m.sum((0, 2)))) if m.any() else ct.shape[1] // 2
     z = int(np.argmax(m.sum((0, 1)))) if m.any() else ct.shape[2] // 2
     m2 = None if second is None else binary_view(second)
-    axial = _view(ct[:, :, z].T, m[:, :, z].T, window, None if m2 is None else m2[:, :, z].T)
-    coronal = _view(ct[:, y, :].T[::-1], m[:, y, :].T[::-1], window,  # head at the top
+    axial = outline_view(ct[:, :, z].T, m[:, :, z].T, window, None if m2 is None else m2[:, :, z].T)
+    coronal = outline_view(ct[:, y, :].T[::-1], m[:, y, :].T[::-1], window,  # head at the top
                     None if m2 is None else m2[:, y, :].T[::-1])
-    sagittal = _view(ct[x, :, :].T[::-1], m[x, :, :].T[::-1], window, None if m2 is None else m2[x, :, :].T[::-1])
+    sagittal = outline_view(ct[x, :, :].T[::-1], m[x, :, :].T[::-1], window, None if m2 is None else m2[x, :, :].T[::-1])
     h = axial.shape[0]
     sx, sy, sz = (float(s) for s in spacing)
 

@@ -22,12 +22,14 @@ from scipy import ndimage
 
 __all__ = ["ArtifactRemoval", "FieldOfViewPad", "SqueezeSingleSlice", "CTIntensityNormalize", "DynamicThreshold",
            "MedianFilter", "HUBoundaryRefine", "compact_hu", "median3x3_below", "DEFAULT_HU_WINDOW", "EIGHT_BIT_SUFFIXES",
-           "HU_AIR_CHECK"]
+           "HU_AIR_CHECK", "LUNG_HU_THRESHOLD", "bounding_box", "in_plane_structure"]
 
 #: HU window mapped to [0, 1]; the PNG export of the phantoms uses the same window.
 DEFAULT_HU_WINDOW = (-1024.0, 600.0)
 #: a CT in HU holds air (outside the body, the lungs) below this; an image without any such voxel is not in HU
 HU_AIR_CHECK = -500.0
+#: lung/tissue threshold in HU of the classical segmentation and of the HU boundary refinement
+LUNG_HU_THRESHOLD = -320.0
 #: file suffixes read as 8-bit images
 EIGHT_BIT_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 
@@ -54,6 +56,32 @@ def _box_mean(x: torch.Tensor, k: int) -> torch.Tensor:
     return F.avg_pool2d(F.avg_pool2d(x, (k, 1), stride=1), (1, k), stride=1)
 
 
+def _slab_index(img: torch.Tensor, step: int = 16) -> list[tuple]:
+    """Index tuples that split a channel-first volume ``(C, X, Y, Z)`` into slabs of ``step`` slices; one index, the
+    whole image, for a 2D ``(C, H, W)`` slice. Indexing with them gives views."""
+    if img.dim() != 4:
+        return [(...,)]
+    return [(..., slice(z0, z0 + step)) for z0 in range(0, int(img.shape[-1]), step)]
+
+
+def bounding_box(mask: NdarrayOrTensor, margin: int = 0) -> tuple[slice, ...] | None:
+    """Slices of the smallest box that holds every nonzero voxel of ``mask`` (numpy or CPU torch), grown by
+    ``margin`` voxels on each side and clipped to the array; ``None`` for an empty mask."""
+    m = np.asarray(mask)
+    if not m.any():
+        return None
+    hits = [np.flatnonzero(m.any(axis=tuple(d for d in range(m.ndim) if d != a))) for a in range(m.ndim)]
+    return tuple(slice(max(int(h[0]) - margin, 0), int(h[-1]) + 1 + margin) for h in hits)
+
+
+def in_plane_structure(slice_axis: int) -> np.ndarray:
+    """3x3x3 labelling structure, 4-connected within a slice and not across slices (``slice_axis``): labelling a
+    stack of slices with it gives every slice's own components in one call."""
+    structure = np.zeros((3, 3, 3), dtype=bool)
+    structure[(slice(None),) * slice_axis + (1,)] = ndimage.generate_binary_structure(2, 1)
+    return structure
+
+
 def binary_view(mask: np.ndarray) -> np.ndarray:
     """A ``bool`` numpy view of a ``bool`` or 0/1 ``uint8`` mask (no copy), else ``mask > 0``."""
     m = np.asarray(mask)
@@ -74,9 +102,7 @@ def label_components(mask: np.ndarray, structure: np.ndarray | None = None) -> t
 def fill_holes_2d(masks: np.ndarray) -> np.ndarray:
     """Fill holes of every 2D mask in an (N, H, W) stack at once: background components (4-connected, in-plane
     only) that do not touch the slice border are holes. Same result as per-slice ``binary_fill_holes``, faster."""
-    structure = np.zeros((3, 3, 3), dtype=bool)
-    structure[1] = ndimage.generate_binary_structure(2, 1)
-    labels, n = label_components(~masks, structure=structure)
+    labels, n = label_components(~masks, structure=in_plane_structure(0))
     if n == 0:
         return masks.copy()
     border = np.zeros(n + 1, dtype=bool)
@@ -385,7 +411,7 @@ class HUBoundaryRefine(Transform):
 
     backend = [TransformBackends.TORCH, TransformBackends.NUMPY]
 
-    def __init__(self, threshold_hu: float = -320.0, band: Sequence[float] = (0.01, 0.99)) -> None:
+    def __init__(self, threshold_hu: float = LUNG_HU_THRESHOLD, band: Sequence[float] = (0.01, 0.99)) -> None:
         if len(band) != 2 or not 0.0 <= float(band[0]) < float(band[1]) <= 1.0:
             raise ValueError(f"band must be (low, high) with 0 <= low < high <= 1, got {band}.")
         self.threshold_hu, self.band = float(threshold_hu), (float(band[0]), float(band[1]))
@@ -409,13 +435,11 @@ class HUBoundaryRefine(Transform):
             return prob
         lo, hi = self.band
         out = p.clone()
-        step = 16 if out.dim() == 4 else max(int(out.shape[-1]), 1)  # volumes: 16 slices at a time (less memory)
-        for z0 in range(0, int(out.shape[-1]), step):
-            part = out[..., z0 : z0 + step] if out.dim() == 4 else out  # a view: written in place
+        for idx in _slab_index(out):  # volumes 16 slices at a time (less memory); each part is a view of out
+            part = out[idx]
             uncertain = (part > lo) & (part < hi)
             if bool(uncertain.any()):
-                hz = h[..., z0 : z0 + step] if out.dim() == 4 else h
-                part[uncertain] = median3x3_below(hz, self.threshold_hu)[uncertain].to(part.dtype)
+                part[uncertain] = median3x3_below(h[idx], self.threshold_hu)[uncertain].to(part.dtype)
         return convert_to_dst_type(out, prob)[0]
 
 
@@ -428,11 +452,9 @@ def compact_hu(img: NdarrayOrTensor) -> NdarrayOrTensor:
     if t.dtype in (torch.uint8, torch.int16):
         return convert_to_dst_type(t.clone(), img)[0]
     out = torch.empty(t.shape, dtype=torch.int16, device=t.device)
-    step = 16 if t.dim() == 4 else max(int(t.shape[-1]), 1)
-    for z0 in range(0, int(t.shape[-1]) if t.dim() == 4 else 1, step):
-        part = t[..., z0 : z0 + step] if t.dim() == 4 else t
+    for idx in _slab_index(t):
+        part = t[idx]
         if part.is_floating_point():
             part = torch.nan_to_num(part, nan=-1024.0).round()
-        dst = out[..., z0 : z0 + step] if t.dim() == 4 else out
-        dst.copy_(part.clamp(-32768, 32767).to(torch.int16))
+        out[idx].copy_(part.clamp(-32768, 32767).to(torch.int16))
     return convert_to_dst_type(out, img, dtype=torch.int16)[0]

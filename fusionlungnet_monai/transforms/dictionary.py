@@ -18,6 +18,7 @@ from monai.transforms import (
 
 from fusionlungnet_monai.transforms.array import (
     DEFAULT_HU_WINDOW,
+    LUNG_HU_THRESHOLD,
     ArtifactRemoval,
     CTIntensityNormalize,
     DynamicThreshold,
@@ -185,7 +186,7 @@ class HUBoundaryRefined(MapTransform):
 
     backend = HUBoundaryRefine.backend
 
-    def __init__(self, keys: KeysCollection, hu_key: str = "image_hu", threshold_hu: float = -320.0,
+    def __init__(self, keys: KeysCollection, hu_key: str = "image_hu", threshold_hu: float = LUNG_HU_THRESHOLD,
                  band: Sequence[float] = (0.01, 0.99), allow_missing_keys: bool = False) -> None:
         super().__init__(keys, allow_missing_keys)
         self.hu_key, self.refine = hu_key, HUBoundaryRefine(threshold_hu, band)
