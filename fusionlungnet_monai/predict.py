@@ -247,6 +247,10 @@ class Predictor:
             overrides = self._overrides()
             if key == "volume":  # the 3D steps run once on the stitched mask (see volume_steps)
                 overrides.update({"post#keep_lungs#_disabled_": True, "post#fill_holes#_disabled_": True})
+            if key == "volume":  # ITK's readers load on first use: here, not in the first case
+                from fusionlungnet_monai.data.series import preload_itk
+
+                preload_itk()
             quiet = logging.getLogger("monai.bundle.workflows")
             level, quiet.level = quiet.level, logging.ERROR  # "logging file is set to False" is not news here
             try:  # builds the network and loads the checkpoint once

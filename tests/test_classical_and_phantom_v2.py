@@ -93,3 +93,26 @@ def test_phantom_v2_masks_are_mostly_dark(seed):
     lung = ph.image[ph.mask > 0]
     if lung.size:
         assert np.median(lung) < -600
+
+
+def test_second_opinion_on_a_coarser_grid_agrees_with_the_full_grid():
+    """The report's second opinion runs on every 2nd voxel in-plane for sub-millimetre pixels: its agreement with the
+    network moves by little against the full grid, and the classical mask comes back on the input's grid."""
+    from fusionlungnet_monai.outputs import second_opinion
+
+    ct, sp = load_ct_lps(DATA / "lidc_idri_slabs" / "LIDC-IDRI-0003")  # 0.82 mm pixels
+    full = classical_lung_mask(ct, sp)
+    net = np.zeros_like(full)
+    net[:, :, : ct.shape[2] // 2] = full[:, :, : ct.shape[2] // 2]  # a "network" that misses half of the lung
+    fine, fine_mask, _ = second_opinion(net, ct, sp, grid_mm=0)
+    coarse, coarse_mask, warn = second_opinion(net, ct, sp)
+    assert fine["grid_mm"] == [round(sp[0], 3)] * 2 and coarse["grid_mm"] == [round(2 * sp[0], 3)] * 2
+    assert (fine_mask == full).all() and coarse_mask.shape == ct.shape
+    assert dice_score(coarse_mask, full) > 0.98
+    assert abs(coarse["dice_with_network"] - fine["dice_with_network"]) < 0.01
+    assert abs(coarse["classical_ml"] - fine["classical_ml"]) < 0.02 * fine["classical_ml"]
+    assert fine["dice_with_network"] < 0.85 and warn and warn[0].startswith("check this case")
+    # 2.7 mm pixels (elastix): already coarse, the full grid
+    ct, sp = load_ct_lps(DATA / "elastix_lung_small" / "3DCT_lung_baseline_small.mha")
+    summary, mask, _ = second_opinion(classical_lung_mask(ct, sp), ct, sp)
+    assert summary["grid_mm"] == [round(sp[0], 3)] * 2 and summary["dice_with_network"] == 1.0

@@ -94,3 +94,23 @@ def test_a_slice_without_pixels_or_of_another_size_rejects_the_series(phantom_di
     ds.save_as(str(b / files[3].name))
     with pytest.raises(InputError, match="slices of different sizes 64x64, 128x128"):
         check_input(b)
+
+
+def test_reader_keeps_integer_ct_as_int16_in_xyz_order():
+    """ITK's int32 ``(z, y, x)`` buffer comes out of the reader as a C-contiguous int16 ``(x, y, z)`` copy with the
+    same values; integers beyond int16, floats and 8-bit pictures pass unchanged; the plane-wise copy gives either
+    memory order."""
+    from fusionlungnet_monai.data.series import compact_integers
+    from fusionlungnet_monai.transforms.array import planewise_copy
+
+    zyx = np.random.default_rng(0).integers(-3024, 3071, (5, 7, 9)).astype(np.int32)
+    xyz = zyx.transpose(2, 1, 0)
+    out = compact_integers(xyz)
+    assert out.dtype == np.int16 and out.flags.c_contiguous and (out == xyz).all()
+    wide = xyz * 100  # beyond int16: kept
+    assert compact_integers(wide) is wide
+    for same in (xyz.astype(np.float32), np.zeros((4, 4), np.uint8), np.zeros((4, 4, 3), np.int16)):
+        assert compact_integers(same) is same
+    f = planewise_copy(xyz, np.uint8, order="F")
+    assert f.flags.f_contiguous and (f == xyz.astype(np.uint8)).all()
+    assert (planewise_copy(zyx[0]) == zyx[0]).all()  # 2D: one copy

@@ -7,10 +7,12 @@ from fusionlungnet_monai.outputs.qc import LUNG_DISPLAY_WINDOW, qc_overlay
 from fusionlungnet_monai.outputs.report import (
     PLAUSIBLE_LUNG_ML,
     SECOND_OPINION_DICE,
+    SECOND_OPINION_GRID_MM,
     sanity_warnings,
     second_opinion,
     write_json,
 )
 
 __all__ = ["write_dicom_seg", "affine_3d", "write_mask_nifti", "write_mask_png", "LUNG_DISPLAY_WINDOW", "qc_overlay",
-           "PLAUSIBLE_LUNG_ML", "SECOND_OPINION_DICE", "sanity_warnings", "second_opinion", "write_json"]
+           "PLAUSIBLE_LUNG_ML", "SECOND_OPINION_DICE", "SECOND_OPINION_GRID_MM", "sanity_warnings", "second_opinion",
+           "write_json"]

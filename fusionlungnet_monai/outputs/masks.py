@@ -29,7 +29,10 @@ def write_mask_nifti(labels: np.ndarray, affine: np.ndarray, path: str | os.Path
     """
     import nibabel as nib
 
-    nib.save(nib.Nifti1Image(np.asarray(labels, dtype=np.uint8), affine_3d(affine)), str(path))
+    from fusionlungnet_monai.transforms.array import planewise_copy
+
+    data = planewise_copy(np.asarray(labels), np.uint8, order="F")  # NIfTI's order: nibabel writes it as it is
+    nib.save(nib.Nifti1Image(data, affine_3d(affine)), str(path))
     return str(path)
 
 
