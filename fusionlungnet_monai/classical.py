@@ -35,7 +35,7 @@ from fusionlungnet_monai.transforms.array import (
     median3x3_below,
 )
 
-__all__ = ["classical_lung_mask", "dice_score"]
+__all__ = ["classical_lung_mask", "airway_mask", "dice_score"]
 
 
 def _disk(radius_px: float) -> np.ndarray:
@@ -140,6 +140,49 @@ def _airways(dark: np.ndarray, cand: np.ndarray, spacing: Sequence[float]) -> np
     return ndimage.binary_dilation(grown, structure=_disk(1.0)[..., None]) & cand
 
 
+def _as_volume(ct: np.ndarray, spacing: Sequence[float]) -> tuple[np.ndarray, list[float], bool]:
+    """``(ct as (x, y, z) with NaN/inf replaced, spacing as 3 floats, whether a 2D slice was given)``."""
+    ct = np.asarray(ct)
+    squeeze = ct.ndim == 2
+    if squeeze:
+        ct = ct[..., None]
+    if ct.ndim != 3:
+        raise ValueError(f"ct must be 2D or 3D, got shape {ct.shape}.")
+    if np.issubdtype(ct.dtype, np.floating) and not np.isfinite(ct).all():
+        ct = np.nan_to_num(ct, nan=-1024.0, posinf=3071.0, neginf=-3024.0)
+    return ct, [float(s) for s in (list(spacing) + [1.0] * 3)[:3]], squeeze
+
+
+def _candidates(ct: np.ndarray, threshold: float, air_hu: float) -> np.ndarray:
+    """Air-like voxels inside the body: the 3x3 in-plane median below ``threshold``, without the pure air (median
+    under ``air_hu``) that touches the in-plane border (boolean maps, no filtered float copy of the volume)."""
+    return _drop_outside_air(_median_below(ct, threshold), ~_median_below(ct, air_hu, strict=False))
+
+
+def airway_mask(
+    ct: np.ndarray,
+    spacing: Sequence[float] = (1.0, 1.0, 1.0),
+    threshold: float = LUNG_HU_THRESHOLD,
+    airway_hu: float = -950.0,
+    air_hu: float = -950.0,
+) -> np.ndarray:
+    """The trachea and main bronchi of a CT in HU: the airway step of :func:`classical_lung_mask` alone.
+
+    Args:
+        ct: HU volume ``(x, y, z)`` in LPS voxel order (x to the patient's left, head towards higher ``z``).
+        spacing, threshold, airway_hu, air_hu: see :func:`classical_lung_mask`.
+
+    Returns:
+        bool mask of ``ct``'s shape; all ``False`` when no airway is found (or when the grown region is too large
+        to be one: it leaked into the lung).
+    """
+    ct, spacing, squeeze = _as_volume(ct, spacing)
+    cand = _candidates(ct, threshold, air_hu)
+    found = _airways(_median_below(ct, airway_hu), cand, spacing) if cand.any() else None
+    out = np.zeros(ct.shape, dtype=bool) if found is None else found
+    return out[..., 0] if squeeze else out
+
+
 def classical_lung_mask(
     ct: np.ndarray,
     spacing: Sequence[float] = (1.0, 1.0, 1.0),
@@ -166,19 +209,8 @@ def classical_lung_mask(
     Returns:
         uint8 mask of the input's shape (1 = lung).
     """
-    ct = np.asarray(ct)
-    squeeze = ct.ndim == 2
-    if squeeze:
-        ct = ct[..., None]
-    if ct.ndim != 3:
-        raise ValueError(f"ct must be 2D or 3D, got shape {ct.shape}.")
-    spacing = [float(s) for s in (list(spacing) + [1.0] * 3)[:3]]
-    if np.issubdtype(ct.dtype, np.floating) and not np.isfinite(ct).all():
-        ct = np.nan_to_num(ct, nan=-1024.0, posinf=3071.0, neginf=-3024.0)
-    # thresholds of the 3x3 in-plane median, as boolean maps (no filtered float copy of the volume)
-    dense = ~_median_below(ct, air_hu, strict=False)
-    cand = _drop_outside_air(_median_below(ct, threshold), dense)
-    del dense  # made again below: fewer volume-sized arrays alive at once
+    ct, spacing, squeeze = _as_volume(ct, spacing)
+    cand = _candidates(ct, threshold, air_hu)
     if remove_airways and cand.any():
         airways = _airways(_median_below(ct, airway_hu), cand, spacing)
         if airways is not None:

@@ -129,7 +129,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         with Predictor(args.bundle, args.model, args.device, args.batch_size, args.fast, args.series_uid,
                        args.split_lr, sorted(formats), progress=not args.no_progress,
                        input_size=args.input_size, slab_slices=args.slab_slices,
-                       refine=not args.no_refine) as predictor:
+                       refine=not args.no_refine, remove_airways=not args.keep_airways) as predictor:
             iterator = cases
             if batch and not args.no_progress:
                 from tqdm import tqdm
@@ -239,6 +239,9 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--no-refine", action="store_true",
                     help="the network's mask alone: no HU boundary refinement (the bundle's refine_boundary step, "
                          "which re-decides the network's blurred lung border by the CT's HU)")
+    pr.add_argument("--keep-airways", action="store_true",
+                    help="no airway removal (the bundle's remove_airways step, which takes the trachea and main "
+                         "bronchi, found in the CT's HU, out of the lung mask)")
     pr.add_argument("--no-progress", action="store_true", help="no progress bars")
     pr.add_argument("--overwrite", action="store_true",
                     help="replace results of an earlier run in the output folder (default: keep them, report an error)")

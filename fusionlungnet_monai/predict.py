@@ -36,6 +36,8 @@ logger = logging.getLogger(__name__)
 #: the fast profile runs the network at this fraction of the bundle's ``spatial_size`` (a multiple of 32)
 FAST_SCALE = 0.8
 #: every file a case may write (an earlier run's files are kept unless --overwrite)
+#: the bundle's post-processing steps that need the whole volume: they run once on the stitched mask
+VOLUME_STEPS = ("remove_airways", "keep_lungs", "fill_holes")
 RESULT_FILES = ("lungmask.nii.gz", "lungmask.png", "qc.png", "report.json", "seg.dcm")
 
 
@@ -191,10 +193,12 @@ class Predictor:
         slab_slices: volumes go through the bundle's workflow in slabs of this many slices (every step before the
             3D post-processing is in-plane, so slabs give the same mask, up to the network's rounding on batches of
             other sizes); the slabs' masks are stitched into one uint8 volume, and the config's 3D steps
-            (``post#keep_lungs``, ``post#fill_holes``) run on it. Memory then grows with the series only by the
+            (:data:`VOLUME_STEPS`) run on it. Memory then grows with the series only by the
             image and its uint8 mask.
         refine: the bundle's HU boundary refinement (``refine_boundary``: the network's blurred lung border
             re-decided by the CT's HU, volumes only); ``False``: the network's mask alone.
+        remove_airways: the bundle's airway removal (``remove_airways``: the trachea and main bronchi, found in
+            the CT's HU, are not lung; volumes only); ``False``: keep what the network calls lung there.
 
     Raises:
         InputError: when the bundle or the model file is missing.
@@ -203,7 +207,8 @@ class Predictor:
     def __init__(self, bundle_dir: str | None = None, model: str | None = None, device: str = "cpu",
                  batch_size: int = 8, fast: bool = False, series_uid: str | None = None, split_lr: bool = False,
                  formats: Sequence[str] = ("nifti",), progress: bool = True,
-                 input_size: int | None = None, slab_slices: int = 64, refine: bool = True) -> None:
+                 input_size: int | None = None, slab_slices: int = 64, refine: bool = True,
+                 remove_airways: bool = True) -> None:
         self.bundle = find_bundle(bundle_dir)
         self.model = Path(model) if model else self.bundle / "models" / "model.pt"
         if not self.model.is_file():
@@ -223,6 +228,7 @@ class Predictor:
         self.device, self.batch_size, self.fast = device, int(batch_size), fast
         self.series_uid, self.split_lr, self.formats, self.progress = series_uid, split_lr, set(formats), progress
         self.input_size, self.slab_slices, self.refine = input_size, int(slab_slices), bool(refine)
+        self.remove_airways = bool(remove_airways)
         #: the network input size this Predictor overrides (``None``: the bundle's ``spatial_size``)
         self.network_size = int(input_size) if input_size else (fast_size(self.bundle) if fast else None)
         self._workflows: dict = {}
@@ -246,7 +252,7 @@ class Predictor:
 
             overrides = self._overrides()
             if key == "volume":  # the 3D steps run once on the stitched mask (see volume_steps)
-                overrides.update({"post#keep_lungs#_disabled_": True, "post#fill_holes#_disabled_": True})
+                overrides.update({f"post#{k}#_disabled_": True for k in VOLUME_STEPS})
             if key == "volume":  # ITK's readers load on first use: here, not in the first case
                 from fusionlungnet_monai.data.series import preload_itk
 
@@ -265,26 +271,29 @@ class Predictor:
                      "sw_batch_size": self.batch_size, "series_uid": self.series_uid, "input": []}
         if not self.refine:
             overrides["refine_boundary"] = False
+        if not self.remove_airways:
+            overrides["remove_airways"] = False
         if self.network_size:
             overrides["spatial_size"] = [self.network_size] * 2
         return overrides
 
-    def _refines(self) -> bool:
-        """Whether the volume workflow runs the HU boundary refinement (``refine_boundary`` as configured)."""
+    def _switch(self, name: str) -> bool:
+        """A boolean config id of the volume workflow as configured (``refine_boundary``, ``remove_airways``)."""
         from fusionlungnet_monai.config import as_bool
 
-        return as_bool(self.workflow("volume").parser.get_parsed_content("refine_boundary"), "refine_boundary")
+        return as_bool(self.workflow("volume").parser.get_parsed_content(name), name)
 
     def volume_steps(self) -> list:
-        """The bundle's 3D post-processing steps (``post#keep_lungs``, ``post#fill_holes`` of ``inference.json``,
-        with their ``_disabled_`` flags and config values), parsed from the config; they run on whole masks."""
+        """The bundle's 3D post-processing steps (:data:`VOLUME_STEPS`: ``post#remove_airways``, ``post#keep_lungs``,
+        ``post#fill_holes`` of ``inference.json``, with their ``_disabled_`` flags and config values), parsed from the
+        config; they run on whole masks."""
         if self._volume_steps is None:
             from monai.bundle import ConfigParser
 
             parser = ConfigParser()
             parser.read_config(str(self.bundle / "configs" / "inference.json"))
             parser.update({"bundle_root": str(self.bundle), **self._overrides()})
-            steps = (parser.get_parsed_content(f"post#{k}") for k in ("keep_lungs", "fill_holes"))
+            steps = (parser.get_parsed_content(f"post#{k}") for k in VOLUME_STEPS)
             self._volume_steps = [t for t in steps if t is not None]
         return self._volume_steps
 
@@ -318,7 +327,8 @@ class Predictor:
         box = bounding_box(mask, margin=1)
         if box is None:
             return mask
-        item = {"pred": MetaTensor(mask[box][None], affine=affine.clone())}
+        item = {"pred": MetaTensor(mask[box][None], affine=affine.clone()),
+                "image_hu": image.as_tensor()[box][None]}  # a view: for post#remove_airways
         for step in self.volume_steps():
             item = step(item)
         mask[box] = _binary_pred(item["pred"])
@@ -440,7 +450,9 @@ class Predictor:
         kind = info.kind
         report: dict = {"input": str(case), "kind": kind, "version": __version__, "model": str(self.model),
                         "network_input": self.network_size or "bundle spatial_size",
-                        "hu_boundary_refinement": kind != "picture" and self._refines(), "outputs": {}, "warnings": []}
+                        "hu_boundary_refinement": kind != "picture" and self._switch("refine_boundary"),
+                        "airway_removal": kind != "picture" and self._switch("remove_airways"),
+                        "outputs": {}, "warnings": []}
         mask = binary_view(mask)
         if kind == "picture":
             from fusionlungnet_monai.transforms import CTIntensityNormalize

@@ -66,6 +66,22 @@ def test_cropped_field_of_view_is_segmented_at_the_trained_scale(tmp_path):
     assert dice["network"] > 0.95 and dice["shipped"] > 0.98 and dice["shipped"] > dice["network"] + 0.01, dice
 
 
+@pytest.mark.slow
+def test_the_trachea_is_not_lung():
+    """LIDC-IDRI-0002's trachea (air in the mediastinum, in all 12 slices): the network with the HU boundary
+    refinement called 74 % of it lung before the airway removal (``post#remove_airways``); now almost none."""
+    from fusionlungnet_monai.predict import Predictor
+
+    with Predictor(progress=False) as p:
+        image, mask, _ = p.segment(DATA / "lidc_idri_slabs" / "LIDC-IDRI-0002")
+        assert p._switch("remove_airways")
+    box = (slice(248, 273), slice(248, 275))  # the trachea's cross-section (x, y), as in the classical test
+    air = np.asarray(image)[box] < -900
+    m = np.asarray(mask)[box] > 0
+    assert air.sum() > 12 * 300 and (m & air).sum() < 0.02 * air.sum()
+    assert np.asarray(mask).mean() > 0.1, "the lungs are still there"
+
+
 def test_training_can_start_from_the_shipped_weights():
     """`--init_weights FILE` loads a plain (fp16) state dict into the network before training; null disables it."""
     from ignite.engine import Engine

@@ -1,5 +1,5 @@
 """Paper preprocessing (§4.7) as MONAI transforms: array versions, dictionary versions and the chain; plus the HU
-boundary refinement of the network's output (post-processing, ours)."""
+boundary refinement and the airway removal of the network's output (post-processing, ours)."""
 
 from fusionlungnet_monai.transforms.array import (
     DEFAULT_HU_WINDOW,
@@ -9,6 +9,7 @@ from fusionlungnet_monai.transforms.array import (
     FieldOfViewPad,
     HUBoundaryRefine,
     MedianFilter,
+    RemoveAirways,
     SqueezeSingleSlice,
     compact_hu,
     median3x3_below,
@@ -21,6 +22,7 @@ from fusionlungnet_monai.transforms.dictionary import (
     HUBoundaryRefined,
     KeepHUd,
     MedianFilterd,
+    RemoveAirwaysd,
     SqueezeSingleSliced,
     paper_preprocessing,
 )
@@ -38,6 +40,8 @@ __all__ = [
     "HUBoundaryRefine",
     "HUBoundaryRefined",
     "KeepHUd",
+    "RemoveAirways",
+    "RemoveAirwaysd",
     "MedianFilter",
     "MedianFilterd",
     "SqueezeSingleSlice",

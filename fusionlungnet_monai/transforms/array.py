@@ -1,6 +1,7 @@
 """Paper preprocessing (§4.7, Fig. 11) as MONAI array transforms: median filter, dynamic threshold (eq. 13),
-artifact removal, and CT intensity normalisation shared by DICOM/NIfTI (HU) and PNG/JPG (8-bit) inputs; and one
-post-processing step of ours, :class:`HUBoundaryRefine` (the network's blurred lung border re-decided in HU).
+artifact removal, and CT intensity normalisation shared by DICOM/NIfTI (HU) and PNG/JPG (8-bit) inputs; and two
+post-processing steps of ours, :class:`HUBoundaryRefine` (the network's blurred lung border re-decided in HU) and
+:class:`RemoveAirways` (the trachea and main bronchi out of the lung mask).
 
 Images are channel-first: ``(C, H, W)`` slices or ``(C, X, Y, Z)`` volumes with ``Z`` the slice axis; every
 filter here works in-plane (per slice) on volumes. numpy arrays, torch tensors and MetaTensors are accepted;
@@ -17,11 +18,11 @@ import torch
 import torch.nn.functional as F
 from monai.config import NdarrayOrTensor
 from monai.transforms import InvertibleTransform, KeepLargestConnectedComponent, MedianSmooth, Pad, SqueezeDim, Transform
-from monai.utils import TransformBackends, convert_to_dst_type, convert_to_tensor
+from monai.utils import TransformBackends, convert_to_dst_type, convert_to_numpy, convert_to_tensor
 from scipy import ndimage
 
 __all__ = ["ArtifactRemoval", "FieldOfViewPad", "SqueezeSingleSlice", "CTIntensityNormalize", "DynamicThreshold",
-           "MedianFilter", "HUBoundaryRefine", "compact_hu", "median3x3_below", "DEFAULT_HU_WINDOW", "EIGHT_BIT_SUFFIXES",
+           "MedianFilter", "HUBoundaryRefine", "RemoveAirways", "compact_hu", "median3x3_below", "DEFAULT_HU_WINDOW", "EIGHT_BIT_SUFFIXES",
            "HU_AIR_CHECK", "LUNG_HU_THRESHOLD", "bounding_box", "in_plane_structure", "planewise_copy"]
 
 #: HU window mapped to [0, 1]; the PNG export of the phantoms uses the same window.
@@ -455,6 +456,58 @@ class HUBoundaryRefine(Transform):
             if bool(uncertain.any()):
                 part[uncertain] = median3x3_below(h[idx], self.threshold_hu)[uncertain].to(part.dtype)
         return convert_to_dst_type(out, prob)[0]
+
+
+class RemoveAirways(Transform):
+    """Airway removal (ours, not in the paper): the trachea and main bronchi, found in the CT's HU by the classical
+    segmentation's airway step (:func:`~fusionlungnet_monai.classical.airway_mask`), are taken out of a lung mask.
+
+    They are air, so the network and the HU boundary refinement can call them lung; reference lung masks (and
+    lungmask, TotalSegmentator) leave them out. The step works in any voxel order: the HU image is viewed in LPS
+    order (head towards higher ``z``, where the airway search starts) through the mask's affine, and the result is
+    viewed back. Images that are not in HU and 2D slices pass unchanged (as for :class:`HUBoundaryRefine`).
+
+    Args:
+        airway_hu: the trachea and main bronchi are darker than this (3x3 median).
+    """
+
+    backend = [TransformBackends.NUMPY]
+
+    def __init__(self, airway_hu: float = -950.0) -> None:
+        self.airway_hu = float(airway_hu)
+
+    def __call__(self, mask: NdarrayOrTensor, hu: NdarrayOrTensor, affine: NdarrayOrTensor | None = None):
+        """Args: ``mask``: channel-first binary mask ``(1, X, Y, Z)``; ``hu``: the CT in HU on its grid (one
+        channel); ``affine``: voxel-to-world affine (default: the mask's MetaTensor affine; identity without one).
+        Returns: ``mask`` without the airways (type, dtype and meta kept).
+
+        Raises:
+            ValueError: when the two grids differ.
+        """
+        from nibabel import orientations as nio
+
+        from fusionlungnet_monai.classical import airway_mask
+
+        if tuple(hu.shape[1:]) != tuple(mask.shape[1:]) or hu.shape[0] != 1:
+            raise ValueError(f"the HU image {tuple(hu.shape)} is not on the mask's grid {tuple(mask.shape)}.")
+        if mask.ndim != 4 or CTIntensityNormalize().is_eight_bit(hu):
+            return mask
+        h = np.asarray(convert_to_numpy(hu))[0]
+        if h.size == 0 or float(np.nanmin(h)) >= HU_AIR_CHECK:
+            return mask
+        aff = np.asarray(convert_to_numpy(getattr(mask, "affine", np.eye(4)) if affine is None else affine), float)
+        ornt = nio.io_orientation(aff[:3, :3] if aff.shape == (3, 3) else aff)
+        to_lps = nio.ornt_transform(ornt, nio.axcodes2ornt(("L", "P", "S")))
+        spacing = np.zeros(3)
+        spacing[to_lps[:, 0].astype(int)] = np.linalg.norm(aff[:3, :3], axis=0)
+        airways = airway_mask(nio.apply_orientation(h, to_lps), spacing, airway_hu=self.airway_hu)
+        if not airways.any():
+            return mask
+        airways = nio.apply_orientation(airways, nio.ornt_transform(nio.axcodes2ornt(("L", "P", "S")), ornt))
+        m = convert_to_tensor(mask, track_meta=False)
+        out = m.clone()
+        out[0][torch.from_numpy(np.ascontiguousarray(airways)).to(out.device)] = 0
+        return convert_to_dst_type(out, mask)[0]
 
 
 def compact_hu(img: NdarrayOrTensor) -> NdarrayOrTensor:

@@ -24,13 +24,14 @@ from fusionlungnet_monai.transforms.array import (
     DynamicThreshold,
     FieldOfViewPad,
     HUBoundaryRefine,
+    RemoveAirways,
     MedianFilter,
     compact_hu,
     SqueezeSingleSlice,
 )
 
 __all__ = ["SqueezeSingleSliced", "FieldOfViewPadd", "ArtifactRemovald", "CTIntensityNormalized", "DynamicThresholdd",
-           "MedianFilterd", "KeepHUd", "HUBoundaryRefined", "paper_preprocessing"]
+           "MedianFilterd", "KeepHUd", "HUBoundaryRefined", "RemoveAirwaysd", "paper_preprocessing"]
 
 
 class _Wrapd(MapTransform):
@@ -143,7 +144,7 @@ class ArtifactRemovald(MapTransform):
 
 class KeepHUd(MapTransform):
     """Keep a compact copy of the CT in HU (:func:`compact_hu`: ``int16``, meta kept) under ``name``, for
-    :class:`HUBoundaryRefined`; run it right after loading, before any intensity change.
+    :class:`HUBoundaryRefined` and :class:`RemoveAirwaysd`; run it right after loading, before any intensity change.
 
     Args:
         keys: the image key (one).
@@ -169,7 +170,29 @@ class KeepHUd(MapTransform):
         return d
 
 
-class HUBoundaryRefined(MapTransform):
+class _WithHUd(MapTransform):
+    """Base of the dictionary post-processing steps that also read the CT in HU under ``hu_key`` (:class:`KeepHUd`'s
+    copy, on the prediction's grid once ``Invertd`` has run): ``d[key] = transform(d[key], d[hu_key])``.
+
+    Raises:
+        KeyError: when ``hu_key`` is missing.
+    """
+
+    def __init__(self, keys: KeysCollection, transform, hu_key: str, allow_missing_keys: bool) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.hu_key, self.transform = hu_key, transform
+
+    def __call__(self, data: Mapping[Hashable, object]) -> dict:
+        d = dict(data)
+        if self.hu_key not in d:
+            raise KeyError(f"{type(self).__name__}: no {self.hu_key!r} in the data (copy the HU image there before "
+                           "preprocessing: KeepHUd(keys='image', name='image_hu')).")
+        for key in self.key_iterator(d):
+            d[key] = self.transform(d[key], d[self.hu_key])
+        return d
+
+
+class HUBoundaryRefined(_WithHUd):
     """Dictionary :class:`HUBoundaryRefine`: refines the probability under ``keys`` with the HU image under
     ``hu_key`` (a copy of the image taken before preprocessing by :class:`KeepHUd`, on the probability's grid once
     ``Invertd`` has run).
@@ -188,17 +211,28 @@ class HUBoundaryRefined(MapTransform):
 
     def __init__(self, keys: KeysCollection, hu_key: str = "image_hu", threshold_hu: float = LUNG_HU_THRESHOLD,
                  band: Sequence[float] = (0.01, 0.99), allow_missing_keys: bool = False) -> None:
-        super().__init__(keys, allow_missing_keys)
-        self.hu_key, self.refine = hu_key, HUBoundaryRefine(threshold_hu, band)
+        super().__init__(keys, HUBoundaryRefine(threshold_hu, band), hu_key, allow_missing_keys)
 
-    def __call__(self, data: Mapping[Hashable, object]) -> dict:
-        d = dict(data)
-        if self.hu_key not in d:
-            raise KeyError(f"HUBoundaryRefined: no {self.hu_key!r} in the data (copy the HU image there before "
-                           "preprocessing: KeepHUd(keys='image', name='image_hu')).")
-        for key in self.key_iterator(d):
-            d[key] = self.refine(d[key], d[self.hu_key])
-        return d
+
+class RemoveAirwaysd(_WithHUd):
+    """Dictionary :class:`RemoveAirways`: takes the trachea and main bronchi out of the masks under ``keys``, found in
+    the HU image under ``hu_key`` (:class:`KeepHUd`'s copy, on the mask's grid once ``Invertd`` has run).
+
+    Args:
+        keys: binary mask keys (``"pred"``, after the threshold).
+        hu_key: key of the CT in HU.
+        airway_hu: see :class:`RemoveAirways`.
+        allow_missing_keys: don't raise for missing keys.
+
+    Raises:
+        KeyError: when ``hu_key`` is missing.
+    """
+
+    backend = RemoveAirways.backend
+
+    def __init__(self, keys: KeysCollection, hu_key: str = "image_hu", airway_hu: float = -950.0,
+                 allow_missing_keys: bool = False) -> None:
+        super().__init__(keys, RemoveAirways(airway_hu), hu_key, allow_missing_keys)
 
 
 def paper_preprocessing(

@@ -1,0 +1,77 @@
+"""Airway removal (post#remove_airways, ours): the trachea and main bronchi are taken out of the lung mask, in any
+voxel order, and only they."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from monai.data import MetaTensor
+
+from fusionlungnet_monai import make_chest_phantom
+from fusionlungnet_monai.transforms import RemoveAirways, RemoveAirwaysd
+
+
+def _flip(aff: np.ndarray, shape, axes) -> np.ndarray:
+    """The affine of an array after flipping ``axes`` (the same world positions)."""
+    aff = aff.copy()
+    for a in axes:
+        aff[:3, 3] += aff[:3, a] * (shape[a] - 1)
+        aff[:3, a] = -aff[:3, a]
+    return aff
+
+
+@pytest.fixture(scope="module")
+def phantom_with_trachea_in_the_mask():
+    """A v2 phantom and a "network" mask that holds its lungs plus the trachea and main bronchi (the dark tube that
+    crosses the midline at the top slice: what the network and the HU boundary refinement can call lung)."""
+    from scipy import ndimage
+
+    ph = make_chest_phantom(3, size=192, z_range=(0.3, 1.1))
+    lab, _ = ndimage.label((ph.image < -900) & ph.body & ~ph.mask)
+    c = ph.image.shape[0] // 2
+    ids = np.unique(lab[c - 3 : c + 4, :, -1])  # the dark tube that crosses the midline at the top slice
+    air = np.isin(lab, ids[ids > 0])
+    assert air.sum() > 2000, "the phantom's trachea and main bronchi are in view"
+    return ph, ph.mask | air, air
+
+
+def test_the_trachea_leaves_the_mask_and_the_lungs_stay(phantom_with_trachea_in_the_mask):
+    ph, mask, air = phantom_with_trachea_in_the_mask
+    out = RemoveAirways()(MetaTensor(torch.from_numpy(mask[None].astype(np.uint8)), affine=ph.affine_ras),
+                          torch.from_numpy(ph.image[None]))
+    assert isinstance(out, MetaTensor) and out.dtype == torch.uint8 and tuple(out.shape) == (1, *mask.shape)
+    out = out[0].numpy() > 0
+    assert (out & air).sum() < 0.1 * air.sum(), "most of the airway air is gone"
+    assert (out & ph.mask).sum() > 0.995 * ph.mask.sum(), "the lungs are kept"
+
+
+@pytest.mark.parametrize("axes", [(1,), (0, 1), (2,), (0, 1, 2)])
+def test_any_storage_gives_the_same_result(phantom_with_trachea_in_the_mask, axes):
+    """The airway search starts at the head end: a volume stored feet first or mirrored gives the mirrored result."""
+    ph, mask, _ = phantom_with_trachea_in_the_mask
+    step = RemoveAirwaysd(keys="pred")
+
+    def run(m, hu, aff):
+        return step({"pred": MetaTensor(torch.from_numpy(m[None].astype(np.uint8)), affine=aff),
+                     "image_hu": torch.from_numpy(np.ascontiguousarray(hu)[None])})["pred"][0].numpy()
+
+    ref = run(mask, ph.image, ph.affine_ras)
+    flipped = run(np.flip(mask, axes), np.flip(ph.image, axes), _flip(ph.affine_ras, mask.shape, axes))
+    assert (np.flip(flipped, axes) == ref).all()
+    assert (ref != mask).any(), "something was removed"
+
+
+def test_slices_pictures_and_non_hu_images_pass_unchanged(phantom_with_trachea_in_the_mask):
+    ph, mask, _ = phantom_with_trachea_in_the_mask
+    m = MetaTensor(torch.from_numpy(mask[None].astype(np.uint8)), affine=ph.affine_ras)
+    remove = RemoveAirways()
+    for hu in (torch.from_numpy(ph.image[None]).clamp(min=0),  # no air: not HU
+               torch.from_numpy(ph.image[None]).clamp(0, 255).to(torch.uint8)):  # an 8-bit picture
+        assert (remove(m, hu) == m).all()
+    two_d = MetaTensor(torch.from_numpy(mask[None, :, :, 40].astype(np.uint8)))
+    assert (remove(two_d, torch.from_numpy(ph.image[None, :, :, 40])) == two_d).all()
+    with pytest.raises(ValueError, match="not on the mask's grid"):
+        remove(m, torch.from_numpy(ph.image[None, :-1]))
+    with pytest.raises(KeyError, match="image_hu"):
+        RemoveAirwaysd(keys="pred")({"pred": m})
