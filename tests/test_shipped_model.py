@@ -72,14 +72,19 @@ def test_the_trachea_is_not_lung():
     refinement called 74 % of it lung before the airway removal (``post#remove_airways``); now almost none."""
     from fusionlungnet_monai.predict import Predictor
 
-    with Predictor(progress=False) as p:
-        image, mask, _ = p.segment(DATA / "lidc_idri_slabs" / "LIDC-IDRI-0002")
-        assert p._switch("remove_airways")
+    from fusionlungnet_monai.cli import build_parser
+
     box = (slice(248, 273), slice(248, 275))  # the trachea's cross-section (x, y), as in the classical test
-    air = np.asarray(image)[box] < -900
-    m = np.asarray(mask)[box] > 0
-    assert air.sum() > 12 * 300 and (m & air).sum() < 0.02 * air.sum()
-    assert np.asarray(mask).mean() > 0.1, "the lungs are still there"
+    kept = {}
+    for remove in (True, False):  # False: what `fusionlungnet predict --keep-airways` asks for
+        with Predictor(progress=False, remove_airways=remove) as p:
+            image, mask, _ = p.segment(DATA / "lidc_idri_slabs" / "LIDC-IDRI-0002")
+            assert p._switch("remove_airways") is remove
+        air = np.asarray(image)[box] < -900
+        kept[remove] = ((np.asarray(mask)[box] > 0) & air).sum() / air.sum()
+        assert air.sum() > 12 * 300 and np.asarray(mask).mean() > 0.1, "the trachea is in view, the lungs are found"
+    assert kept[True] < 0.02 and kept[False] > 0.5, kept
+    assert build_parser().parse_args(["predict", "in", "out", "--keep-airways"]).keep_airways
 
 
 def test_training_can_start_from_the_shipped_weights():
