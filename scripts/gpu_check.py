@@ -1,4 +1,5 @@
-"""One prepared GPU check of training: mixed precision, speed, learning through the bundle, CUDA tests, torchrun.
+"""One prepared GPU check: training (mixed precision, speed, learning through the bundle), inference speed, CUDA tests,
+torchrun.
 
 Runs where only torch with CUDA is installed plus wheels of monai, pytorch-ignite, nibabel, pydicom and fire (no
 itk: phantoms go through PNG). Every stage has its own time limit; the whole check is planned for 8 minutes on one
@@ -14,8 +15,10 @@ Stages:
 3. phantom PNG slices and a datalist;
 4. learning check through ``python -m monai.bundle run training`` for bf16 and fp16: validation IoU per epoch,
    optimizer steps skipped by GradScaler, and end-to-end training images/s (data loading included);
-5. the suite's CUDA tests (``pytest -m cuda``);
-6. a one-process ``torchrun`` run of ``multi_gpu_train.json`` on NCCL.
+5. inference with the shipped weights: bare forward (bf16), and end to end through the bundle's workflow with
+   preprocessing on the CPU and on the device (``preprocess_on_device``) and through ``Predictor``, each ÷ forward;
+6. the suite's CUDA tests (``pytest -m cuda``);
+7. a one-process ``torchrun`` run of ``multi_gpu_train.json`` on NCCL.
 """
 
 from __future__ import annotations
@@ -201,6 +204,82 @@ def bundle_training(data: Path, out: Path, amp: bool, dtype: str, size: int, bat
     return res
 
 
+def inference_benchmark(device_name: str, smoke: bool) -> dict:
+    """Inference speed with the shipped weights: the bare forward (eval, channels_last, bf16 autocast on CUDA) and
+    end to end on a phantom NIfTI volume through the bundle's workflow, with preprocessing on the CPU (default) and
+    on the device (``preprocess_on_device``), and through ``fusionlungnet predict``'s ``Predictor`` (slabs, 3D steps,
+    second opinion, QC, report); each after one warm-up run."""
+    import tempfile
+
+    import torch
+
+    from fusionlungnet_monai import FusionLungNet
+    from fusionlungnet_monai.phantom import make_chest_phantom, write_nifti
+    from fusionlungnet_monai.predict import Predictor
+    from fusionlungnet_monai.workflow import infer_tensors, load_inference_workflow
+
+    device = torch.device(device_name)
+    cuda = device.type == "cuda"
+    size, batch, slices, matrix = (160, 2, 4, 96) if smoke else (160, 64, 64, 512)
+    model = BUNDLE / "models" / "model.pt"
+    net = FusionLungNet(deep_supervision=False).to(device).eval().to(memory_format=torch.channels_last)
+    net.load_state_dict({k: v.float() for k, v in torch.load(model, map_location=device, weights_only=True).items()})
+    x = torch.rand(batch, 1, size, size, device=device).contiguous(memory_format=torch.channels_last)
+
+    def sync():
+        if cuda:
+            torch.cuda.synchronize()
+
+    with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda):
+        net(x)
+        sync()
+        t = time.perf_counter()
+        reps = 1 if smoke else 10
+        for _ in range(reps):
+            net(x)
+        sync()
+        fwd = batch * reps / (time.perf_counter() - t)
+    del net, x
+    res = {"size": size, "slices": slices, "forward_slices_per_s": round(fwd, 1), "rows": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        ph = make_chest_phantom(1, num_slices=slices, size=matrix)
+        path = write_nifti(ph.image, ph.affine_ras, Path(tmp) / "ct.nii.gz")
+
+        def timed(fn) -> float:
+            fn()  # warm-up: cuDNN autotuning, lazy imports
+            sync()
+            t = time.perf_counter()
+            fn()
+            sync()
+            return time.perf_counter() - t
+
+        for on_device in (False, True):
+            try:
+                wf = load_inference_workflow(BUNDLE, {"ckpt_path": str(model), "device": f"$torch.device('{device}')",
+                                                      "amp": cuda, "preprocess_on_device": on_device, "input": [],
+                                                      "sw_batch_size": batch}, save=False)
+                secs = timed(lambda: infer_tensors(wf, [path]))
+                row = {"pipeline": f"bundle workflow, preprocessing on {'the device' if on_device else 'the CPU'}",
+                       "seconds": round(secs, 2), "slices_per_s": round(slices / secs, 1)}
+            except Exception as e:  # one failing variant must not hide the others
+                row = {"pipeline": f"bundle workflow, preprocess_on_device={on_device}", "error": repr(e)[:300]}
+            res["rows"].append(row)
+        try:
+            with Predictor(device=str(device), batch_size=batch, progress=False) as pred:
+                pred.workflow("volume")
+                n = iter(range(10))
+                secs = timed(lambda: pred.predict(path, Path(tmp) / f"out{next(n)}"))
+            res["rows"].append({"pipeline": "fusionlungnet predict (+ 3D steps, second opinion, QC, report)",
+                                "seconds": round(secs, 2), "slices_per_s": round(slices / secs, 1)})
+        except Exception as e:
+            res["rows"].append({"pipeline": "fusionlungnet predict", "error": repr(e)[:300]})
+    for row in res["rows"]:
+        if "slices_per_s" in row:
+            row["ratio_to_forward"] = round(row["slices_per_s"] / fwd, 3)
+    print(f"[gpu_check] inference: {res}", flush=True)
+    return res
+
+
 def markdown(res: dict) -> str:
     d = res["device"]
     lines = [f"GPU check on **{d['device']}** (torch {d['torch']}, CUDA {d['cuda']}, MONAI {d['monai']}), "
@@ -219,6 +298,14 @@ def markdown(res: dict) -> str:
     for r in res["bundle"]:
         lines.append(f"| {r['run']} | {r['rc']} | {', '.join(f'{v:.3f}' for v in r['val_iou_per_epoch'])} | "
                      f"{r['amp_skipped_steps']} | {r.get('end_to_end_images_per_s')} |")
+    inf = res.get("inference")
+    if inf:
+        lines += ["", f"Inference, shipped weights at {inf['size']}², a {inf['slices']}-slice phantom NIfTI; bare forward "
+                      f"(bf16 on CUDA, channels_last): **{inf['forward_slices_per_s']} slices/s**", "",
+                  "| pipeline | slices/s | ÷ bare forward |", "|---|---|---|"]
+        for r in inf["rows"]:
+            lines.append(f"| {r['pipeline']} | error: {r['error'][:80]} | |" if "error" in r else
+                         f"| {r['pipeline']} | {r['slices_per_s']} | {r['ratio_to_forward']:.2f} |")
     lines += ["", f"CUDA tests: {res['cuda_tests']['summary']}; torchrun (1 process, NCCL): {res['torchrun']['summary']}"]
     return "\n".join(lines) + "\n"
 
@@ -255,6 +342,7 @@ def main(argv=None) -> int:
     limit = 300 if smoke else 150
     runs = [("bfloat16", True), ("float16", True)] if not smoke else [("float16", False)]
     res["bundle"] = [bundle_training(data, out, amp, dt, a.size, a.batch, a.epochs, limit, n_train) for dt, amp in runs]
+    res["inference"] = inference_benchmark(dev, smoke)
     if smoke:
         res["cuda_tests"] = {"summary": "skipped (no GPU)"}
         res["torchrun"] = {"summary": "skipped (no GPU)"}

@@ -20,5 +20,10 @@ def test_gpu_check_cpu_smoke(tmp_path):
     for s in res["steps"]:
         assert s["loss_dtype"] == "float32" and s["images_per_s"] > 0 and 0 < s["loss_share"] < 1
     assert res["bundle"][0]["rc"] == 0 and len(res["bundle"][0]["val_iou_per_epoch"]) == 2
+    inf = res["inference"]
+    assert inf["forward_slices_per_s"] > 0 and len(inf["rows"]) == 3
+    for row in inf["rows"]:
+        assert "error" not in row, row
+        assert row["slices_per_s"] > 0 and row["ratio_to_forward"] > 0
     md = (tmp_path / "gpu_check.md").read_text()
     assert "| bf16 |" in md and "CPU smoke run" in md
