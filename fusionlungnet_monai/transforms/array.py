@@ -496,7 +496,7 @@ class RemoveAirways(Transform):
         if h.size == 0 or float(np.nanmin(h)) >= HU_AIR_CHECK:
             return mask
         aff = np.asarray(convert_to_numpy(getattr(mask, "affine", np.eye(4)) if affine is None else affine), float)
-        ornt = nio.io_orientation(aff[:3, :3] if aff.shape == (3, 3) else aff)
+        ornt = nio.io_orientation(aff)
         to_lps = nio.ornt_transform(ornt, nio.axcodes2ornt(("L", "P", "S")))
         spacing = np.zeros(3)
         spacing[to_lps[:, 0].astype(int)] = np.linalg.norm(aff[:3, :3], axis=0)
