@@ -495,18 +495,23 @@ class RemoveAirways(Transform):
         h = np.asarray(convert_to_numpy(hu))[0]
         if h.size == 0 or float(np.nanmin(h)) >= HU_AIR_CHECK:
             return mask
+        m = convert_to_tensor(mask, track_meta=False)
+        # only airways inside the mask can leave it: the search runs on the mask's bounding box (plus one voxel),
+        # whose top slices the trachea crosses beside the lung apices; a third of a chest CT's voxels
+        box = bounding_box(m[0].detach().cpu(), margin=1)
+        if box is None:
+            return mask
         aff = np.asarray(convert_to_numpy(getattr(mask, "affine", np.eye(4)) if affine is None else affine), float)
         ornt = nio.io_orientation(aff)
         to_lps = nio.ornt_transform(ornt, nio.axcodes2ornt(("L", "P", "S")))
         spacing = np.zeros(3)
         spacing[to_lps[:, 0].astype(int)] = np.linalg.norm(aff[:3, :3], axis=0)
-        airways = airway_mask(nio.apply_orientation(h, to_lps), spacing, airway_hu=self.airway_hu)
+        airways = airway_mask(nio.apply_orientation(h[box], to_lps), spacing, airway_hu=self.airway_hu)
         if not airways.any():
             return mask
         airways = nio.apply_orientation(airways, nio.ornt_transform(nio.axcodes2ornt(("L", "P", "S")), ornt))
-        m = convert_to_tensor(mask, track_meta=False)
         out = m.clone()
-        out[0][torch.from_numpy(np.ascontiguousarray(airways)).to(out.device)] = 0
+        out[0][box][torch.from_numpy(np.ascontiguousarray(airways)).to(out.device)] = 0
         return convert_to_dst_type(out, mask)[0]
 
 
