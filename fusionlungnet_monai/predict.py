@@ -35,9 +35,9 @@ logger = logging.getLogger(__name__)
 
 #: the fast profile runs the network at this fraction of the bundle's ``spatial_size`` (a multiple of 32)
 FAST_SCALE = 0.8
-#: every file a case may write (an earlier run's files are kept unless --overwrite)
 #: the bundle's post-processing steps that need the whole volume: they run once on the stitched mask
 VOLUME_STEPS = ("remove_airways", "keep_lungs", "fill_holes")
+#: every file a case may write (an earlier run's files are kept unless --overwrite)
 RESULT_FILES = ("lungmask.nii.gz", "lungmask.png", "qc.png", "report.json", "seg.dcm")
 
 
@@ -251,12 +251,11 @@ class Predictor:
             from fusionlungnet_monai.workflow import load_inference_workflow
 
             overrides = self._overrides()
-            if key == "volume":  # the 3D steps run once on the stitched mask (see volume_steps)
-                overrides.update({f"post#{k}#_disabled_": True for k in VOLUME_STEPS})
-            if key == "volume":  # ITK's readers load on first use: here, not in the first case
+            if key == "volume":
                 from fusionlungnet_monai.data.series import preload_itk
 
-                preload_itk()
+                overrides.update({f"post#{k}#_disabled_": True for k in VOLUME_STEPS})  # run on the stitched mask
+                preload_itk()  # ITK's readers load on first use: here, not in the first case
             quiet = logging.getLogger("monai.bundle.workflows")
             level, quiet.level = quiet.level, logging.ERROR  # "logging file is set to False" is not news here
             try:  # builds the network and loads the checkpoint once
@@ -385,7 +384,8 @@ class Predictor:
         from fusionlungnet_monai.data.series import LoadCTImage
 
         image = LoadCTImage(series_uid=self.series_uid, image_only=True, dtype=None)(str(case))
-        if not image.is_floating_point() and image.numel() and -(2**15) <= int(image.min()) <= int(image.max()) < 2**15:
+        if (image.dtype != torch.int16 and not image.is_floating_point() and image.numel()  # int32 is int16 already
+                and -(2**15) <= int(image.min()) <= int(image.max()) < 2**15):
             image = image.to(torch.int16)
         elif image.dtype not in (torch.int16, torch.float32):
             image = image.to(torch.float32)

@@ -59,8 +59,9 @@ def qc_overlay(ct_hu: np.ndarray, mask: np.ndarray, path: str | os.PathLike,
     m2 = None if second is None else binary_view(second)
     axial = outline_view(ct[:, :, z].T, m[:, :, z].T, window, None if m2 is None else m2[:, :, z].T)
     coronal = outline_view(ct[:, y, :].T[::-1], m[:, y, :].T[::-1], window,  # head at the top
-                    None if m2 is None else m2[:, y, :].T[::-1])
-    sagittal = outline_view(ct[x, :, :].T[::-1], m[x, :, :].T[::-1], window, None if m2 is None else m2[x, :, :].T[::-1])
+                           None if m2 is None else m2[:, y, :].T[::-1])
+    sagittal = outline_view(ct[x, :, :].T[::-1], m[x, :, :].T[::-1], window,
+                            None if m2 is None else m2[x, :, :].T[::-1])
     h = axial.shape[0]
     sx, sy, sz = (float(s) for s in spacing)
 

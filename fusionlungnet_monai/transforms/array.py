@@ -22,8 +22,9 @@ from monai.utils import TransformBackends, convert_to_dst_type, convert_to_numpy
 from scipy import ndimage
 
 __all__ = ["ArtifactRemoval", "FieldOfViewPad", "SqueezeSingleSlice", "CTIntensityNormalize", "DynamicThreshold",
-           "MedianFilter", "HUBoundaryRefine", "RemoveAirways", "compact_hu", "median3x3_below", "DEFAULT_HU_WINDOW", "EIGHT_BIT_SUFFIXES",
-           "HU_AIR_CHECK", "LUNG_HU_THRESHOLD", "bounding_box", "in_plane_structure", "planewise_copy"]
+           "MedianFilter", "HUBoundaryRefine", "RemoveAirways", "compact_hu", "median3x3_below", "is_hu_image",
+           "DEFAULT_HU_WINDOW", "EIGHT_BIT_SUFFIXES", "HU_AIR_CHECK", "LUNG_HU_THRESHOLD", "bounding_box",
+           "in_plane_structure", "planewise_copy"]
 
 #: HU window mapped to [0, 1]; the PNG export of the phantoms uses the same window.
 DEFAULT_HU_WINDOW = (-1024.0, 600.0)
@@ -402,6 +403,20 @@ class FieldOfViewPad(InvertibleTransform):
         return self.padder.inverse(data)
 
 
+def is_hu_image(img: NdarrayOrTensor) -> bool:
+    """Whether ``img`` reads as a CT in HU for the HU post-processing steps: not an 8-bit picture (PNG/JPG source or
+    ``uint8``), not empty, and some voxel below ``HU_AIR_CHECK`` (air; NaN, missing data, reads as air). Raw stored
+    values without the rescale hold no such voxel."""
+    if CTIntensityNormalize().is_eight_bit(img):
+        return False
+    t = convert_to_tensor(img, track_meta=False)
+    if t.numel() == 0:
+        return False
+    if t.is_floating_point():
+        return bool(((t < HU_AIR_CHECK) | torch.isnan(t)).any())
+    return float(t.min()) < HU_AIR_CHECK
+
+
 class HUBoundaryRefine(Transform):
     """HU boundary refinement (ours, not in the paper): voxels where the network's probability, resized back to the
     CT's grid, is uncertain are re-decided by their HU: lung where the in-plane 3x3 median is below
@@ -438,16 +453,14 @@ class HUBoundaryRefine(Transform):
         Raises:
             ValueError: when the two grids differ.
         """
-        if CTIntensityNormalize().is_eight_bit(hu):
+        if tuple(hu.shape[1:]) != tuple(prob.shape[1:]) or hu.shape[0] != 1:
+            raise ValueError(f"the HU image {tuple(hu.shape)} is not on the probability's grid {tuple(prob.shape)}.")
+        if not is_hu_image(hu):
             return prob
         p = convert_to_tensor(prob, track_meta=False)
         h = convert_to_tensor(hu, track_meta=False, device=p.device)
-        if tuple(h.shape[1:]) != tuple(p.shape[1:]) or h.shape[0] != 1:
-            raise ValueError(f"the HU image {tuple(h.shape)} is not on the probability's grid {tuple(p.shape)}.")
         if h.is_floating_point():
             h = torch.nan_to_num(h, nan=-1024.0)  # NaN (missing data) reads as air
-        if h.numel() == 0 or float(h.min()) >= HU_AIR_CHECK:
-            return prob
         lo, hi = self.band
         out = p.clone()
         for idx in _slab_index(out):  # volumes 16 slices at a time (less memory); each part is a view of out
@@ -490,10 +503,7 @@ class RemoveAirways(Transform):
 
         if tuple(hu.shape[1:]) != tuple(mask.shape[1:]) or hu.shape[0] != 1:
             raise ValueError(f"the HU image {tuple(hu.shape)} is not on the mask's grid {tuple(mask.shape)}.")
-        if mask.ndim != 4 or CTIntensityNormalize().is_eight_bit(hu):
-            return mask
-        h = np.asarray(convert_to_numpy(hu))[0]
-        if h.size == 0 or float(np.nanmin(h)) >= HU_AIR_CHECK:
+        if mask.ndim != 4 or not is_hu_image(hu):
             return mask
         m = convert_to_tensor(mask, track_meta=False)
         # only airways inside the mask can leave it: the search runs on the mask's bounding box (plus one voxel),
@@ -506,7 +516,8 @@ class RemoveAirways(Transform):
         to_lps = nio.ornt_transform(ornt, nio.axcodes2ornt(("L", "P", "S")))
         spacing = np.zeros(3)
         spacing[to_lps[:, 0].astype(int)] = np.linalg.norm(aff[:3, :3], axis=0)
-        airways = airway_mask(nio.apply_orientation(h[box], to_lps), spacing, airway_hu=self.airway_hu)
+        h = np.asarray(convert_to_numpy(hu))[0][box]
+        airways = airway_mask(nio.apply_orientation(h, to_lps), spacing, airway_hu=self.airway_hu)
         if not airways.any():
             return mask
         airways = nio.apply_orientation(airways, nio.ornt_transform(nio.axcodes2ornt(("L", "P", "S")), ornt))
