@@ -364,8 +364,9 @@ class Predictor:
         else:
             image = self._read_ct(case)
             mask = self._infer_volume(image)
-        if tuple(mask.shape) != tuple(image.shape):
-            raise RuntimeError(f"mask shape {tuple(mask.shape)} differs from the image's {tuple(image.shape)}")
+        grid = tuple(image.shape[:2]) if kind == "picture" else tuple(image.shape)  # pictures: (x, y[, colour])
+        if tuple(mask.shape) != grid:
+            raise RuntimeError(f"mask shape {tuple(mask.shape)} differs from the image's {grid}")
         if kind == "series":
             info = select_ct_series(case, self.series_uid)  # the scan check_input made, not a second one
             info.kind = kind
@@ -444,6 +445,7 @@ class Predictor:
 
     def _finish(self, case: Path, info, image, mask, out: Path) -> dict:
         """Write the case's outputs into ``out`` and return its report (see :mod:`fusionlungnet_monai.outputs`)."""
+        from fusionlungnet_monai.data.readers import SPACING_UNKNOWN
         from fusionlungnet_monai.transforms.array import binary_view
         from fusionlungnet_monai.volumes import lung_volumes, split_left_right
 
@@ -481,16 +483,13 @@ class Predictor:
         if kind == "series":
             report.update({"series_uid": info.uid, "series_description": info.description})
             report["warnings"] += info.warnings
+        if image.meta.get(SPACING_UNKNOWN):
+            report["warnings"].append("the file gives no voxel size (NIfTI pixdim 0): 1 mm was assumed, so the "
+                                      "volumes in mL and the field-of-view padding are not to be trusted")
         nan = int(np.isnan(ct).sum()) if ct.dtype.kind == "f" else 0
-        if not nan and str(case).lower().endswith((".nii", ".nii.gz")):  # ITK reads NIfTI NaN as 0: count them
-            import nibabel as nib
-
-            src = nib.load(str(case))
-            if np.issubdtype(src.get_data_dtype(), np.floating):  # only float voxels can be NaN on disk
-                nan = int(np.isnan(np.asarray(src.dataobj, dtype=np.float32)).sum())
         if nan:
-            report["warnings"].append(f"{nan} voxels are NaN (not a number) in the input; they were read as a "
-                                      "number (0 HU through ITK) and may punch holes in the mask")
+            report["warnings"].append(f"{nan} voxels are NaN (not a number) in the input; they were read as air "
+                                      "(-1024 HU), which may add holes or lung where they lie")
             ct = np.nan_to_num(ct, nan=-1024.0)
         report["warnings"] += outputs.sanity_warnings(mask, ct, affine, report["volumes_ml"]["total_ml"])
         report["second_opinion"], second, warn = outputs.second_opinion(mask, ct, spacing)

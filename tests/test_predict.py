@@ -182,3 +182,36 @@ def test_fast_profile_is_four_fifths_of_the_bundle_input(tmp_path):
         assert p._overrides()["spatial_size"] == [96, 96]
     with Predictor(bundle_dir=str(BUNDLE), progress=False) as p:
         assert p.network_size is None and "spatial_size" not in p._overrides()
+
+
+def test_colour_pictures_and_a_nifti_without_voxel_size(model, phantom_dir, tmp_path):
+    """A slice exported as RGB PNG/JPG, CMYK JPG or grey + alpha PNG gets the grey PNG's mask (RGB pictures were
+    refused before 0.2.5: the mask's shape was compared with the image's colour axis); a NIfTI whose header gives
+    no voxel size is segmented with a warning that its volumes in mL are not to be trusted."""
+    import nibabel as nib
+    from PIL import Image
+
+    from fusionlungnet_monai.predict import Predictor
+
+    grey = sorted((phantom_dir / "png" / "images").glob("*.png"))[5]
+    pics = {}
+    for mode, suffix in (("RGB", ".png"), ("RGB", ".jpg"), ("CMYK", ".jpg"), ("LA", ".png")):
+        pics[f"{mode}{suffix}"] = tmp_path / f"{mode}{suffix}"
+        Image.open(grey).convert(mode).save(pics[f"{mode}{suffix}"], quality=100)
+    nii = nib.load(str(phantom_dir / "nifti" / "ph000_image.nii.gz"))
+    bare = nib.Nifti1Image(np.asarray(nii.dataobj), None)
+    bare.header["pixdim"][1:4] = 0
+    bare.header.set_qform(None, code=0)
+    bare.header.set_sform(None, code=0)
+    nib.save(bare, str(tmp_path / "bare.nii.gz"))
+    with Predictor(bundle_dir=str(BUNDLE), model=str(model), input_size=64, progress=False) as p:
+        _, want, _ = p.segment(grey)
+        for name, path in pics.items():
+            res = p.predict(path, tmp_path / "out" / name)
+            assert res.ok, res.error
+            got = np.asarray(Image.open(tmp_path / "out" / name / "lungmask.png")) > 0
+            assert got.shape == tuple(want.shape)[::-1]
+            agree = (got == (np.asarray(want).T > 0)).mean()
+            assert agree == 1.0 if name.endswith(".png") else agree > 0.97, (name, agree)  # JPEG is lossy
+        res = p.predict(tmp_path / "bare.nii.gz", tmp_path / "out" / "bare")
+        assert res.ok and any("no voxel size" in w for w in res.report["warnings"]), res.report["warnings"]

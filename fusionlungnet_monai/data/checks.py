@@ -77,6 +77,13 @@ def _check_dicom_file(path: Path) -> tuple[int, ...]:
 
 
 def _check_volume(path: Path) -> tuple[int, ...]:
+    if path.name.lower().endswith((".nii", ".nii.gz")):  # read by nibabel (see CTNiftiReader)
+        import nibabel as nib
+
+        try:
+            return tuple(int(n) for n in nib.load(str(path)).shape)
+        except Exception as e:
+            raise InputError(path, f"not a readable NIfTI file ({type(e).__name__})") from None
     import itk
 
     try:

@@ -17,11 +17,12 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-from monai.data import ImageReader, ITKReader, NibabelReader, PILReader
+from monai.data import ImageReader, ITKReader
 from monai.transforms import LoadImage, LoadImaged
 from monai.utils import ensure_tuple
 
 from fusionlungnet_monai.data.errors import InputError
+from fusionlungnet_monai.data.readers import CTNiftiReader, picture_reader
 
 __all__ = ["SeriesInfo", "scan_dicom_folder", "select_ct_series", "CTSeriesReader", "LoadCTImage", "LoadCTImaged",
            "is_dicom_file", "load_ct_lps"]
@@ -270,8 +271,10 @@ class CTSeriesReader(ImageReader):
     (see :func:`select_ct_series`).
 
     - DICOM folders and files, MetaImage, NRRD: ``ITKReader`` (needs ``itk``);
-    - NIfTI: ``ITKReader`` when ``itk`` is installed, else ``NibabelReader`` (same voxel order and affine);
-    - PNG/JPG/BMP/TIFF: ``PILReader`` (no ``itk`` needed), ``(x, y)`` order like the others.
+    - NIfTI: :class:`~fusionlungnet_monai.data.readers.CTNiftiReader` (nibabel, no ``itk`` needed: ITK would read
+      a truncated ``.nii.gz`` silently and NaN as 0);
+    - PNG/JPG/BMP/TIFF: :func:`~fusionlungnet_monai.data.readers.picture_reader` (PIL, no ``itk`` needed),
+      ``(x, y)`` order like the others.
 
     Use it through :class:`LoadCTImage` / :class:`LoadCTImaged`, which never fall back to another reader: what
     this reader refuses (a folder without a CT series, an MR series, mixed slice sizes) stops with one
@@ -290,9 +293,9 @@ class CTSeriesReader(ImageReader):
     def _reader(self, name: str) -> ImageReader:
         low = str(name).lower()
         if low.endswith(PICTURE_SUFFIXES):
-            return PILReader(reverse_indexing=True)
-        if low.endswith(_NIFTI) and not _itk_available():
-            return NibabelReader()
+            return picture_reader()
+        if low.endswith(_NIFTI):
+            return CTNiftiReader()
         if not _itk_available():
             raise InputError(name, "reading DICOM/MetaImage/NRRD needs the `itk` package (pip install itk)")
         return ITKReader(**self.kwargs)

@@ -1,0 +1,94 @@
+"""The file readers behind :class:`~fusionlungnet_monai.data.series.CTSeriesReader` that refuse, in one line, what
+their MONAI base would read wrongly or raise on from deep inside.
+
+- NIfTI goes through nibabel whether or not ``itk`` is installed: ITK reads a truncated ``.nii.gz`` without a
+  word (the missing half comes back as zeros), reads NaN as 0 HU, and cannot open ``int8`` volumes or sheared
+  affines. nibabel raises on a truncated stream, keeps NaN (the intensity step reads it as air) and reads both.
+- Pictures in modes the network's intensity step has no meaning for (grey + alpha, CMYK, YCbCr, LAB, HSV) are
+  converted to grey or RGB by PIL; grey, RGB, 1-bit and palette pictures (label masks) are read as stored.
+"""
+
+from __future__ import annotations
+
+import zlib
+
+import numpy as np
+from monai.data import NibabelReader, PILReader
+
+from fusionlungnet_monai.data.errors import InputError
+
+__all__ = ["CTNiftiReader", "picture_reader", "SPACING_UNKNOWN"]
+
+#: image meta key, ``True`` when the file gives no voxel size (NIfTI ``pixdim`` 0) and 1 mm was assumed
+SPACING_UNKNOWN = "fln_spacing_unknown"
+
+_CONVERT = {"LA": "L", "RGBA": "RGB", "PA": "RGB", "CMYK": "RGB", "YCbCr": "RGB", "LAB": "RGB", "HSV": "RGB"}
+
+
+def _grey_or_rgb(image):
+    """A PIL image in a mode the intensity step reads: grey + alpha -> grey, CMYK and other colour spaces -> RGB
+    (transparency was refused by the input checks); other modes unchanged."""
+    mode = _CONVERT.get(image.mode)
+    return image.convert(mode) if mode else image
+
+
+def picture_reader() -> PILReader:
+    """MONAI ``PILReader`` for PNG/JPG/BMP/TIFF, ``(x, y[, channel])`` order, converting exotic modes (see above)."""
+    return PILReader(converter=_grey_or_rgb, reverse_indexing=True)
+
+
+class CTNiftiReader(NibabelReader):
+    """MONAI ``NibabelReader`` for one CT volume: its stored type (scaled data as float32), singleton non-spatial
+    dimensions dropped, and a one-line :class:`InputError` for an unreadable, truncated, RGB or complex file.
+
+    A file without voxel sizes (``pixdim`` 0, which nibabel reads as 1 mm) is flagged in the image meta
+    (:data:`SPACING_UNKNOWN`) so that reports can say that volumes in mL are not to be trusted.
+    """
+
+    def __init__(self, **kwargs) -> None:
+        kwargs.setdefault("squeeze_non_spatial_dims", True)
+        super().__init__(**kwargs)
+
+    def read(self, data, **kwargs):
+        import nibabel as nib
+
+        try:
+            return super().read(data, **kwargs)
+        except (nib.filebasedimages.ImageFileError, OSError, EOFError, ValueError) as e:
+            raise InputError(data, f"not a readable NIfTI file ({type(e).__name__}: {str(e).splitlines()[0][:120]})") from None
+
+    def _get_array_data(self, img, filename=None):
+        name = filename or img.get_filename()
+        dtype = img.get_data_dtype()
+        if dtype.names is not None:
+            raise InputError(name, f"NIfTI of {'RGB' if len(dtype.names) in (3, 4) else 'structured'} voxels: one "
+                                   "grey CT volume in HU expected")
+        if dtype.kind == "c":
+            raise InputError(name, "NIfTI of complex voxels: one real-valued CT volume in HU expected")
+        slope, inter = img.dataobj.slope, img.dataobj.inter
+        scaled = not ((np.isnan(slope) or slope in (0, 1)) and (np.isnan(inter) or inter == 0))
+        try:  # a scaled integer volume would come back float64 (twice float32)
+            return np.asarray(img.dataobj, dtype=np.float32) if scaled else np.asanyarray(img.dataobj)
+        except (EOFError, zlib.error, OSError, ValueError) as e:
+            raise InputError(name, f"truncated or corrupt NIfTI data ({type(e).__name__}: "
+                                   f"{str(e).splitlines()[0][:120]})") from None
+
+    def _get_meta_dict(self, img) -> dict:
+        meta = super()._get_meta_dict(img)
+        meta[SPACING_UNKNOWN] = bool(np.any(_stored_pixdim(img.get_filename())[1:4] == 0))
+        return meta
+
+
+def _stored_pixdim(filename) -> np.ndarray:
+    """``pixdim`` as the NIfTI-1/2 file stores it (nibabel's loaded header has 0 already replaced by 1)."""
+    import gzip
+
+    with (gzip.open if str(filename).lower().endswith(".gz") else open)(filename, "rb") as f:
+        head = f.read(540)
+    for endian in "<>":
+        size = int(np.frombuffer(head[:4], dtype=f"{endian}i4")[0])
+        if size == 348:  # NIfTI-1: 8 float32 at byte 76
+            return np.frombuffer(head[76:108], dtype=f"{endian}f4").astype(float)
+        if size == 540:  # NIfTI-2: 8 float64 at byte 104
+            return np.frombuffer(head[104:168], dtype=f"{endian}f8").astype(float)
+    return np.ones(8)

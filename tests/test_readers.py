@@ -1,0 +1,104 @@
+"""The readers on files that ITK or MONAI's defaults read wrongly or raise on from deep inside: truncated or
+corrupt NIfTI, RGB/complex/int8/scaled voxels, sheared affines, missing voxel sizes, NaN, and pictures in every PIL
+mode a user may export (RGB, CMYK, grey + alpha, palette). Each one is read right or refused in one line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from fusionlungnet_monai.data import InputError, LoadCTImage, check_input
+from fusionlungnet_monai.data.readers import SPACING_UNKNOWN
+
+AFFINE = np.diag([-0.8, -0.8, 2.5, 1.0])
+
+
+def _ct(shape=(24, 20, 6)) -> np.ndarray:
+    rng = np.random.default_rng(0)
+    return rng.integers(-1024, 400, size=shape).astype(np.int16)
+
+
+def _refused(path: Path, words: str) -> None:
+    with pytest.raises(InputError) as e:
+        check_input(path)
+        LoadCTImage(image_only=True)(str(path))
+    msg = str(e.value)
+    assert str(path) in msg and words in msg and "\n" not in msg, msg
+
+
+def test_truncated_empty_and_text_nifti_are_refused(tmp_path):
+    whole = tmp_path / "whole.nii.gz"
+    nib.save(nib.Nifti1Image(_ct((64, 64, 20)), AFFINE), str(whole))
+    cut = tmp_path / "cut.nii.gz"
+    cut.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])  # ITK read this as half zeros, silently
+    _refused(cut, "truncated or corrupt")
+    (tmp_path / "empty.nii.gz").write_bytes(b"")
+    _refused(tmp_path / "empty.nii.gz", "not a readable NIfTI")
+    (tmp_path / "text.nii").write_text("not a volume")
+    _refused(tmp_path / "text.nii", "not a readable NIfTI")
+
+
+def test_rgb_and_complex_nifti_are_refused(tmp_path):
+    rgb = np.zeros((8, 8, 2), dtype=[("R", "u1"), ("G", "u1"), ("B", "u1")])
+    nib.save(nib.Nifti1Image(rgb, AFFINE), str(tmp_path / "rgb.nii.gz"))
+    with pytest.raises(InputError, match="RGB voxels"):
+        LoadCTImage(image_only=True)(str(tmp_path / "rgb.nii.gz"))
+    nib.save(nib.Nifti1Image(np.zeros((8, 8, 2), np.complex64), AFFINE), str(tmp_path / "c.nii.gz"))
+    with pytest.raises(InputError, match="complex voxels"):
+        LoadCTImage(image_only=True)(str(tmp_path / "c.nii.gz"))
+
+
+def test_int8_sheared_scaled_and_singleton_dims_are_read(tmp_path):
+    ct = _ct()
+    nib.save(nib.Nifti1Image((ct // 16).astype(np.int8), AFFINE), str(tmp_path / "i8.nii.gz"))
+    img = LoadCTImage(image_only=True, dtype=None)(str(tmp_path / "i8.nii.gz"))
+    np.testing.assert_array_equal(np.asarray(img), ct // 16)
+    sheared = AFFINE.copy()
+    sheared[0, 2] = 0.7
+    nib.save(nib.Nifti1Image(ct, sheared), str(tmp_path / "sheared.nii.gz"))
+    assert check_input(tmp_path / "sheared.nii.gz") == "volume"
+    img = LoadCTImage(image_only=True, dtype=None)(str(tmp_path / "sheared.nii.gz"))
+    np.testing.assert_array_equal(np.asarray(img), ct)
+    np.testing.assert_allclose(np.asarray(img.affine)[0, 2], 0.7)  # the shear is kept (ITK refused the file)
+    scaled = nib.Nifti1Image((ct.astype(np.int32) + 1024).astype(np.uint16), AFFINE)
+    scaled.header.set_slope_inter(1.0, -1024.0)
+    nib.save(scaled, str(tmp_path / "scaled.nii.gz"))
+    img = LoadCTImage(image_only=True, dtype=None)(str(tmp_path / "scaled.nii.gz"))
+    assert str(img.dtype) == "torch.float32"  # not float64 (twice the memory)
+    np.testing.assert_array_equal(np.asarray(img), ct.astype(np.float32))
+    nib.save(nib.Nifti1Image(ct[..., None, None], AFFINE), str(tmp_path / "five.nii.gz"))
+    assert tuple(LoadCTImage(image_only=True)(str(tmp_path / "five.nii.gz")).shape) == ct.shape
+
+
+def test_nan_is_kept_and_missing_voxel_size_is_flagged(tmp_path):
+    ct = _ct().astype(np.float32)
+    ct[3, 4, 2] = np.nan
+    nib.save(nib.Nifti1Image(ct, AFFINE), str(tmp_path / "nan.nii.gz"))
+    img = LoadCTImage(image_only=True, dtype=None)(str(tmp_path / "nan.nii.gz"))
+    assert int(np.isnan(np.asarray(img)).sum()) == 1  # ITK read it as 0 HU: soft tissue inside the lung
+    assert img.meta[SPACING_UNKNOWN] is False
+    bare = nib.Nifti1Image(_ct(), None)
+    bare.header["pixdim"][1:4] = 0
+    bare.header.set_qform(None, code=0)
+    bare.header.set_sform(None, code=0)
+    nib.save(bare, str(tmp_path / "bare.nii.gz"))
+    img = LoadCTImage(image_only=True)(str(tmp_path / "bare.nii.gz"))  # nibabel logs "setting 0 dims to 1"
+    assert img.meta[SPACING_UNKNOWN] is True
+    np.testing.assert_allclose(np.asarray(img.pixdim[:3]), 1.0)
+
+
+@pytest.mark.parametrize("mode,suffix", [("RGB", ".png"), ("RGB", ".jpg"), ("CMYK", ".jpg"), ("LA", ".png"),
+                                         ("RGBA", ".png"), ("P", ".png")])
+def test_pictures_in_every_mode_read_as_grey_or_rgb(mode, suffix, tmp_path):
+    from PIL import Image
+
+    grey = (np.arange(30 * 40, dtype=np.uint16).reshape(30, 40) % 251).astype(np.uint8)  # (rows, columns)
+    path = tmp_path / f"x{suffix}"
+    Image.fromarray(grey, mode="L").convert(mode).save(path)
+    assert check_input(path) == "picture"
+    img = LoadCTImage(image_only=True)(str(path))
+    assert tuple(img.shape[:2]) == (40, 30)  # (x, y)
+    assert img.ndim == 2 or img.shape[2] == 3, f"{mode} read with shape {tuple(img.shape)}"
