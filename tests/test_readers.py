@@ -102,3 +102,41 @@ def test_pictures_in_every_mode_read_as_grey_or_rgb(mode, suffix, tmp_path):
     img = LoadCTImage(image_only=True)(str(path))
     assert tuple(img.shape[:2]) == (40, 30)  # (x, y)
     assert img.ndim == 2 or img.shape[2] == 3, f"{mode} read with shape {tuple(img.shape)}"
+
+
+def test_a_truncated_slice_is_named_and_itk_errors_read_in_one_line(phantom_dir, tmp_path):
+    """ITK says only that a series failed (its first line is a C++ source location): the bad slice is named."""
+    import shutil
+
+    import itk
+
+    series = tmp_path / "series"
+    shutil.copytree(phantom_dir / "dicom" / "ph000", series)
+    bad = sorted(series.glob("*.dcm"))[5]
+    bad.write_bytes(bad.read_bytes()[:3000])  # headers intact, pixels cut
+    with pytest.raises(InputError) as e:
+        LoadCTImage(image_only=True)(str(series))
+    assert e.value.path == str(bad) and "truncated or corrupt" in str(e.value) and ".cxx" not in str(e.value)
+    vol = itk.image_from_array(_ct((6, 20, 24)))
+    itk.imwrite(vol, str(tmp_path / "v.mha"))
+    cut = tmp_path / "cut.mha"
+    cut.write_bytes((tmp_path / "v.mha").read_bytes()[:-2000])
+    _refused(cut, "truncated or corrupt image file")
+    (tmp_path / "lost.mhd").write_text("ObjectType = Image\nNDims = 3\nDimSize = 4 4 2\nElementType = MET_SHORT\n"
+                                       "ElementDataFile = lost.raw\n")
+    _refused(tmp_path / "lost.mhd", "data file is missing")
+
+
+def test_monochrome1_ct_is_refused_not_read_inverted(phantom_dir, tmp_path):
+    import shutil
+
+    import pydicom
+
+    series = tmp_path / "mono1"
+    shutil.copytree(phantom_dir / "dicom" / "ph000", series)
+    for f in series.glob("*.dcm"):
+        ds = pydicom.dcmread(f)
+        if ds.Modality == "CT" and "LOCALIZER" not in ds.ImageType:
+            ds.PhotometricInterpretation = "MONOCHROME1"
+            ds.save_as(f)
+    _refused(series, "MONOCHROME1")

@@ -10,6 +10,7 @@ their MONAI base would read wrongly or raise on from deep inside.
 
 from __future__ import annotations
 
+import re
 import zlib
 
 import numpy as np
@@ -17,7 +18,7 @@ from monai.data import NibabelReader, PILReader
 
 from fusionlungnet_monai.data.errors import InputError
 
-__all__ = ["CTNiftiReader", "picture_reader", "SPACING_UNKNOWN"]
+__all__ = ["CTNiftiReader", "picture_reader", "read_failure", "SPACING_UNKNOWN"]
 
 #: image meta key, ``True`` when the file gives no voxel size (NIfTI ``pixdim`` 0) and 1 mm was assumed
 SPACING_UNKNOWN = "fln_spacing_unknown"
@@ -92,3 +93,45 @@ def _stored_pixdim(filename) -> np.ndarray:
         if size == 540:  # NIfTI-2: 8 float64 at byte 104
             return np.frombuffer(head[104:168], dtype=f"{endian}f8").astype(float)
     return np.ones(8)
+
+
+def _itk_reason(message: str) -> str | None:
+    """The informative line of an ITK exception's text (its first line is only a C++ source location), or
+    ``None`` when ``message`` is not ITK's."""
+    lines = [line.strip() for line in message.splitlines() if line.strip()]
+    if not lines or not re.search(r"\.(cxx|hxx|h):\d+:$", lines[0]):
+        return None
+    for line in lines:
+        if line.startswith("Could not create IO object for reading file"):
+            return "no image reader accepts " + line.rsplit(" ", 1)[-1]
+    nrrd = [line[6:].strip() for line in lines if line.startswith("[nrrd]")]
+    if nrrd:
+        return nrrd[-1]
+    for line in lines:
+        if line.startswith("ITK ERROR:"):
+            return re.sub(r"^ITK ERROR: \w+\(0x[0-9a-fA-F]+\): ", "", line)
+    return lines[1] if len(lines) > 1 else lines[0]
+
+
+def read_failure(name: str, error: Exception, files=()) -> InputError:
+    """One :class:`InputError` for a file or series that a reader failed on.
+
+    Args:
+        name: the file or folder read.
+        error: what the reader raised.
+        files: a DICOM series' files; the first whose pixels cannot be decoded is named (ITK only says that it
+            failed somewhere in the series).
+    """
+    reason = _itk_reason(str(error))
+    if reason is None:
+        return InputError(name, f"cannot be read as an image ({type(error).__name__}: "
+                                f"{(str(error).splitlines() or [''])[0][:200]})")
+    for f in files:
+        import pydicom
+
+        try:
+            pydicom.dcmread(str(f)).pixel_array
+        except Exception as e:
+            return InputError(f, f"slice of the series {name} is truncated or corrupt, or its pixel data cannot be "
+                                 f"decoded ({type(e).__name__}); remove it or pick another series")
+    return InputError(name, f"truncated or corrupt image file, or its data file is missing (ITK: {reason[:200]})")

@@ -22,7 +22,7 @@ from monai.transforms import LoadImage, LoadImaged
 from monai.utils import ensure_tuple
 
 from fusionlungnet_monai.data.errors import InputError
-from fusionlungnet_monai.data.readers import CTNiftiReader, picture_reader
+from fusionlungnet_monai.data.readers import CTNiftiReader, picture_reader, read_failure
 
 __all__ = ["SeriesInfo", "scan_dicom_folder", "select_ct_series", "CTSeriesReader", "LoadCTImage", "LoadCTImaged",
            "is_dicom_file", "load_ct_lps"]
@@ -70,6 +70,7 @@ class SeriesInfo:
     warnings: list = field(default_factory=list)
     sizes: set = field(default_factory=set)  # (Rows, Columns) of its slices
     no_pixels: list = field(default_factory=list)  # files without PixelData
+    photometric: set = field(default_factory=set)  # PhotometricInterpretation of its slices
     kind: str = "series"  # what check_input calls the input: series, dicom, volume or picture
 
     @property
@@ -154,6 +155,7 @@ def _scan_files(folder: Path, files: list[Path]) -> list[SeriesInfo]:
             pass
         if "Rows" in ds:
             info.sizes.add((int(ds.Rows), int(ds.get("Columns", 0))))
+        info.photometric.add(str(ds.get("PhotometricInterpretation", "")).strip())
         if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
             info.no_pixels.append(path)
     if n_dicom == 0:
@@ -178,6 +180,9 @@ def _validate(info: SeriesInfo) -> None:
         return
     if any(t in info.image_type.upper() for t in ("LOCALIZER", "SCOUT", "TOPOGRAM")):
         info.rejected = "localizer/scout image"
+        return
+    if "MONOCHROME1" in info.photometric:  # GDCM inverts the stored values, so HU would come out wrong
+        info.rejected = "MONOCHROME1 pixel data (ITK would read inverted HU); convert the series to MONOCHROME2"
         return
     if len(info.orientation) != 6 or any(p is None or len(p) != 3 for p in info.positions):
         info.rejected = "missing ImageOrientationPatient/ImagePositionPatient"
@@ -359,8 +364,9 @@ class LoadCTImage(LoadImage):
         except InputError:
             raise
         except Exception as e:
-            name = filename if isinstance(filename, (str, os.PathLike)) else ensure_tuple(filename)[0]
-            raise InputError(name, f"cannot be read as an image ({type(e).__name__}: {str(e).splitlines()[0][:200]})") from e
+            name = str(filename if isinstance(filename, (str, os.PathLike)) else ensure_tuple(filename)[0])
+            files = select_ct_series(name, self.ct_reader.series_uid).files if os.path.isdir(name) else ()
+            raise read_failure(name, e, files) from e
 
 
 class LoadCTImaged(LoadImaged):
