@@ -140,3 +140,4 @@ def test_monochrome1_ct_is_refused_not_read_inverted(phantom_dir, tmp_path):
             ds.PhotometricInterpretation = "MONOCHROME1"
             ds.save_as(f)
     _refused(series, "MONOCHROME1")
+    _refused(sorted(series.glob("*.dcm"))[3], "MONOCHROME1")  # one file alone
