@@ -378,18 +378,10 @@ class Predictor:
         return image, MetaTensor(mask, affine=image.affine.clone(), meta=meta), info
 
     def _read_ct(self, case: Path):
-        """A CT read once, in its stored type (int16 is half of float32): integer HU that fit in 16 bits become int16
-        (ITK reads many series as int32), other types float32 (MONAI's default)."""
-        import torch
-
+        """A CT read once, in its stored type (``LoadCTImage(dtype="compact")``: int16 is half of float32)."""
         from fusionlungnet_monai.data.series import LoadCTImage
 
-        image = LoadCTImage(series_uid=self.series_uid, image_only=True, dtype=None)(str(case))
-        if (image.dtype != torch.int16 and not image.is_floating_point() and image.numel()  # int32 is int16 already
-                and -(2**15) <= int(image.min()) <= int(image.max()) < 2**15):
-            image = image.to(torch.int16)
-        elif image.dtype not in (torch.int16, torch.float32):
-            image = image.to(torch.float32)
+        image = LoadCTImage(series_uid=self.series_uid, image_only=True, dtype="compact")(str(case))
         release_freed_memory()  # the reader's buffers
         return image
 

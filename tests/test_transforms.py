@@ -218,3 +218,33 @@ def test_bounding_box_grows_by_the_margin_within_the_array_and_is_none_when_empt
     assert bounding_box(m) == (slice(0, 1), slice(2, 4), slice(3, 4))
     assert bounding_box(torch.as_tensor(m), margin=1) == (slice(0, 2), slice(1, 5), slice(2, 5))
     assert bounding_box(np.zeros((3, 3), dtype=bool)) is None
+
+
+def test_keep_largest_components_is_monais_rule_on_less_memory():
+    """post#keep_lungs: the same components as MONAI's KeepLargestConnectedComponent (ties for the last place kept
+    aside), for numpy, torch and MetaTensor masks of any dtype, 2D and 3D, on 16-bit labels of the bounding box."""
+    from monai.transforms import KeepLargestConnectedComponent
+    from scipy import ndimage
+
+    from fusionlungnet_monai.transforms import KeepLargestComponents, KeepLargestComponentsd
+
+    rng = np.random.default_rng(0)
+    compared = 0
+    for shape, k in [((40, 30, 16), 2), ((40, 30, 16), 1), ((64, 48), 2), ((20, 20, 20), 3)]:
+        for _ in range(6):
+            m = np.zeros((1, *shape), dtype=np.float32)
+            inner = tuple(slice(3, s - 2) for s in shape)  # leave a margin: the bounding box is smaller than the grid
+            m[(0, *inner)] = ndimage.binary_opening(rng.random([s - 5 for s in shape]) > 0.55)
+            sizes = sorted(np.bincount(ndimage.label(m[0], np.ones((3,) * len(shape)))[0].ravel())[1:])[::-1]
+            if len(sizes) > k and sizes[k - 1] == sizes[k]:
+                continue  # a tie for the last place kept may be broken either way
+            want = np.asarray(KeepLargestConnectedComponent(applied_labels=[1], num_components=k)(m))
+            np.testing.assert_array_equal(KeepLargestComponents(k)(m), want)
+            compared += 1
+    assert compared >= 15
+    mt = MetaTensor(torch.as_tensor(m).to(torch.uint8), meta={"filename_or_obj": "x.nii.gz"})
+    out = KeepLargestComponentsd("pred", 3)({"pred": mt})["pred"]
+    assert isinstance(out, MetaTensor) and out.dtype == torch.uint8 and out.meta["filename_or_obj"] == "x.nii.gz"
+    assert KeepLargestComponents()(torch.zeros(1, 8, 8)).sum() == 0
+    with pytest.raises(ValueError):
+        KeepLargestComponents(0)

@@ -24,6 +24,7 @@ from fusionlungnet_monai.transforms.array import (
     DynamicThreshold,
     FieldOfViewPad,
     HUBoundaryRefine,
+    KeepLargestComponents,
     RemoveAirways,
     MedianFilter,
     compact_hu,
@@ -31,7 +32,8 @@ from fusionlungnet_monai.transforms.array import (
 )
 
 __all__ = ["SqueezeSingleSliced", "FieldOfViewPadd", "ArtifactRemovald", "CTIntensityNormalized", "DynamicThresholdd",
-           "MedianFilterd", "KeepHUd", "HUBoundaryRefined", "RemoveAirwaysd", "paper_preprocessing"]
+           "MedianFilterd", "KeepHUd", "HUBoundaryRefined", "RemoveAirwaysd", "KeepLargestComponentsd",
+           "paper_preprocessing"]
 
 
 class _Wrapd(MapTransform):
@@ -233,6 +235,16 @@ class RemoveAirwaysd(_WithHUd):
     def __init__(self, keys: KeysCollection, hu_key: str = "image_hu", airway_hu: float = -950.0,
                  allow_missing_keys: bool = False) -> None:
         super().__init__(keys, RemoveAirways(airway_hu), hu_key, allow_missing_keys)
+
+
+class KeepLargestComponentsd(_Wrapd):
+    """Dictionary :class:`KeepLargestComponents`. Args: keys (binary masks), num_components, allow_missing_keys."""
+
+    backend = KeepLargestComponents.backend
+
+    def __init__(self, keys: KeysCollection, num_components: int = 2, allow_missing_keys: bool = False) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.transform = KeepLargestComponents(num_components)
 
 
 def paper_preprocessing(
