@@ -26,6 +26,11 @@ SPACING_UNKNOWN = "fln_spacing_unknown"
 _CONVERT = {"LA": "L", "RGBA": "RGB", "PA": "RGB", "CMYK": "RGB", "YCbCr": "RGB", "LAB": "RGB", "HSV": "RGB"}
 
 
+def _first_line(error: Exception, limit: int = 120) -> str:
+    """``Type: first line of the message`` of an exception, for one-line errors."""
+    return f"{type(error).__name__}: {(str(error).splitlines() or [''])[0][:limit]}"
+
+
 def _grey_or_rgb(image):
     """A PIL image in a mode the intensity step reads: grey + alpha -> grey, CMYK and other colour spaces -> RGB
     (transparency was refused by the input checks); other modes unchanged."""
@@ -56,7 +61,7 @@ class CTNiftiReader(NibabelReader):
         try:
             return super().read(data, **kwargs)
         except (nib.filebasedimages.ImageFileError, OSError, EOFError, ValueError) as e:
-            raise InputError(data, f"not a readable NIfTI file ({type(e).__name__}: {str(e).splitlines()[0][:120]})") from None
+            raise InputError(data, f"not a readable NIfTI file ({_first_line(e)})") from None
 
     def _get_array_data(self, img, filename=None):
         name = filename or img.get_filename()
@@ -71,8 +76,7 @@ class CTNiftiReader(NibabelReader):
         try:  # a scaled integer volume would come back float64 (twice float32)
             return np.asarray(img.dataobj, dtype=np.float32) if scaled else np.asanyarray(img.dataobj)
         except (EOFError, zlib.error, OSError, ValueError) as e:
-            raise InputError(name, f"truncated or corrupt NIfTI data ({type(e).__name__}: "
-                                   f"{str(e).splitlines()[0][:120]})") from None
+            raise InputError(name, f"truncated or corrupt NIfTI data ({_first_line(e)})") from None
 
     def _get_meta_dict(self, img) -> dict:
         meta = super()._get_meta_dict(img)
@@ -124,8 +128,7 @@ def read_failure(name: str, error: Exception, files=()) -> InputError:
     """
     reason = _itk_reason(str(error))
     if reason is None:
-        return InputError(name, f"cannot be read as an image ({type(error).__name__}: "
-                                f"{(str(error).splitlines() or [''])[0][:200]})")
+        return InputError(name, f"cannot be read as an image ({_first_line(error, 200)})")
     for f in files:
         import pydicom
 

@@ -22,7 +22,8 @@ from monai.utils import TransformBackends, convert_to_dst_type, convert_to_numpy
 from scipy import ndimage
 
 __all__ = ["ArtifactRemoval", "FieldOfViewPad", "SqueezeSingleSlice", "CTIntensityNormalize", "DynamicThreshold",
-           "MedianFilter", "HUBoundaryRefine", "RemoveAirways", "KeepLargestComponents", "compact_hu", "median3x3_below", "is_hu_image",
+           "MedianFilter", "HUBoundaryRefine", "RemoveAirways", "KeepLargestComponents", "compact_hu",
+           "median3x3_below", "is_hu_image",
            "DEFAULT_HU_WINDOW", "EIGHT_BIT_SUFFIXES", "HU_AIR_CHECK", "LUNG_HU_THRESHOLD", "bounding_box",
            "in_plane_structure", "planewise_copy"]
 
