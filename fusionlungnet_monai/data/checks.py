@@ -79,13 +79,10 @@ def _check_dicom_file(path: Path) -> tuple[int, ...]:
 
 
 def _check_volume(path: Path) -> tuple[int, ...]:
-    if path.name.lower().endswith((".nii", ".nii.gz")):  # read by nibabel (see CTNiftiReader)
-        import nibabel as nib
+    if path.name.lower().endswith((".nii", ".nii.gz")):  # the header through the reader that will read it
+        from fusionlungnet_monai.data.readers import CTNiftiReader
 
-        try:
-            return tuple(int(n) for n in nib.load(str(path)).shape)
-        except Exception as e:
-            raise InputError(path, f"not a readable NIfTI file ({type(e).__name__})") from None
+        return tuple(int(n) for n in CTNiftiReader().read(str(path)).shape)
     import itk
 
     try:

@@ -129,9 +129,9 @@ def read_failure(name: str, error: Exception, files=()) -> InputError:
     reason = _itk_reason(str(error))
     if reason is None:
         return InputError(name, f"cannot be read as an image ({_first_line(error, 200)})")
-    for f in files:
-        import pydicom
+    import pydicom
 
+    for f in files:
         try:
             pydicom.dcmread(str(f)).pixel_array
         except Exception as e:

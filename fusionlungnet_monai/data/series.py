@@ -246,11 +246,14 @@ def compact_integers(data: np.ndarray) -> np.ndarray:
     make."""
     from fusionlungnet_monai.transforms.array import planewise_copy
 
-    if data.dtype.kind not in "iu" or data.dtype.itemsize <= 2 or data.size == 0:
-        return data
-    if not -(2**15) <= int(data.min()) <= int(data.max()) < 2**15:
+    if data.dtype.kind not in "iu" or data.dtype.itemsize <= 2 or data.size == 0 or not _fits_int16(data):
         return data
     return planewise_copy(data, np.int16)
+
+
+def _fits_int16(data) -> bool:
+    """Whether a non-empty integer array or tensor holds only values that int16 can store."""
+    return -(2**15) <= int(data.min()) <= int(data.max()) < 2**15
 
 
 def _itk_available() -> bool:
@@ -346,7 +349,7 @@ def _compact(img: torch.Tensor) -> torch.Tensor:
     """``img`` as int16 when it holds integers that fit in 16 bits, else as float32 (see :class:`LoadCTImage`)."""
     if img.dtype in (torch.int16, torch.float32):
         return img
-    if not img.is_floating_point() and img.numel() and -(2**15) <= int(img.min()) <= int(img.max()) < 2**15:
+    if not img.is_floating_point() and img.numel() and _fits_int16(img):
         return img.to(torch.int16)
     return img.to(torch.float32)
 
