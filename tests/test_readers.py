@@ -127,6 +127,29 @@ def test_a_truncated_slice_is_named_and_itk_errors_read_in_one_line(phantom_dir,
     _refused(tmp_path / "lost.mhd", "data file is missing")
 
 
+def test_metaimage_reasons_come_in_the_error_not_on_stderr(tmp_path, capfd):
+    """ITK's MetaImage reader prints why it failed to stderr (C++), and raises 'File cannot be read': the printed
+    reason goes into the one-line error instead, and nothing else reaches stderr. A good file still reads, and
+    stderr works afterwards."""
+    import itk
+
+    itk.imwrite(itk.image_from_array(_ct((6, 20, 24))), str(tmp_path / "v.mha"))
+    cut = tmp_path / "cut.mha"
+    whole = (tmp_path / "v.mha").read_bytes()
+    cut.write_bytes(whole[:-2000])
+    capfd.readouterr()
+    _refused(cut, f"MetaImage: data not read completely, {6 * 20 * 24 * 2 - 2000} of {6 * 20 * 24 * 2} bytes")
+    (tmp_path / "lost.mhd").write_text("ObjectType = Image\nNDims = 3\nDimSize = 4 4 2\nElementType = MET_SHORT\n"
+                                       "ElementDataFile = lost.raw\n")
+    _refused(tmp_path / "lost.mhd", "Cannot open data file")
+    assert "MetaImage" not in capfd.readouterr().err
+    assert tuple(LoadCTImage(image_only=True)(str(tmp_path / "v.mha")).shape) == (24, 20, 6)
+    import sys
+
+    print("still here", file=sys.stderr)
+    assert "still here" in capfd.readouterr().err
+
+
 def test_monochrome1_ct_is_refused_not_read_inverted(phantom_dir, tmp_path):
     import shutil
 

@@ -218,3 +218,25 @@ def test_preprocessing_on_the_device_gives_the_same_mask():
 def test_preprocessing_on_cuda_gives_the_same_mask():
     on, off = _elastix_masks("cuda", True), _elastix_masks("cuda", False)
     assert off.sum() > 1000 and dice_score(on, off) > 0.999
+
+
+def test_inplace_refinement_changes_the_probability_itself_and_gives_the_same_result():
+    """post#refine runs in place (the probability Invertd has just made: no second float32 volume); the result is
+    the copying transform's, and the int16 HU image KeepHUd keeps shares the loaded image's voxels (no copy)."""
+    hu, lungs = _chest(40)
+    prob = _blurred_probability(lungs)
+    expected = HUBoundaryRefine()(prob.clone(), torch.as_tensor(hu)[None])
+    mine = MetaTensor(prob.clone(), meta={"filename_or_obj": "ct.nii.gz"})
+    out = HUBoundaryRefined(keys="pred", inplace=True)({"pred": mine, "image_hu": torch.as_tensor(hu)[None]})["pred"]
+    assert isinstance(out, MetaTensor) and out.meta["filename_or_obj"] == "ct.nii.gz"
+    torch.testing.assert_close(out.as_tensor(), expected)
+    assert out.data_ptr() == mine.data_ptr() and torch.equal(mine.as_tensor(), expected)  # no second volume
+    arr = prob.numpy().copy()
+    HUBoundaryRefine(inplace=True)(arr, hu[None])
+    np.testing.assert_allclose(arr, expected.numpy())
+    untouched = prob.clone()
+    HUBoundaryRefine()(untouched, torch.as_tensor(hu)[None])
+    assert torch.equal(untouched, prob)  # the default copies
+    img = MetaTensor(torch.as_tensor(hu, dtype=torch.int16)[None], meta={"filename_or_obj": "ct.nii.gz"})
+    kept = KeepHUd(keys="image")({"image": img})["image_hu"]
+    assert kept is not img and kept.data_ptr() == img.data_ptr() and kept.meta is not img.meta

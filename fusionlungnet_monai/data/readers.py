@@ -6,11 +6,18 @@ their MONAI base would read wrongly or raise on from deep inside.
   affines. nibabel raises on a truncated stream, keeps NaN (the intensity step reads it as air) and reads both.
 - Pictures in modes the network's intensity step has no meaning for (grey + alpha, CMYK, YCbCr, LAB, HSV) are
   converted to grey or RGB by PIL; grey, RGB, 1-bit and palette pictures (label masks) are read as stored.
+- ITK's MetaImage reader writes why it failed to the process's stderr, not into its exception:
+  :func:`metaimage_messages` collects those lines, so that the one-line error carries them instead.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
+import sys
+import tempfile
+import threading
 import zlib
 
 import numpy as np
@@ -18,7 +25,7 @@ from monai.data import NibabelReader, PILReader
 
 from fusionlungnet_monai.data.errors import InputError
 
-__all__ = ["CTNiftiReader", "picture_reader", "read_failure", "SPACING_UNKNOWN"]
+__all__ = ["CTNiftiReader", "picture_reader", "read_failure", "metaimage_messages", "SPACING_UNKNOWN"]
 
 #: image meta key, ``True`` when the file gives no voxel size (NIfTI ``pixdim`` 0) and 1 mm was assumed
 SPACING_UNKNOWN = "fln_spacing_unknown"
@@ -117,7 +124,54 @@ def _itk_reason(message: str) -> str | None:
     return lines[1] if len(lines) > 1 else lines[0]
 
 
-def read_failure(name: str, error: Exception, files=()) -> InputError:
+_STDERR_LOCK = threading.Lock()  # file descriptor 2 is the process's: one redirection at a time
+
+
+@contextlib.contextmanager
+def metaimage_messages(name: str, lines: list):
+    """While the block reads ``name``, collect what C++ code writes to the process's stderr (file descriptor 2) into
+    ``lines``, when ``name`` is a MetaImage (``.mha``/``.mhd``): ITK's MetaImage reader prints there why it failed
+    (``MetaImage: M_ReadElementsData: data not read completely``) and raises a bare "File cannot be read". When the
+    block succeeds, what was collected is written to stderr as it would have been; when it raises, the lines stay
+    in ``lines`` for :func:`read_failure`. Other files are read with stderr untouched."""
+    if not str(name).lower().endswith((".mha", ".mhd")):
+        yield
+        return
+    with _STDERR_LOCK, tempfile.TemporaryFile() as tmp:
+        sys.stderr.flush()
+        saved = os.dup(2)
+        os.dup2(tmp.fileno(), 2)
+        try:
+            yield
+        except BaseException:
+            lines.extend(_collected(tmp, saved))
+            raise
+        else:
+            text = _collected(tmp, saved)
+            if text:
+                os.write(2, ("\n".join(text) + "\n").encode())
+
+
+def _collected(tmp, saved: int) -> list[str]:
+    """Restore stderr from ``saved`` and return the non-empty lines written to ``tmp`` meanwhile."""
+    sys.stderr.flush()
+    os.dup2(saved, 2)
+    os.close(saved)
+    tmp.seek(0)
+    return [line.strip() for line in tmp.read().decode(errors="replace").splitlines() if line.strip()]
+
+
+def _metaimage_reason(lines: list) -> str | None:
+    """What the MetaImage reader printed, in one line (``data not read completely: 409434 of 819200 bytes``)."""
+    said = [line for line in lines if line.startswith("MetaImage:") or line.startswith("ideal")]
+    if not said:
+        return None
+    sizes = re.search(r"ideal\s*=\s*(\d+)\s*:\s*actual\s*=\s*(\d+)", " ".join(said))
+    first = re.sub(r"^MetaImage:\s*(M_\w+:\s*|Read:\s*)?", "", said[0])
+    return f"MetaImage: {first}" + (f", {sizes.group(2)} of {sizes.group(1)} bytes" if sizes else "")
+
+
+def read_failure(name: str, error: Exception, files=(), messages=()) -> InputError:
     """One :class:`InputError` for a file or series that a reader failed on.
 
     Args:
@@ -125,8 +179,9 @@ def read_failure(name: str, error: Exception, files=()) -> InputError:
         error: what the reader raised.
         files: a DICOM series' files; the first whose pixels cannot be decoded is named (ITK only says that it
             failed somewhere in the series).
+        messages: what the reader printed to stderr meanwhile (:func:`metaimage_messages`).
     """
-    reason = _itk_reason(str(error))
+    reason = _metaimage_reason(list(messages)) or _itk_reason(str(error))
     if reason is None:
         return InputError(name, f"cannot be read as an image ({_first_line(error, 200)})")
     import pydicom
@@ -137,4 +192,5 @@ def read_failure(name: str, error: Exception, files=()) -> InputError:
         except Exception as e:
             return InputError(f, f"slice of the series {name} is truncated or corrupt, or its pixel data cannot be "
                                  f"decoded ({type(e).__name__}); remove it or pick another series")
-    return InputError(name, f"truncated or corrupt image file, or its data file is missing (ITK: {reason[:200]})")
+    source = "" if reason.startswith("MetaImage:") else "ITK: "
+    return InputError(name, f"truncated or corrupt image file, or its data file is missing ({source}{reason[:200]})")

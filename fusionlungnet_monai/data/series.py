@@ -23,7 +23,7 @@ from monai.transforms import LoadImage, LoadImaged
 from monai.utils import ensure_tuple
 
 from fusionlungnet_monai.data.errors import InputError
-from fusionlungnet_monai.data.readers import CTNiftiReader, picture_reader, read_failure
+from fusionlungnet_monai.data.readers import CTNiftiReader, metaimage_messages, picture_reader, read_failure
 
 __all__ = ["SeriesInfo", "scan_dicom_folder", "select_ct_series", "CTSeriesReader", "LoadCTImage", "LoadCTImaged",
            "is_dicom_file", "load_ct_lps"]
@@ -377,15 +377,17 @@ class LoadCTImage(LoadImage):
         super().__init__(reader=self.ct_reader, **kwargs)
 
     def __call__(self, filename, reader=None):
+        name = str(filename if isinstance(filename, (str, os.PathLike)) else ensure_tuple(filename)[0])
+        printed: list[str] = []
         try:
-            img = super().__call__(filename, reader or self.ct_reader)
+            with metaimage_messages(name, printed):
+                img = super().__call__(filename, reader or self.ct_reader)
             return _compact(img) if self.compact and isinstance(img, torch.Tensor) else img
         except InputError:
             raise
         except Exception as e:
-            name = str(filename if isinstance(filename, (str, os.PathLike)) else ensure_tuple(filename)[0])
             files = select_ct_series(name, self.ct_reader.series_uid).files if os.path.isdir(name) else ()
-            raise read_failure(name, e, files) from e
+            raise read_failure(name, e, files, printed) from e
 
 
 class LoadCTImaged(LoadImaged):

@@ -439,6 +439,8 @@ class HUBoundaryRefine(Transform):
     Args:
         threshold_hu: lung/tissue threshold in HU (the classical segmentation's, -320).
         band: ``(low, high)``: probabilities strictly between them are re-decided.
+        inplace: change the probability itself instead of a copy (a 600-slice 512² volume is 630 MB in float32;
+            the bundle's ``post#refine`` sets it, since ``Invertd`` has just made that probability).
 
     Raises:
         ValueError: when not ``0 <= low < high <= 1``.
@@ -446,14 +448,17 @@ class HUBoundaryRefine(Transform):
 
     backend = [TransformBackends.TORCH, TransformBackends.NUMPY]
 
-    def __init__(self, threshold_hu: float = LUNG_HU_THRESHOLD, band: Sequence[float] = (0.01, 0.99)) -> None:
+    def __init__(self, threshold_hu: float = LUNG_HU_THRESHOLD, band: Sequence[float] = (0.01, 0.99),
+                 inplace: bool = False) -> None:
         if len(band) != 2 or not 0.0 <= float(band[0]) < float(band[1]) <= 1.0:
             raise ValueError(f"band must be (low, high) with 0 <= low < high <= 1, got {band}.")
         self.threshold_hu, self.band = float(threshold_hu), (float(band[0]), float(band[1]))
+        self.inplace = bool(inplace)
 
     def __call__(self, prob: NdarrayOrTensor, hu: NdarrayOrTensor) -> NdarrayOrTensor:
         """Args: ``prob``: channel-first probability ``(1, H, W[, D])``; ``hu``: the CT in HU on the same grid (one
-        channel). Returns: ``prob`` with its uncertain voxels set to 0 or 1 (type, dtype and meta kept).
+        channel). Returns: ``prob`` with its uncertain voxels set to 0 or 1 (type, dtype and meta kept; with
+        ``inplace``, its voxels are ``prob``'s own: ``prob`` is changed too).
 
         Raises:
             ValueError: when the two grids differ.
@@ -467,7 +472,7 @@ class HUBoundaryRefine(Transform):
         if h.is_floating_point():
             h = torch.nan_to_num(h, nan=-1024.0)  # NaN (missing data) reads as air
         lo, hi = self.band
-        out = p.clone()
+        out = p if self.inplace else p.clone()
         for idx in _slab_index(out):  # volumes 16 slices at a time (less memory); each part is a view of out
             part = out[idx]
             uncertain = (part > lo) & (part < hi)
@@ -569,13 +574,15 @@ class KeepLargestComponents(Transform):
 
 
 def compact_hu(img: NdarrayOrTensor) -> NdarrayOrTensor:
-    """A copy of a CT in HU as ``int16`` (rounded, clipped to the int16 range, NaN as -1024 HU): half the memory of
-    float32, a quarter of int64, exact for the integer HU that scanners store. Volumes are converted 16 slices at a
-    time (no float temporary of the whole volume). 8-bit (``uint8``) images are copied as they are. The output type
-    follows the input; MetaTensor meta is kept."""
+    """A CT in HU as ``int16`` (rounded, clipped to the int16 range, NaN as -1024 HU): half the memory of float32, a
+    quarter of int64, exact for the integer HU that scanners store. Volumes are converted 16 slices at a time (no
+    float temporary of the whole volume). An image that is already ``int16`` or 8-bit (``uint8``) is not copied: the
+    result shares its voxels (with its own meta), so nothing may change the input in place afterwards (no step of the
+    bundle's preprocessing does: its first intensity step works on its own float32 copy). The output type follows the
+    input; MetaTensor meta is kept."""
     t = convert_to_tensor(img, track_meta=False)
     if t.dtype in (torch.uint8, torch.int16):
-        return convert_to_dst_type(t.clone(), img)[0]
+        return convert_to_dst_type(t, img)[0]
     out = torch.empty(t.shape, dtype=torch.int16, device=t.device)
     for idx in _slab_index(t):
         part = t[idx]

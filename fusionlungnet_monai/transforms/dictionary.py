@@ -145,8 +145,9 @@ class ArtifactRemovald(MapTransform):
 
 
 class KeepHUd(MapTransform):
-    """Keep a compact copy of the CT in HU (:func:`compact_hu`: ``int16``, meta kept) under ``name``, for
-    :class:`HUBoundaryRefined` and :class:`RemoveAirwaysd`; run it right after loading, before any intensity change.
+    """Keep the CT in HU, compact (:func:`compact_hu`: ``int16``, meta kept; no copy when it is already ``int16``),
+    under ``name``, for :class:`HUBoundaryRefined` and :class:`RemoveAirwaysd`; run it right after loading, before
+    any intensity change.
 
     Args:
         keys: the image key (one).
@@ -202,7 +203,7 @@ class HUBoundaryRefined(_WithHUd):
     Args:
         keys: probability keys (``"pred"``).
         hu_key: key of the CT in HU.
-        threshold_hu, band: see :class:`HUBoundaryRefine`.
+        threshold_hu, band, inplace: see :class:`HUBoundaryRefine`.
         allow_missing_keys: don't raise for missing keys.
 
     Raises:
@@ -212,8 +213,8 @@ class HUBoundaryRefined(_WithHUd):
     backend = HUBoundaryRefine.backend
 
     def __init__(self, keys: KeysCollection, hu_key: str = "image_hu", threshold_hu: float = LUNG_HU_THRESHOLD,
-                 band: Sequence[float] = (0.01, 0.99), allow_missing_keys: bool = False) -> None:
-        super().__init__(keys, HUBoundaryRefine(threshold_hu, band), hu_key, allow_missing_keys)
+                 band: Sequence[float] = (0.01, 0.99), inplace: bool = False, allow_missing_keys: bool = False) -> None:
+        super().__init__(keys, HUBoundaryRefine(threshold_hu, band, inplace), hu_key, allow_missing_keys)
 
 
 class RemoveAirwaysd(_WithHUd):
