@@ -32,6 +32,7 @@ from fusionlungnet_monai.transforms.array import (
     fill_holes_2d,
     in_plane_structure,
     label_components,
+    lung_like_components,
     median3x3_below,
 )
 
@@ -42,26 +43,6 @@ def _disk(radius_px: float) -> np.ndarray:
     r = max(int(round(radius_px)), 1)
     yy, xx = np.mgrid[-r : r + 1, -r : r + 1]
     return (xx**2 + yy**2) <= r * r
-
-
-def _lung_like(dense: np.ndarray, lab: np.ndarray, n: int, chunk: int = 16) -> tuple[np.ndarray, np.ndarray]:
-    """Per label, its size and whether most of its voxels are ``dense`` (median above ``air_hu``): lung parenchyma
-    (about -850 HU) rather than pure air (room air, FOV padding, bowel gas, trachea: about -1000 HU). Index 0
-    (background) has size 0 and is not lung-like.
-
-    Counted with ``bincount``, ``chunk`` slices at a time: no sort, and no volume-sized temporary.
-    """
-    count, above = np.zeros(n + 1, dtype=np.int64), np.zeros(n + 1, dtype=np.int64)
-    keep = np.zeros(n + 1, dtype=bool)
-    if n:
-        lab3, dense3 = (lab[..., None], dense[..., None]) if lab.ndim == 2 else (lab, dense)
-        for z0 in range(0, lab3.shape[2], chunk):
-            lk = lab3[:, :, z0 : z0 + chunk]
-            count += np.bincount(lk.ravel(), minlength=n + 1)
-            above += np.bincount(lk[dense3[:, :, z0 : z0 + chunk]], minlength=n + 1)
-        count[0] = 0
-        keep[1:] = 2 * above[1:] > count[1:]
-    return count, keep
 
 
 #: 3D labelling structure that connects voxels within a slice only (slices of a chunk are labelled at once)
@@ -86,7 +67,7 @@ def _drop_outside_air(air: np.ndarray, dense: np.ndarray, chunk: int = 16) -> np
         border = np.unique(np.concatenate([lab[0].ravel(), lab[-1].ravel(), lab[:, 0].ravel(), lab[:, -1].ravel()]))
         border = border[border > 0]
         if border.size:
-            like = _lung_like(dense[:, :, z], lab, n)[1]
+            like = lung_like_components(dense[:, :, z], lab, n)[1]
             keep[border] = like[border]
         out[:, :, z] = keep[lab]
     return out
@@ -221,7 +202,7 @@ def classical_lung_mask(
     dense = ~_median_below(ct, air_hu, strict=False)
     keep = np.zeros(n + 1, dtype=bool)
     if n:
-        count, like = _lung_like(dense, lab, n)
+        count, like = lung_like_components(dense, lab, n)
         sizes = np.where(like, count, 0)[1:].astype(float)  # not lung-like: bowel gas, an isolated trachea
         order = [i for i in np.argsort(sizes)[::-1][:2] if sizes[i] > 0]
         keep[[i + 1 for i in order if sizes[i] >= min_fraction * sizes[order[0]]]] = True

@@ -248,3 +248,30 @@ def test_keep_largest_components_is_monais_rule_on_less_memory():
     assert KeepLargestComponents()(torch.zeros(1, 8, 8)).sum() == 0
     with pytest.raises(ValueError):
         KeepLargestComponents(0)
+
+
+def test_keep_largest_components_drops_pure_air_given_the_ct():
+    """post#keep_lungs with the CT in HU: a component that is mostly pure air (stomach gas, air outside the body) is
+    not lung, so when the lungs touch (one component) the stray air is not kept as the second; lung-like components
+    stay whatever their size, and without HU (pictures) or on raw stored values the rule is off."""
+    from fusionlungnet_monai.transforms import KeepLargestComponents, KeepLargestComponentsd
+
+    rng = np.random.default_rng(1)
+    hu = (40 + 10 * rng.standard_normal((1, 60, 50, 12))).astype(np.float32)
+    mask = np.zeros((1, 60, 50, 12), dtype=np.uint8)
+    hu[0, 5:45, 5:45, :] = -850 + 30 * rng.standard_normal((40, 40, 12))  # the joined lungs
+    mask[0, 5:45, 5:45, :] = 1
+    hu[0, 50:56, 10:20, 2:8] = -1000 + 15 * rng.standard_normal((6, 10, 6))  # stomach gas, taken for lung
+    mask[0, 50:56, 10:20, 2:8] = 1
+    hu[0, 50:54, 30:34, 2:6] = -860  # a small lung piece, separate
+    mask[0, 50:54, 30:34, 2:6] = 1
+    out = KeepLargestComponents(2)(mask, hu)
+    assert out[0, 52, 15, 4] == 0 and out[0, 52, 32, 3] == 1 and out[0, 20, 20, 5] == 1
+    assert KeepLargestComponents(2)(mask)[0, 52, 15, 4] == 1  # without the CT: MONAI's rule, the gas is second
+    assert KeepLargestComponents(2)(mask, hu + 2000)[0, 52, 15, 4] == 1  # no air at all: not a CT in HU
+    d = KeepLargestComponentsd("pred", 2, hu_key="image_hu")({"pred": torch.as_tensor(mask), "image_hu": hu})
+    torch.testing.assert_close(d["pred"], torch.as_tensor(out))
+    with pytest.raises(KeyError, match="image_hu"):
+        KeepLargestComponentsd("pred", hu_key="image_hu")({"pred": torch.as_tensor(mask)})
+    with pytest.raises(ValueError, match="grid"):
+        KeepLargestComponents()(mask, hu[..., :6])

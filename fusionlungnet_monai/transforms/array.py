@@ -24,8 +24,8 @@ from scipy import ndimage
 __all__ = ["ArtifactRemoval", "FieldOfViewPad", "SqueezeSingleSlice", "CTIntensityNormalize", "DynamicThreshold",
            "MedianFilter", "HUBoundaryRefine", "RemoveAirways", "KeepLargestComponents", "compact_hu",
            "median3x3_below", "is_hu_image",
-           "DEFAULT_HU_WINDOW", "EIGHT_BIT_SUFFIXES", "HU_AIR_CHECK", "LUNG_HU_THRESHOLD", "bounding_box",
-           "in_plane_structure", "planewise_copy"]
+           "DEFAULT_HU_WINDOW", "EIGHT_BIT_SUFFIXES", "HU_AIR_CHECK", "LUNG_HU_THRESHOLD", "AIR_HU", "bounding_box",
+           "in_plane_structure", "lung_like_components", "planewise_copy"]
 
 #: HU window mapped to [0, 1]; the PNG export of the phantoms uses the same window.
 DEFAULT_HU_WINDOW = (-1024.0, 600.0)
@@ -33,6 +33,9 @@ DEFAULT_HU_WINDOW = (-1024.0, 600.0)
 HU_AIR_CHECK = -500.0
 #: lung/tissue threshold in HU of the classical segmentation and of the HU boundary refinement
 LUNG_HU_THRESHOLD = -320.0
+#: pure air (room air, FOV padding, stomach and bowel gas, the trachea) has its 3x3 median at or below this; lung
+#: parenchyma, even emphysematous, mostly does not
+AIR_HU = -950.0
 #: file suffixes read as 8-bit images
 EIGHT_BIT_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 
@@ -114,6 +117,28 @@ def label_components(mask: np.ndarray, structure: np.ndarray | None = None) -> t
         return ndimage.label(mask, structure=structure, output=np.uint16)
     except RuntimeError:  # more than 65535 components
         return ndimage.label(mask, structure=structure)
+
+
+def lung_like_components(dense: np.ndarray, labels: np.ndarray, n: int, chunk: int = 16) -> tuple[np.ndarray, np.ndarray]:
+    """Per label of ``labels`` (``n`` components), its size and whether most of its voxels are ``dense`` (3x3 median
+    above ``AIR_HU``): lung parenchyma (about -850 HU) rather than pure air (room air, FOV padding, stomach and bowel
+    gas, an isolated trachea: about -1000 HU). Index 0 (background) has size 0 and is not lung-like. Counted with
+    ``bincount``, ``chunk`` slices at a time: no sort, and no volume-sized temporary.
+
+    Returns:
+        ``(sizes, lung_like)``: int64 and bool arrays of length ``n + 1``.
+    """
+    count, above = np.zeros(n + 1, dtype=np.int64), np.zeros(n + 1, dtype=np.int64)
+    keep = np.zeros(n + 1, dtype=bool)
+    if n:
+        lab3, dense3 = (labels[..., None], dense[..., None]) if labels.ndim == 2 else (labels, dense)
+        for z0 in range(0, lab3.shape[2], chunk):
+            lk = lab3[:, :, z0 : z0 + chunk]
+            count += np.bincount(lk.ravel(), minlength=n + 1)
+            above += np.bincount(lk[dense3[:, :, z0 : z0 + chunk]], minlength=n + 1)
+        count[0] = 0
+        keep[1:] = 2 * above[1:] > count[1:]
+    return count, keep
 
 
 def fill_holes_2d(masks: np.ndarray) -> np.ndarray:
@@ -542,8 +567,14 @@ class KeepLargestComponents(Transform):
     mask's bounding box. MONAI labels the whole grid with int64 labels on the CPU (1.26 GB for 600 slices of 512²),
     which was the peak of the bundle's whole-volume inference run.
 
+    Given the CT in HU, components that are mostly pure air (3x3 median at or below ``air_hu``: stomach and bowel
+    gas, air outside the body) are not lung and are dropped before the largest are chosen: the classical
+    segmentation's rule (:func:`lung_like_components`). It matters when the lungs touch: they are then one
+    component, and the second largest would otherwise be kept whatever it is.
+
     Args:
         num_components: how many of the largest components to keep (2: the lungs).
+        air_hu: the pure-air threshold (``AIR_HU``, -950) for the HU rule.
 
     Raises:
         ValueError: for ``num_components`` under 1.
@@ -551,23 +582,37 @@ class KeepLargestComponents(Transform):
 
     backend = [TransformBackends.NUMPY, TransformBackends.TORCH]
 
-    def __init__(self, num_components: int = 2) -> None:
+    def __init__(self, num_components: int = 2, air_hu: float = AIR_HU) -> None:
         if int(num_components) < 1:
             raise ValueError(f"num_components must be 1 or more, got {num_components}.")
-        self.num_components = int(num_components)
+        self.num_components, self.air_hu = int(num_components), float(air_hu)
 
-    def __call__(self, img: NdarrayOrTensor) -> NdarrayOrTensor:
-        """``img``: a channel-first binary mask ``(1, H, W)`` or ``(1, X, Y, Z)``; returns it with the same type."""
+    def __call__(self, img: NdarrayOrTensor, hu: NdarrayOrTensor | None = None) -> NdarrayOrTensor:
+        """Args: ``img``: a channel-first binary mask ``(1, H, W)`` or ``(1, X, Y, Z)``; ``hu``: the CT in HU on its
+        grid (one channel), for the pure-air rule (skipped without it, or when :func:`is_hu_image` says it is not
+        in HU). Returns: the mask with the same type.
+
+        Raises:
+            ValueError: when ``hu`` is not on the mask's grid.
+        """
+        if hu is not None and (tuple(hu.shape[1:]) != tuple(img.shape[1:]) or hu.shape[0] != 1):
+            raise ValueError(f"the HU image {tuple(hu.shape)} is not on the mask's grid {tuple(img.shape)}.")
         mask = convert_to_numpy(img, wrap_sequence=True)[0] > 0
-        box = bounding_box(mask)
+        box = bounding_box(mask, margin=1)  # the margin gives the 3x3 median its true neighbours
         if box is None:
             return img
         labels, n = label_components(mask[box], structure=np.ones((3,) * mask.ndim, dtype=bool))
-        if n > self.num_components:
-            sizes = np.bincount(labels.ravel(), minlength=n + 1)
-            sizes[0] = 0
-            keep = np.zeros(n + 1, dtype=bool)
-            keep[np.argsort(sizes, kind="stable")[::-1][: self.num_components]] = True
+        sizes = np.bincount(labels.ravel(), minlength=n + 1)
+        sizes[0] = 0
+        if hu is not None and n and is_hu_image(hu):
+            h = convert_to_tensor(hu, track_meta=False)[(slice(None),) + box]
+            air = median3x3_below(h, self.air_hu, strict=False)[0].cpu().numpy()
+            sizes, like = lung_like_components(~air, labels, n)
+            sizes[~like] = 0
+        keep = np.zeros(n + 1, dtype=bool)
+        order = np.argsort(sizes, kind="stable")[::-1][: self.num_components]
+        keep[order[sizes[order] > 0]] = True
+        if not keep[1:].all():
             mask[box] = keep[labels]
         del labels
         return convert_to_dst_type(mask[None], img, dtype=img.dtype)[0]

@@ -17,6 +17,7 @@ from monai.transforms import (
 )
 
 from fusionlungnet_monai.transforms.array import (
+    AIR_HU,
     DEFAULT_HU_WINDOW,
     LUNG_HU_THRESHOLD,
     ArtifactRemoval,
@@ -175,23 +176,25 @@ class KeepHUd(MapTransform):
 
 class _WithHUd(MapTransform):
     """Base of the dictionary post-processing steps that also read the CT in HU under ``hu_key`` (:class:`KeepHUd`'s
-    copy, on the prediction's grid once ``Invertd`` has run): ``d[key] = transform(d[key], d[hu_key])``.
+    copy, on the prediction's grid once ``Invertd`` has run): ``d[key] = transform(d[key], d[hu_key])``
+    (``transform(d[key], None)`` when ``hu_key`` is ``None``).
 
     Raises:
-        KeyError: when ``hu_key`` is missing.
+        KeyError: when ``hu_key`` is given and missing.
     """
 
-    def __init__(self, keys: KeysCollection, transform, hu_key: str, allow_missing_keys: bool) -> None:
+    def __init__(self, keys: KeysCollection, transform, hu_key: str | None, allow_missing_keys: bool) -> None:
         super().__init__(keys, allow_missing_keys)
         self.hu_key, self.transform = hu_key, transform
 
     def __call__(self, data: Mapping[Hashable, object]) -> dict:
         d = dict(data)
-        if self.hu_key not in d:
+        if self.hu_key is not None and self.hu_key not in d:
             raise KeyError(f"{type(self).__name__}: no {self.hu_key!r} in the data (copy the HU image there before "
                            "preprocessing: KeepHUd(keys='image', name='image_hu')).")
+        hu = None if self.hu_key is None else d[self.hu_key]
         for key in self.key_iterator(d):
-            d[key] = self.transform(d[key], d[self.hu_key])
+            d[key] = self.transform(d[key], hu)
         return d
 
 
@@ -238,14 +241,25 @@ class RemoveAirwaysd(_WithHUd):
         super().__init__(keys, RemoveAirways(airway_hu), hu_key, allow_missing_keys)
 
 
-class KeepLargestComponentsd(_Wrapd):
-    """Dictionary :class:`KeepLargestComponents`. Args: keys (binary masks), num_components, allow_missing_keys."""
+class KeepLargestComponentsd(_WithHUd):
+    """Dictionary :class:`KeepLargestComponents`.
+
+    Args:
+        keys: binary mask keys (``"pred"``, after the threshold).
+        num_components, air_hu: see :class:`KeepLargestComponents`.
+        hu_key: key of the CT in HU (:class:`KeepHUd`'s copy, on the mask's grid once ``Invertd`` has run), for the
+            pure-air rule; ``None`` (the default): no HU rule, as for pictures.
+        allow_missing_keys: don't raise for missing keys.
+
+    Raises:
+        KeyError: when ``hu_key`` is given and missing.
+    """
 
     backend = KeepLargestComponents.backend
 
-    def __init__(self, keys: KeysCollection, num_components: int = 2, allow_missing_keys: bool = False) -> None:
-        super().__init__(keys, allow_missing_keys)
-        self.transform = KeepLargestComponents(num_components)
+    def __init__(self, keys: KeysCollection, num_components: int = 2, hu_key: str | None = None,
+                 air_hu: float = AIR_HU, allow_missing_keys: bool = False) -> None:
+        super().__init__(keys, KeepLargestComponents(num_components, air_hu), hu_key, allow_missing_keys)
 
 
 def paper_preprocessing(
