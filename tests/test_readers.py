@@ -73,7 +73,7 @@ def test_int8_sheared_scaled_and_singleton_dims_are_read(tmp_path):
     assert tuple(LoadCTImage(image_only=True)(str(tmp_path / "five.nii.gz")).shape) == ct.shape
 
 
-def test_nan_is_kept_and_missing_voxel_size_is_flagged(tmp_path):
+def test_nan_is_kept_and_missing_voxel_size_is_flagged(tmp_path, capfd):
     ct = _ct().astype(np.float32)
     ct[3, 4, 2] = np.nan
     nib.save(nib.Nifti1Image(ct, AFFINE), str(tmp_path / "nan.nii.gz"))
@@ -85,9 +85,30 @@ def test_nan_is_kept_and_missing_voxel_size_is_flagged(tmp_path):
     bare.header.set_qform(None, code=0)
     bare.header.set_sform(None, code=0)
     nib.save(bare, str(tmp_path / "bare.nii.gz"))
-    img = LoadCTImage(image_only=True)(str(tmp_path / "bare.nii.gz"))  # nibabel logs "setting 0 dims to 1"
+    capfd.readouterr()
+    img = LoadCTImage(image_only=True)(str(tmp_path / "bare.nii.gz"))
     assert img.meta[SPACING_UNKNOWN] is True
     np.testing.assert_allclose(np.asarray(img.pixdim[:3]), 1.0)
+    assert "pixdim" not in capfd.readouterr().err  # nibabel's "setting 0 dims to 1" log: the flag says it once
+
+
+def test_a_series_with_a_missing_slice_reads_without_itk_printing(phantom_dir, tmp_path, capfd):
+    """ITK prints "Non uniform sampling or missing slices detected" to stderr (in the middle of a progress bar);
+    the series check reports irregular spacing in the case's warnings instead. ITK's switch is restored."""
+    import shutil
+
+    import itk
+
+    from fusionlungnet_monai.data import select_ct_series
+
+    series = tmp_path / "gap"
+    shutil.copytree(phantom_dir / "dicom" / "ph000", series)
+    sorted(series.glob("*.dcm"))[4].unlink()
+    capfd.readouterr()
+    img = LoadCTImage(image_only=True)(str(series))
+    assert img.ndim == 3 and "Non uniform" not in capfd.readouterr().err
+    assert any("irregular slice spacing" in w for w in select_ct_series(series).warnings)
+    assert itk.Object.GetGlobalWarningDisplay()
 
 
 @pytest.mark.parametrize("mode,suffix", [("RGB", ".png"), ("RGB", ".jpg"), ("CMYK", ".jpg"), ("LA", ".png"),

@@ -13,6 +13,7 @@ their MONAI base would read wrongly or raise on from deep inside.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import re
 import sys
@@ -65,10 +66,17 @@ class CTNiftiReader(NibabelReader):
     def read(self, data, **kwargs):
         import nibabel as nib
 
+        # quiet: nibabel logs "pixdim[1,2,3] should be non-zero" (a header fix) on every load, and the SPACING_UNKNOWN
+        # meta flag already reports it once, in the case's warnings
+        log = logging.getLogger("nibabel.global")
+        level = log.level
+        log.setLevel(logging.ERROR)
         try:
             return super().read(data, **kwargs)
         except (nib.filebasedimages.ImageFileError, OSError, EOFError, ValueError) as e:
             raise InputError(data, f"not a readable NIfTI file ({_first_line(e)})") from None
+        finally:
+            log.setLevel(level)
 
     def _get_array_data(self, img, filename=None):
         name = filename or img.get_filename()

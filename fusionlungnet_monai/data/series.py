@@ -318,14 +318,12 @@ class CTSeriesReader(ImageReader):
         names = [str(n) for n in ensure_tuple(data)]
         reader = self._reader(names[0])
         if isinstance(reader, ITKReader):
-            import itk
-
             images = []
             for name in names:
                 if os.path.isdir(name):
                     info = select_ct_series(name, self.series_uid)
                     files = [str(f) for f in info.files]
-                    image = itk.imread(files if len(files) > 1 else files[0], **kwargs)
+                    image = _quiet_itk_read(files if len(files) > 1 else files[0], **kwargs)
                     meta = image.GetMetaDataDictionary()  # a series read keeps no tags: name the series at least
                     for tag, value in (("0020|000e", info.uid), ("0008|0060", info.modality),
                                        ("0008|103e", info.description)):
@@ -343,6 +341,20 @@ class CTSeriesReader(ImageReader):
         reader, obj = img
         data, meta = reader.get_data(obj)
         return compact_integers(data), meta
+
+
+def _quiet_itk_read(files, **kwargs):
+    """``itk.imread`` of a selected series with ITK's warnings off: its "Non uniform sampling or missing slices"
+    goes to stderr in the middle of a progress bar, and :func:`select_ct_series` already reports irregular spacing
+    in the case's warnings (the display is ITK's global switch: restored afterwards)."""
+    import itk
+
+    shown = itk.Object.GetGlobalWarningDisplay()
+    itk.Object.SetGlobalWarningDisplay(False)
+    try:
+        return itk.imread(files, **kwargs)
+    finally:
+        itk.Object.SetGlobalWarningDisplay(shown)
 
 
 def _compact(img: torch.Tensor) -> torch.Tensor:
