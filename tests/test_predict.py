@@ -215,3 +215,20 @@ def test_colour_pictures_and_a_nifti_without_voxel_size(model, phantom_dir, tmp_
             assert agree == 1.0 if name.endswith(".png") else agree > 0.97, (name, agree)  # JPEG is lossy
         res = p.predict(tmp_path / "bare.nii.gz", tmp_path / "out" / "bare")
         assert res.ok and any("no voxel size" in w for w in res.report["warnings"]), res.report["warnings"]
+
+
+def test_qc_picture_of_a_single_slice_is_the_axial_view_alone(tmp_path):
+    """A slice or a thin slab (< 20 mm) gets the axial view only (its side views would be strips of a few pixels);
+    taller volumes get coronal and sagittal views beside it."""
+    from PIL import Image
+
+    from fusionlungnet_monai.outputs.qc import qc_overlay
+
+    ct = np.full((64, 48, 1), -1000.0, dtype=np.float32)
+    ct[10:30, 10:40] = -850
+    mask = (ct > -900).astype(np.uint8)
+    one = Image.open(qc_overlay(ct, mask, tmp_path / "one.png", spacing=(0.7, 0.7, 5.0)))
+    assert one.size == (64, 48)  # (width: x, height: y)
+    tall = np.repeat(ct, 40, axis=2)
+    three = Image.open(qc_overlay(tall, np.repeat(mask, 40, axis=2), tmp_path / "three.png", spacing=(0.7, 0.7, 1.0)))
+    assert three.size[1] == 48 and three.size[0] > 64 + 20

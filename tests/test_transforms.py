@@ -251,9 +251,10 @@ def test_keep_largest_components_is_monais_rule_on_less_memory():
 
 
 def test_keep_largest_components_drops_pure_air_given_the_ct():
-    """post#keep_lungs with the CT in HU: a component that is mostly pure air (stomach gas, air outside the body) is
-    not lung, so when the lungs touch (one component) the stray air is not kept as the second; lung-like components
-    stay whatever their size, and without HU (pictures) or on raw stored values the rule is off."""
+    """post#keep_lungs with the CT in HU: a component of a volume that is nearly all pure air (stomach gas, air
+    outside the body) is not lung, so when the lungs touch (one component) the stray air is not kept as the second.
+    Dark lung stays (60 % of it at or below -950 HU), lung-like components stay whatever their size, and without HU
+    (pictures), on raw stored values, on 2D slices and on one-slice volumes the rule is off."""
     from fusionlungnet_monai.transforms import KeepLargestComponents, KeepLargestComponentsd
 
     rng = np.random.default_rng(1)
@@ -271,7 +272,34 @@ def test_keep_largest_components_drops_pure_air_given_the_ct():
     assert KeepLargestComponents(2)(mask, hu + 2000)[0, 52, 15, 4] == 1  # no air at all: not a CT in HU
     d = KeepLargestComponentsd("pred", 2, hu_key="image_hu")({"pred": torch.as_tensor(mask), "image_hu": hu})
     torch.testing.assert_close(d["pred"], torch.as_tensor(out))
+    dark = hu.copy()
+    dark[0, 5:45, 5:29, :] = -1000  # 60 % of the lungs' voxels pure air (emphysema, a dark scan): still lung
+    assert KeepLargestComponents(2)(mask, dark)[0, 20, 20, 5] == 1
+    assert KeepLargestComponents(2)(mask[..., 4], hu[..., 4])[0, 52, 15] == 1  # a 2D slice: rule off
+    assert KeepLargestComponents(2)(mask[..., 4:5], hu[..., 4:5])[0, 52, 15, 0] == 1  # one slice: rule off
     with pytest.raises(KeyError, match="image_hu"):
         KeepLargestComponentsd("pred", hu_key="image_hu")({"pred": torch.as_tensor(mask)})
     with pytest.raises(ValueError, match="grid"):
         KeepLargestComponents()(mask, hu[..., :6])
+
+
+def test_single_slices_keep_every_sizeable_piece():
+    """On one slice a lung is often several pieces (diaphragm domes, consolidation): with slice_fraction, every
+    component of at least that fraction of the largest is kept on 2D masks and one-slice volumes; volumes keep
+    the num_components largest."""
+    from fusionlungnet_monai.transforms import KeepLargestComponents
+
+    m = np.zeros((1, 80, 80), dtype=np.uint8)
+    m[0, 2:34, 2:34] = 1  # 1024 px
+    m[0, 40:64, 2:27] = 1  # 600 px
+    m[0, 2:12, 50:70] = 1  # 200 px: 20 % of the largest, a lung piece
+    m[0, 70:75, 70:76] = 1  # 30 px: under 5 %
+    out = KeepLargestComponents(2, slice_fraction=0.05)(m)
+    assert out[0, 5, 5] and out[0, 50, 10] and out[0, 5, 60] and not out[0, 72, 72]
+    two = KeepLargestComponents(2)(m)
+    assert two[0, 5, 5] and two[0, 50, 10] and not two[0, 5, 60]
+    np.testing.assert_array_equal(KeepLargestComponents(2, slice_fraction=0.05)(m[..., None])[..., 0], out)
+    vol = np.repeat(m[..., None], 3, axis=-1)
+    np.testing.assert_array_equal(KeepLargestComponents(2, slice_fraction=0.05)(vol), KeepLargestComponents(2)(vol))
+    with pytest.raises(ValueError, match="slice_fraction"):
+        KeepLargestComponents(slice_fraction=0.0)

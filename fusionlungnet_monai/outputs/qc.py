@@ -13,6 +13,10 @@ __all__ = ["qc_overlay", "outline_view", "LUNG_DISPLAY_WINDOW"]
 LUNG_DISPLAY_WINDOW = (-1350.0, 150.0)
 
 
+#: volumes at least this tall (mm along z) get coronal and sagittal views in the QC picture
+MIN_SIDE_VIEW_MM = 20.0
+
+
 def outline_view(img2d: np.ndarray, m2d: np.ndarray, window: Sequence[float],
                  m2: np.ndarray | None = None) -> np.ndarray:
     """An RGB uint8 picture of a 2D image in ``window`` with the outline of ``m2d`` in red, over the outline of an
@@ -32,7 +36,8 @@ def qc_overlay(ct_hu: np.ndarray, mask: np.ndarray, path: str | os.PathLike,
                spacing: Sequence[float] = (1.0, 1.0, 1.0), window: Sequence[float] = LUNG_DISPLAY_WINDOW,
                second: np.ndarray | None = None) -> str:
     """Write a PNG of three views through the mask (axial, coronal, sagittal), outline in red (and a second
-    mask's outline in cyan, e.g. the classical second opinion).
+    mask's outline in cyan, e.g. the classical second opinion). A volume less than ``MIN_SIDE_VIEW_MM`` tall (a
+    single slice, a thin slab) gets the axial view only: its coronal and sagittal views would be thin strips.
 
     Args:
         ct_hu: HU volume ``(x, y, z)`` in the DICOM patient frame (x to the patient's left, y posterior, z head).
@@ -75,6 +80,8 @@ def qc_overlay(ct_hu: np.ndarray, mask: np.ndarray, path: str | os.PathLike,
         out[top : top + img.shape[0], : img.shape[1]] = img
         return out
 
-    tiles = [axial, fit(coronal, ct.shape[0] * sx), fit(sagittal, ct.shape[1] * sy)]
+    tiles = [axial]
+    if ct.shape[2] * sz >= MIN_SIDE_VIEW_MM:
+        tiles += [fit(coronal, ct.shape[0] * sx), fit(sagittal, ct.shape[1] * sy)]
     Image.fromarray(np.concatenate(tiles, 1)).save(str(path))
     return str(path)

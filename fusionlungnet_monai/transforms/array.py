@@ -119,11 +119,12 @@ def label_components(mask: np.ndarray, structure: np.ndarray | None = None) -> t
         return ndimage.label(mask, structure=structure)
 
 
-def lung_like_components(dense: np.ndarray, labels: np.ndarray, n: int, chunk: int = 16) -> tuple[np.ndarray, np.ndarray]:
-    """Per label of ``labels`` (``n`` components), its size and whether most of its voxels are ``dense`` (3x3 median
-    above ``AIR_HU``): lung parenchyma (about -850 HU) rather than pure air (room air, FOV padding, stomach and bowel
-    gas, an isolated trachea: about -1000 HU). Index 0 (background) has size 0 and is not lung-like. Counted with
-    ``bincount``, ``chunk`` slices at a time: no sort, and no volume-sized temporary.
+def lung_like_components(dense: np.ndarray, labels: np.ndarray, n: int, chunk: int = 16,
+                         min_dense_fraction: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
+    """Per label of ``labels`` (``n`` components), its size and whether more than ``min_dense_fraction`` of its voxels
+    are ``dense`` (3x3 median above ``AIR_HU``): lung parenchyma (about -850 HU) rather than pure air (room air, FOV
+    padding, stomach and bowel gas, an isolated trachea: about -1000 HU). Index 0 (background) has size 0 and is not
+    lung-like. Counted with ``bincount``, ``chunk`` slices at a time: no sort, and no volume-sized temporary.
 
     Returns:
         ``(sizes, lung_like)``: int64 and bool arrays of length ``n + 1``.
@@ -137,7 +138,7 @@ def lung_like_components(dense: np.ndarray, labels: np.ndarray, n: int, chunk: i
             count += np.bincount(lk.ravel(), minlength=n + 1)
             above += np.bincount(lk[dense3[:, :, z0 : z0 + chunk]], minlength=n + 1)
         count[0] = 0
-        keep[1:] = 2 * above[1:] > count[1:]
+        keep[1:] = above[1:] > min_dense_fraction * count[1:]
     return count, keep
 
 
@@ -567,30 +568,43 @@ class KeepLargestComponents(Transform):
     mask's bounding box. MONAI labels the whole grid with int64 labels on the CPU (1.26 GB for 600 slices of 512²),
     which was the peak of the bundle's whole-volume inference run.
 
-    Given the CT in HU, components that are mostly pure air (3x3 median at or below ``air_hu``: stomach and bowel
-    gas, air outside the body) are not lung and are dropped before the largest are chosen: the classical
-    segmentation's rule (:func:`lung_like_components`). It matters when the lungs touch: they are then one
-    component, and the second largest would otherwise be kept whatever it is.
+    Given the CT in HU, components of a volume that are nearly all pure air (at least ``max_air_fraction`` of their
+    voxels with a 3x3 median at or below ``air_hu``: stomach and bowel gas, air outside the body) are not lung and
+    are dropped before the largest are chosen (:func:`lung_like_components`, the classical segmentation's rule with
+    a stricter fraction). It matters when the lungs touch: they are then one component, and the second largest would
+    otherwise be kept whatever it is. Dark lung is not pure air, but it comes close: a quarter of a real lung's
+    voxels can lie at or below -950 HU, and more on single slices, so 2D slices and one-slice volumes skip the rule.
+
+    On a single slice the lungs are often more than two pieces (around the diaphragm domes, or split by
+    consolidation): with ``slice_fraction``, 2D masks and one-slice volumes keep every component of at least that
+    fraction of the largest instead of the ``num_components`` largest.
 
     Args:
         num_components: how many of the largest components to keep (2: the lungs).
         air_hu: the pure-air threshold (``AIR_HU``, -950) for the HU rule.
+        max_air_fraction: components with at least this fraction of pure-air voxels are dropped (0.9).
+        slice_fraction: the rule for single slices (the bundle's 0.05); ``None``: ``num_components`` there too.
 
     Raises:
-        ValueError: for ``num_components`` under 1.
+        ValueError: for ``num_components`` under 1, or ``slice_fraction`` outside (0, 1].
     """
 
     backend = [TransformBackends.NUMPY, TransformBackends.TORCH]
 
-    def __init__(self, num_components: int = 2, air_hu: float = AIR_HU) -> None:
+    def __init__(self, num_components: int = 2, air_hu: float = AIR_HU, max_air_fraction: float = 0.9,
+                 slice_fraction: float | None = None) -> None:
         if int(num_components) < 1:
             raise ValueError(f"num_components must be 1 or more, got {num_components}.")
+        if slice_fraction is not None and not 0.0 < float(slice_fraction) <= 1.0:
+            raise ValueError(f"slice_fraction must be in (0, 1] or None, got {slice_fraction}.")
         self.num_components, self.air_hu = int(num_components), float(air_hu)
+        self.max_air_fraction = float(max_air_fraction)
+        self.slice_fraction = None if slice_fraction is None else float(slice_fraction)
 
     def __call__(self, img: NdarrayOrTensor, hu: NdarrayOrTensor | None = None) -> NdarrayOrTensor:
         """Args: ``img``: a channel-first binary mask ``(1, H, W)`` or ``(1, X, Y, Z)``; ``hu``: the CT in HU on its
-        grid (one channel), for the pure-air rule (skipped without it, or when :func:`is_hu_image` says it is not
-        in HU). Returns: the mask with the same type.
+        grid (one channel), for the pure-air rule (skipped without it, on 2D slices and one-slice volumes, or when
+        :func:`is_hu_image` says it is not in HU). Returns: the mask with the same type.
 
         Raises:
             ValueError: when ``hu`` is not on the mask's grid.
@@ -604,14 +618,18 @@ class KeepLargestComponents(Transform):
         labels, n = label_components(mask[box], structure=np.ones((3,) * mask.ndim, dtype=bool))
         sizes = np.bincount(labels.ravel(), minlength=n + 1)
         sizes[0] = 0
-        if hu is not None and n and is_hu_image(hu):
+        single = mask.ndim == 2 or mask.shape[2] == 1
+        if hu is not None and n and not single and is_hu_image(hu):
             h = convert_to_tensor(hu, track_meta=False)[(slice(None),) + box]
             air = median3x3_below(h, self.air_hu, strict=False)[0].cpu().numpy()
-            sizes, like = lung_like_components(~air, labels, n)
+            sizes, like = lung_like_components(~air, labels, n, min_dense_fraction=1.0 - self.max_air_fraction)
             sizes[~like] = 0
         keep = np.zeros(n + 1, dtype=bool)
-        order = np.argsort(sizes, kind="stable")[::-1][: self.num_components]
-        keep[order[sizes[order] > 0]] = True
+        if single and self.slice_fraction is not None:
+            keep[1:] = sizes[1:] >= self.slice_fraction * sizes.max()
+        else:
+            order = np.argsort(sizes, kind="stable")[::-1][: self.num_components]
+            keep[order[sizes[order] > 0]] = True
         if not keep[1:].all():
             mask[box] = keep[labels]
         del labels

@@ -246,7 +246,7 @@ class KeepLargestComponentsd(_WithHUd):
 
     Args:
         keys: binary mask keys (``"pred"``, after the threshold).
-        num_components, air_hu: see :class:`KeepLargestComponents`.
+        num_components, air_hu, max_air_fraction, slice_fraction: see :class:`KeepLargestComponents`.
         hu_key: key of the CT in HU (:class:`KeepHUd`'s copy, on the mask's grid once ``Invertd`` has run), for the
             pure-air rule; ``None`` (the default): no HU rule, as for pictures.
         allow_missing_keys: don't raise for missing keys.
@@ -258,8 +258,10 @@ class KeepLargestComponentsd(_WithHUd):
     backend = KeepLargestComponents.backend
 
     def __init__(self, keys: KeysCollection, num_components: int = 2, hu_key: str | None = None,
-                 air_hu: float = AIR_HU, allow_missing_keys: bool = False) -> None:
-        super().__init__(keys, KeepLargestComponents(num_components, air_hu), hu_key, allow_missing_keys)
+                 air_hu: float = AIR_HU, max_air_fraction: float = 0.9, slice_fraction: float | None = None,
+                 allow_missing_keys: bool = False) -> None:
+        super().__init__(keys, KeepLargestComponents(num_components, air_hu, max_air_fraction, slice_fraction), hu_key,
+                         allow_missing_keys)
 
 
 def paper_preprocessing(
