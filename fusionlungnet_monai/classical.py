@@ -27,6 +27,7 @@ import torch
 from scipy import ndimage
 
 from fusionlungnet_monai.transforms.array import (
+    AIR_HU,
     LUNG_HU_THRESHOLD,
     bounding_box,
     fill_holes_2d,
@@ -144,8 +145,8 @@ def airway_mask(
     ct: np.ndarray,
     spacing: Sequence[float] = (1.0, 1.0, 1.0),
     threshold: float = LUNG_HU_THRESHOLD,
-    airway_hu: float = -950.0,
-    air_hu: float = -950.0,
+    airway_hu: float = AIR_HU,
+    air_hu: float = AIR_HU,
 ) -> np.ndarray:
     """The trachea and main bronchi of a CT in HU: the airway step of :func:`classical_lung_mask` alone.
 
@@ -168,8 +169,8 @@ def classical_lung_mask(
     ct: np.ndarray,
     spacing: Sequence[float] = (1.0, 1.0, 1.0),
     threshold: float = LUNG_HU_THRESHOLD,
-    airway_hu: float = -950.0,
-    air_hu: float = -950.0,
+    airway_hu: float = AIR_HU,
+    air_hu: float = AIR_HU,
     min_fraction: float = 0.1,
     closing_mm: float = 4.0,
     remove_airways: bool = True,

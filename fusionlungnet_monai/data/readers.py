@@ -170,7 +170,8 @@ def _collected(tmp, saved: int) -> list[str]:
 
 
 def _metaimage_reason(lines: list) -> str | None:
-    """What the MetaImage reader printed, in one line (``data not read completely: 409434 of 819200 bytes``)."""
+    """What the MetaImage reader printed, in one line (``MetaImage: data not read completely, 409434 of 819200
+    bytes``), or ``None`` when it printed nothing of its own."""
     said = [line for line in lines if line.startswith("MetaImage:") or line.startswith("ideal")]
     if not said:
         return None

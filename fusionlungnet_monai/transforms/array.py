@@ -522,7 +522,7 @@ class RemoveAirways(Transform):
 
     backend = [TransformBackends.NUMPY]
 
-    def __init__(self, airway_hu: float = -950.0) -> None:
+    def __init__(self, airway_hu: float = AIR_HU) -> None:
         self.airway_hu = float(airway_hu)
 
     def __call__(self, mask: NdarrayOrTensor, hu: NdarrayOrTensor, affine: NdarrayOrTensor | None = None):

@@ -236,7 +236,7 @@ class RemoveAirwaysd(_WithHUd):
 
     backend = RemoveAirways.backend
 
-    def __init__(self, keys: KeysCollection, hu_key: str = "image_hu", airway_hu: float = -950.0,
+    def __init__(self, keys: KeysCollection, hu_key: str = "image_hu", airway_hu: float = AIR_HU,
                  allow_missing_keys: bool = False) -> None:
         super().__init__(keys, RemoveAirways(airway_hu), hu_key, allow_missing_keys)
 
