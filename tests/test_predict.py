@@ -232,3 +232,29 @@ def test_qc_picture_of_a_single_slice_is_the_axial_view_alone(tmp_path):
     tall = np.repeat(ct, 40, axis=2)
     three = Image.open(qc_overlay(tall, np.repeat(mask, 40, axis=2), tmp_path / "three.png", spacing=(0.7, 0.7, 1.0)))
     assert three.size[1] == 48 and three.size[0] > 64 + 20
+
+
+def test_a_one_slice_volume_gets_the_steps_of_a_slice(monkeypatch):
+    """A one-slice volume (a NIfTI with one slice) is a slice: its mask gets the 2D hole filling and component rule,
+    as a single DICOM file or picture does. MONAI's 3D hole filling found no hole there (every voxel of one slice
+    touches the z border), and the airway search ran on it as on a volume."""
+    import torch
+    from monai.data import MetaTensor
+
+    import fusionlungnet_monai.predict as P
+
+    net = np.zeros((1, 64, 64, 1), dtype=np.uint8)
+    net[0, 8:56, 8:30] = 1  # a lung with a hole where the network saw a dense nodule
+    net[0, 20:30, 14:22] = 0
+    net[0, 8:56, 36:56] = 1  # the other lung
+    net[0, 2:5, 60:63] = 1  # a speck: under 5 % of the largest
+    monkeypatch.setattr(P, "infer_tensors", lambda wf, items: [{"pred": MetaTensor(torch.as_tensor(net))}])
+    monkeypatch.setattr(P.Predictor, "workflow", lambda self, kind: None)
+    hu = np.where(net[0] > 0, -850, 40).astype(np.int16)
+    hu[:3] = -1000
+    image = MetaTensor(torch.as_tensor(hu), affine=torch.diag(torch.tensor([0.7, 0.7, 5.0, 1.0], dtype=torch.float64)))
+    with P.Predictor(bundle_dir=str(BUNDLE), progress=False) as p:
+        mask = p._infer_volume(image).numpy()
+    assert mask.shape == (64, 64, 1)
+    assert mask[25, 18, 0] == 1  # the hole is filled
+    assert mask[30, 45, 0] == 1 and mask[3, 61, 0] == 0  # both lungs kept, the speck dropped

@@ -514,7 +514,8 @@ class RemoveAirways(Transform):
     They are air, so the network and the HU boundary refinement can call them lung; reference lung masks (and
     lungmask, TotalSegmentator) leave them out. The step works in any voxel order: the HU image is viewed in LPS
     order (head towards higher ``z``, where the airway search starts) through the mask's affine, and the result is
-    viewed back. Images that are not in HU and 2D slices pass unchanged (as for :class:`HUBoundaryRefine`).
+    viewed back. Images that are not in HU, 2D slices and one-slice volumes pass unchanged (as for
+    :class:`HUBoundaryRefine`).
 
     Args:
         airway_hu: the trachea and main bronchi are darker than this (3x3 median).
@@ -539,7 +540,7 @@ class RemoveAirways(Transform):
 
         if tuple(hu.shape[1:]) != tuple(mask.shape[1:]) or hu.shape[0] != 1:
             raise ValueError(f"the HU image {tuple(hu.shape)} is not on the mask's grid {tuple(mask.shape)}.")
-        if mask.ndim != 4 or not is_hu_image(hu):
+        if mask.ndim != 4 or mask.shape[-1] == 1 or not is_hu_image(hu):  # a slice has no airway tree to follow
             return mask
         m = convert_to_tensor(mask, track_meta=False)
         # only airways inside the mask can leave it: the search runs on the mask's bounding box (plus one voxel),
