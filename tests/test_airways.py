@@ -75,3 +75,20 @@ def test_slices_pictures_and_non_hu_images_pass_unchanged(phantom_with_trachea_i
         remove(m, torch.from_numpy(ph.image[None, :-1]))
     with pytest.raises(KeyError, match="image_hu"):
         RemoveAirwaysd(keys="pred")({"pred": m})
+
+
+def test_a_one_slice_volume_passes_unchanged():
+    """One slice has no airway tree to follow: on single slices of the real elastix crop (a hemithorax without the
+    trachea) the airway search, run as on a volume, took up to 418 dark lung voxels per slice for airways."""
+    from pathlib import Path
+
+    from fusionlungnet_monai.classical import airway_mask
+    from fusionlungnet_monai.data import LoadCTImage
+
+    crop = Path(__file__).parent / "data" / "elastix_lung_small"
+    ct = LoadCTImage(image_only=True)(str(crop / "3DCT_lung_baseline_small.mha"))
+    ref = np.asarray(LoadCTImage(image_only=True)(str(crop / "3DCT_lung_baseline_small_mask.mha"))) > 0
+    hu = torch.as_tensor(np.asarray(ct, dtype=np.float32))[None, :, :, 28:29]
+    assert airway_mask(hu[0].numpy(), [2.7, 2.7, 5.0]).any()  # what the search would take out of this slice
+    one = MetaTensor(torch.as_tensor(ref[None, :, :, 28:29].astype(np.uint8)), affine=ct.affine)
+    assert (RemoveAirways()(one, hu) == one).all()
