@@ -111,12 +111,7 @@ def main() -> None:
         n = sum(r["slices"] for r in rows)
         lines.append(f"| all, weighted by slices | {n} | " + " | ".join(
             f"{sum(r[k] * r['slices'] for r in rows) / n:.4f}" for k in ("shipped", "two_largest")) + " |")
-        md = "\n".join(lines) + "\n"
-        print(md)
-        if a.md:
-            Path(a.md).write_text(md)
-        if a.json:
-            Path(a.json).write_text(json.dumps(rows, indent=1))
+        _write("\n".join(lines) + "\n", rows, a)
         return
     for column, refine in (("shipped", True), ("network", False)):
         with Predictor(model=a.model, input_size=a.input_size, progress=False, refine=refine) as pred:
@@ -147,7 +142,11 @@ def main() -> None:
         if len(sel) > 1:
             lines.append(f"| mean of {len(sel)} {label} | " + " | ".join(
                 f"{np.mean([r[c][m] for r in sel]):.4f}" for c in columns for m in ("iou", "dice")) + " |")
-    md = "\n".join(lines) + "\n"
+    _write("\n".join(lines) + "\n", rows, a)
+
+
+def _write(md: str, rows: list, a) -> None:
+    """Print the markdown table, and write it and the per-case rows where ``--md`` and ``--json`` say."""
     print(md)
     if a.md:
         Path(a.md).write_text(md)
