@@ -1,5 +1,5 @@
 """Ignite handlers: the evaluation report (per-image CSV + summary JSON), precise BatchNorm statistics, atomic
-checkpoints and a GradScaler monitor."""
+checkpoints, a GradScaler monitor and a training time limit."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import csv
 import glob
 import json
 import os
+import time
 from typing import TYPE_CHECKING
 
 import torch
@@ -16,7 +17,8 @@ from monai.handlers import CheckpointSaver
 if TYPE_CHECKING:
     from ignite.engine import Engine
 
-__all__ = ["AmpMonitor", "AtomicCheckpointSaver", "EvaluationReport", "InputErrorHandler", "PreciseBatchNorm"]
+__all__ = ["AmpMonitor", "AtomicCheckpointSaver", "EvaluationReport", "InputErrorHandler", "PreciseBatchNorm",
+           "TrainingTimeLimit"]
 
 
 def _names(batch) -> list[str]:
@@ -226,6 +228,71 @@ class AmpMonitor:
     def _epoch(self, engine: Engine) -> None:
         if self.log and self._scaler(engine) is not None:
             engine.logger.info(f"AMP: {self.skipped} optimizer steps skipped so far, scale {engine.state.metrics.get('amp_scale')}")
+
+
+class TrainingTimeLimit:
+    """End training cleanly within a time budget (a GPU slot, a cluster job): at an epoch's end the run stops when
+    one more epoch as long as the last (validation and checkpoints included) would pass ``limit_s``; mid-epoch it
+    stops once ``limit_s`` has passed.
+    The clock starts with the run (after the datasets are cached). ``engine.terminate()`` still fires ``COMPLETED``,
+    so the final checkpoint is written; the best model has been saved by validation all along.
+
+    Args:
+        limit_s: seconds of training allowed.
+
+    Raises:
+        ValueError: when ``limit_s`` is not positive.
+    """
+
+    def __init__(self, limit_s: float) -> None:
+        if not limit_s or float(limit_s) <= 0:
+            raise ValueError(f"TrainingTimeLimit: limit_s must be a positive number of seconds, got {limit_s!r}")
+        self.limit_s = float(limit_s)
+        self._start = self._epoch_start = self._cycle = 0.0
+
+    def attach(self, engine: Engine) -> None:
+        from ignite.engine import Events
+
+        engine.add_event_handler(Events.STARTED, self._started)
+        engine.add_event_handler(Events.EPOCH_STARTED, self._epoch_started)
+        engine.add_event_handler(Events.EPOCH_COMPLETED, self._epoch_completed)
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self._iteration_completed)
+
+    def _started(self, engine: Engine) -> None:
+        self._start = time.monotonic()
+
+    def _epoch_started(self, engine: Engine) -> None:
+        now = time.monotonic()
+        if self._epoch_start:  # a whole epoch cycle: training, validation and checkpoints
+            self._cycle = now - self._epoch_start
+        self._epoch_start = now
+
+    def _stop(self, engine: Engine, why: str) -> None:
+        engine.logger.info(f"TrainingTimeLimit: {why}; stopping after epoch {engine.state.epoch} "
+                           f"({time.monotonic() - self._start:.0f} s of {self.limit_s:.0f} s)")
+        engine.terminate()
+
+    @staticmethod
+    def _agreed(engine: Engine, flag: bool) -> bool:
+        """Under torch.distributed every rank stops together (rank clocks differ): true when any rank says so."""
+        if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+            return flag
+        t = torch.tensor([float(flag)], device=getattr(engine.state, "device", None) or "cpu")
+        torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
+        return bool(t.item())
+
+    def _epoch_completed(self, engine: Engine) -> None:
+        now = time.monotonic()
+        epoch = max(self._cycle, now - self._epoch_start)
+        late = engine.state.epoch < engine.state.max_epochs and now + epoch > self._start + self.limit_s
+        if self._agreed(engine, late):
+            self._stop(engine, "another epoch would pass the time limit")
+
+    def _iteration_completed(self, engine: Engine) -> None:
+        if engine.should_terminate:
+            return
+        if self._agreed(engine, time.monotonic() - self._start > self.limit_s):
+            self._stop(engine, "time limit reached mid-epoch")
 
 
 class InputErrorHandler:

@@ -7,6 +7,7 @@ H100/H200. Results: ``OUT/gpu_check.json``, ``OUT/gpu_check.md`` (a table for do
 
     python scripts/gpu_check.py --out OUT                # on a GPU machine
     python scripts/gpu_check.py --out OUT --cpu-smoke    # the same stages at tiny sizes on CPU (the test suite runs it)
+    python scripts/gpu_check.py --out OUT --stages steps,inference   # some stages only (a short GPU slot)
 
 Stages:
 1. device and versions;
@@ -35,6 +36,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 BUNDLE = ROOT / "bundle"
+STAGES = ("steps", "bundle", "inference", "cuda", "torchrun")
 
 
 def _env(out: Path) -> dict:
@@ -204,7 +206,7 @@ def bundle_training(data: Path, out: Path, amp: bool, dtype: str, size: int, bat
     return res
 
 
-def inference_benchmark(device_name: str, smoke: bool) -> dict:
+def inference_benchmark(device_name: str, smoke: bool, model: Path) -> dict:
     """Inference speed with the shipped weights: the bare forward (eval, channels_last, bf16 autocast on CUDA) and
     end to end on a phantom NIfTI volume through the bundle's workflow, with preprocessing on the CPU (default) and
     on the device (``preprocess_on_device``), and through ``fusionlungnet predict``'s ``Predictor`` (slabs, 3D steps,
@@ -221,7 +223,6 @@ def inference_benchmark(device_name: str, smoke: bool) -> dict:
     device = torch.device(device_name)
     cuda = device.type == "cuda"
     size, batch, slices, matrix = (160, 2, 4, 96) if smoke else (160, 64, 64, 512)
-    model = BUNDLE / "models" / "model.pt"
     net = FusionLungNet(deep_supervision=False).to(device).eval().to(memory_format=torch.channels_last)
     net.load_state_dict({k: v.float() for k, v in torch.load(model, map_location=device, weights_only=True).items()})
     x = torch.rand(batch, 1, size, size, device=device).contiguous(memory_format=torch.channels_last)
@@ -319,7 +320,13 @@ def main(argv=None) -> int:
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--epochs", type=int, default=6)
     ap.add_argument("--no-compile", action="store_true")
+    ap.add_argument("--stages", default=",".join(STAGES), help=f"comma-separated subset of {','.join(STAGES)}")
+    ap.add_argument("--dtypes", default="bfloat16,float16", help="AMP dtypes of the bundle learning check")
+    ap.add_argument("--model", default=str(BUNDLE / "models" / "model.pt"), help="weights for the inference stage")
     a = ap.parse_args(argv)
+    stages = set(a.stages.split(","))
+    if stages - set(STAGES):
+        ap.error(f"unknown stage(s) {sorted(stages - set(STAGES))}; choose from {','.join(STAGES)}")
     import torch
 
     t_start = time.time()
@@ -334,25 +341,32 @@ def main(argv=None) -> int:
     dev = "cpu" if smoke else "cuda"
     res: dict = {"cpu_smoke": smoke, "size": a.size, "batch": a.batch, "device": device_info()}
     print(f"[gpu_check] {res['device']}", flush=True)
-    res["steps"] = step_benchmark(a.size, a.batch, a.steps, compile_=not (smoke or a.no_compile), device_name=dev,
-                                  warmup=1 if smoke else 3)
-    cases, slices = (3, 4) if smoke else (12, 24)
-    data = make_data(out, cases, slices, 128 if smoke else 512)
-    n_train = len(json.loads((data / "datalist.json").read_text())["training"])
-    limit = 300 if smoke else 150
-    runs = [("bfloat16", True), ("float16", True)] if not smoke else [("float16", False)]
-    res["bundle"] = [bundle_training(data, out, amp, dt, a.size, a.batch, a.epochs, limit, n_train) for dt, amp in runs]
-    res["inference"] = inference_benchmark(dev, smoke)
-    if smoke:
-        res["cuda_tests"] = {"summary": "skipped (no GPU)"}
-        res["torchrun"] = {"summary": "skipped (no GPU)"}
-    else:
+    res["steps"], res["bundle"] = [], []
+    if "steps" in stages:
+        res["steps"] = step_benchmark(a.size, a.batch, a.steps, compile_=not (smoke or a.no_compile), device_name=dev,
+                                      warmup=1 if smoke else 3)
+    data = None
+    if stages & {"bundle", "torchrun"}:
+        cases, slices = (3, 4) if smoke else (12, 24)
+        data = make_data(out, cases, slices, 128 if smoke else 512)
+    if "bundle" in stages:
+        n_train = len(json.loads((data / "datalist.json").read_text())["training"])
+        limit = 300 if smoke else 150
+        runs = [(dt, True) for dt in a.dtypes.split(",")] if not smoke else [("float16", False)]
+        res["bundle"] = [bundle_training(data, out, amp, dt, a.size, a.batch, a.epochs, limit, n_train)
+                         for dt, amp in runs]
+    if "inference" in stages:
+        res["inference"] = inference_benchmark(dev, smoke, Path(a.model))
+    not_run = "skipped (no GPU)" if smoke else "not run"
+    res["cuda_tests"], res["torchrun"] = {"summary": not_run}, {"summary": not_run}
+    if "cuda" in stages and not smoke:
         rc, text, _ = _run([sys.executable, "-m", "pytest", "-q", "-m", "cuda", "-p", "no:cacheprovider",
                             str(ROOT / "tests" / "test_transforms.py"), str(ROOT / "tests" / "test_amp_and_flags.py"),
                             str(ROOT / "tests" / "test_refine.py")],
                            out / "logs" / "cuda_tests.log", 180, out)
         last = [ln for ln in text.strip().splitlines() if "passed" in ln or "failed" in ln or "error" in ln]
         res["cuda_tests"] = {"rc": rc, "summary": last[-1] if last else f"rc {rc}"}
+    if "torchrun" in stages and not smoke:
         rc, text, secs = _run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "1", "-m",
                                "monai.bundle", "run", "training", "--config_file",
                                "['configs/train.json','configs/multi_gpu_train.json']", "--dataset_dir", str(data),

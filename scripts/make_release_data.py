@@ -10,12 +10,15 @@ in (x to the patient's left, y to the back), and a MONAI decathlon datalist ``da
   slice) and held-out phantom seeds.
 
 Usage: python scripts/make_release_data.py OUT [--phantoms 48] [--slices-per-case 12] [--size 256]
+       python scripts/make_release_data.py OUT --real-from PREVIOUS_OUT   # on a machine without itk (a GPU node):
+           new phantoms, the real slices copied from an earlier run (reading the MetaImage/DICOM originals needs itk)
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -56,10 +59,8 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=256)
     ap.add_argument("--real-repeat", type=int, default=4)
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--real-from", default=None, help="reuse the real slices of an earlier OUT instead of tests/data")
     a = ap.parse_args()
-    from fusionlungnet_monai.classical import classical_lung_mask
-    from fusionlungnet_monai.data import load_ct_lps
-
     out = Path(a.out).resolve()
     for sub in ("images", "labels"):
         (out / sub).mkdir(parents=True, exist_ok=True)
@@ -68,6 +69,34 @@ def main() -> None:
     with ProcessPoolExecutor(a.workers) as ex:
         train = [i for items in ex.map(phantom_case, jobs) for i in items]
         val = [i for items in ex.map(phantom_case, val_jobs) for i in items]
+    if a.real_from:
+        real_train, real_val = reuse_real(Path(a.real_from).resolve(), out)
+    else:
+        real_train, real_val = real_slices(out)
+    datalist = {"training": train + real_train * a.real_repeat, "validation": val + real_val,
+                "real_validation": real_val}
+    (out / "datalist.json").write_text(json.dumps(datalist, indent=1))
+    print(f"[data] {out}: training {len(train)} phantom + {len(real_train)} real slices (x{a.real_repeat}); "
+          f"validation {len(val)} phantom + {len(real_val)} real slices")
+
+
+def reuse_real(src: Path, out: Path) -> tuple[list[dict], list[dict]]:
+    """The real slices of an earlier run's ``datalist.json`` (training ones once each), copied into ``out``."""
+    dl = json.loads((src / "datalist.json").read_text())
+    real = [i for i in dl["training"] if not Path(i["image"]).name.startswith("phantom")]
+    real_train = list({i["image"]: i for i in real}.values())
+    for item in real_train + dl["real_validation"]:
+        for key in ("image", "label"):
+            shutil.copyfile(src / item[key], out / item[key])
+    return real_train, dl["real_validation"]
+
+
+def real_slices(out: Path) -> tuple[list[dict], list[dict]]:
+    """The licence-clean real CT in tests/data as slices: LIDC-IDRI-0002 and the TotalSegmentator CT for training,
+    LIDC-IDRI-0003 and the elastix crop for validation."""
+    from fusionlungnet_monai.classical import classical_lung_mask
+    from fusionlungnet_monai.data import load_ct_lps
+
     real_train, real_val = [], []
     lidc = DATA / "lidc_idri_slabs"
     ct, sp = load_ct_lps(lidc / "LIDC-IDRI-0002")
@@ -81,11 +110,7 @@ def main() -> None:
     ct, sp = load_ct_lps(el / "3DCT_lung_baseline_small.mha")
     ref = load_ct_lps(el / "3DCT_lung_baseline_small_mask.mha")[0]
     real_val += write_slices(out, "elastix", ct, ref, sp, every=4)
-    datalist = {"training": train + real_train * a.real_repeat, "validation": val + real_val,
-                "real_validation": real_val}
-    (out / "datalist.json").write_text(json.dumps(datalist, indent=1))
-    print(f"[data] {out}: training {len(train)} phantom + {len(real_train)} real slices (x{a.real_repeat}); "
-          f"validation {len(val)} phantom + {len(real_val)} real slices")
+    return real_train, real_val
 
 
 if __name__ == "__main__":
