@@ -7,9 +7,10 @@
 #
 # Profiles (FLN_PROFILE):
 #   cpu160 (default)  160x160, batch 8, 10 epochs, 96 phantoms: the 0.2.x weights on the 2-core CPU machine (~2 h)
-#   gpu160            160x160, batch 32, bf16 autocast, 192 phantoms, up to 80 epochs within FLN_MAX_TIME seconds
-#                     of training (default 600): the recipe for one GPU (docs/benchmarks.md has the run)
-#   gpu320            the same at 320x320, the paper's input size
+#   gpu160            160x160, batch 32, bf16 autocast, 192 phantoms, 18 epochs (stopped earlier at an epoch end if
+#                     FLN_MAX_TIME seconds of training, default 840, would pass): the shipped 0.3.0 weights, on one
+#                     H100 in 267 s of training, 7 min in all (bundle/docs/README.md)
+#   gpu320            the same at 320x320, the paper's input size (not run yet)
 # Environment: FLN_PHANTOMS (training phantom cases), FLN_WORKERS (data workers, default 2 on CPU, 12 on GPU), FLN_SKIP_SETUP=1 (use the current python,
 #   e.g. a GPU node with wheels on PYTHONPATH), FLN_REAL_FROM=DIR (real slices from an earlier data folder, for
 #   machines without itk), FLN_SKIP_EVAL=1 (no evaluate_real.py: it reads MetaImage through itk).
@@ -24,8 +25,8 @@ PY="${PYTHON:-python}"
 OUT="$(realpath -m "${1:-$ROOT/outputs/release}")"
 shift || true
 PROFILE="${FLN_PROFILE:-cpu160}"
-GPU=(--batch_size 32 --val_batch_size 32 --amp true --amp_dtype bfloat16 --learning_rate 0.0005 --max_epochs 80
-     --checkpoint_interval 10 --max_time_s "${FLN_MAX_TIME:-600}" --num_workers "${FLN_WORKERS:-12}")
+GPU=(--batch_size 32 --val_batch_size 32 --amp true --amp_dtype bfloat16 --learning_rate 0.0005 --max_epochs 18
+     --checkpoint_interval 10 --max_time_s "${FLN_MAX_TIME:-840}" --num_workers "${FLN_WORKERS:-12}")
 case "$PROFILE" in
   cpu160) EXTRA=(--max_epochs 10 --num_workers "${FLN_WORKERS:-1}"); SIZE=160; DATA=(--phantoms 96 --real-repeat 4) ;;
   gpu160) EXTRA=("${GPU[@]}"); SIZE=160; DATA=(--phantoms 192 --real-repeat 8) ;;

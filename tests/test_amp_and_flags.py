@@ -220,3 +220,50 @@ def test_sigkill_never_leaves_a_broken_checkpoint_and_resume_carries_on(png_data
     assert p.returncode == 0, out[-3000:]
     assert f"Epoch: {epoch_before + 1}/{epoch_before + 1}" in out and "Epoch: 1/" not in out
     assert not list(models.glob("*.tmp*")), "the next run clears temporary files of killed saves"
+
+
+def _timed_run(limit_s: float, step_s: float, n_iter: int, max_epochs: int):
+    from ignite.engine import Engine, Events
+
+    from fusionlungnet_monai.handlers import TrainingTimeLimit
+
+    eng = Engine(lambda e, b: time.sleep(step_s))
+    TrainingTimeLimit(limit_s).attach(eng)
+    completed = []
+    eng.add_event_handler(Events.COMPLETED, lambda e: completed.append(e.state.epoch))
+    t0 = time.monotonic()
+    eng.run(range(n_iter), max_epochs=max_epochs)
+    return eng.state.epoch, eng.state.iteration, completed, time.monotonic() - t0
+
+
+def test_training_time_limit_stops_at_an_epoch_end_within_the_budget():
+    """max_time_s (TrainingTimeLimit): epochs of ~0.2 s and 0.7 s allowed end the run at an epoch boundary, long
+    before max_epochs, within the budget, and COMPLETED still fires (the final checkpoint is written)."""
+    epoch, iteration, completed, secs = _timed_run(0.7, 0.05, 4, 50)
+    assert 1 <= epoch <= 3 and iteration == 4 * epoch and completed == [epoch]
+    assert secs < 0.7 + 0.1
+
+
+def test_training_time_limit_stops_mid_epoch_when_one_epoch_is_too_long():
+    epoch, iteration, completed, secs = _timed_run(0.15, 0.05, 40, 5)
+    assert epoch == 1 and 3 <= iteration < 40 and completed == [1]
+    with pytest.raises(ValueError, match="limit_s"):
+        from fusionlungnet_monai.handlers import TrainingTimeLimit
+
+        TrainingTimeLimit(0)
+
+
+def test_max_time_s_is_a_config_id_that_adds_the_time_limit():
+    from monai.bundle import ConfigParser
+
+    from fusionlungnet_monai.handlers import TrainingTimeLimit
+
+    p = ConfigParser()
+    p.read_config(str(BUNDLE / "configs" / "train.json"))
+    names = [h.get("_target_") for h in p.get("train#handlers")]
+    i = names.index("fusionlungnet_monai.handlers.TrainingTimeLimit")
+    assert p.get_parsed_content(f"train#handlers#{i}#_disabled_") is True  # null: no limit by default
+    p["max_time_s"] = 300
+    p.parse(True)
+    h = p.get_parsed_content(f"train#handlers#{i}")
+    assert isinstance(h, TrainingTimeLimit) and h.limit_s == 300

@@ -116,3 +116,36 @@ def test_second_opinion_on_a_coarser_grid_agrees_with_the_full_grid():
     ct, sp = load_ct_lps(DATA / "elastix_lung_small" / "3DCT_lung_baseline_small.mha")
     summary, mask, _ = second_opinion(classical_lung_mask(ct, sp), ct, sp)
     assert summary["grid_mm"] == [round(sp[0], 3)] * 2 and summary["dice_with_network"] == 1.0
+
+
+def test_release_data_reuses_real_slices_on_a_machine_without_itk(tmp_path):
+    """make_release_data.py --real-from: new phantoms, the real slices (and their split) copied from an earlier run."""
+    import json
+    import subprocess
+    import sys
+
+    import nibabel as nib
+
+    prev = tmp_path / "prev"
+    for sub in ("images", "labels"):
+        (prev / sub).mkdir(parents=True)
+    real_train = {"image": "images/lidc0002_s000.nii.gz", "label": "labels/lidc0002_s000.nii.gz"}
+    real_val = {"image": "images/elastix_s000.nii.gz", "label": "labels/elastix_s000.nii.gz"}
+    for item, value in ((real_train, -700), (real_val, -800)):
+        for key in ("image", "label"):
+            nib.save(nib.Nifti1Image(np.full((8, 8, 1), value if key == "image" else 1, np.int16), np.eye(4)),
+                     str(prev / item[key]))
+    phantom = {"image": "images/phantom0000_s000.nii.gz", "label": "labels/phantom0000_s000.nii.gz"}
+    (prev / "datalist.json").write_text(json.dumps({"training": [phantom, real_train, real_train],
+                                                    "validation": [real_val], "real_validation": [real_val]}))
+    out = tmp_path / "new"
+    r = subprocess.run([sys.executable, str(Path(__file__).parents[1] / "scripts" / "make_release_data.py"), str(out),
+                        "--phantoms", "1", "--val-phantoms", "1", "--slices-per-case", "2", "--size", "64",
+                        "--workers", "1", "--real-repeat", "3", "--real-from", str(prev)],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    dl = json.loads((out / "datalist.json").read_text())
+    phantoms = [i for i in dl["training"] if "phantom" in i["image"]]
+    assert len(phantoms) >= 2 and dl["training"].count(real_train) == 3  # each real slice once, then repeated
+    assert dl["real_validation"] == [real_val] and dl["validation"][-1] == real_val
+    assert nib.load(str(out / real_val["image"])).get_fdata().min() == -800  # copied, not re-read from tests/data

@@ -194,12 +194,13 @@ def test_refinement_on_cuda_matches_cpu():
     torch.testing.assert_close(median3x3_below(vol_hu.cuda(), -320).cpu(), median3x3_below(vol_hu, -320))
 
 
-def _elastix_masks(device: str, on_device: bool) -> np.ndarray:
+def _real_masks(device: str, on_device: bool, case: str = "elastix_lung_small/3DCT_lung_baseline_small.mha"
+                ) -> np.ndarray:
     from conftest import DATA
     from fusionlungnet_monai.data import LoadCTImage
     from fusionlungnet_monai.workflow import infer_tensors, load_inference_workflow
 
-    image = LoadCTImage(image_only=True)(str(DATA / "elastix_lung_small" / "3DCT_lung_baseline_small.mha"))
+    image = LoadCTImage(image_only=True)(str(DATA / case))
     wf = load_inference_workflow(BUNDLE, {"device": f"$torch.device('{device}')", "input": [],
                                           "preprocess_on_device": on_device}, save=False)
     pred = infer_tensors(wf, [image])[0]["pred"]
@@ -209,14 +210,16 @@ def _elastix_masks(device: str, on_device: bool) -> np.ndarray:
 @pytest.mark.slow
 def test_preprocessing_on_the_device_gives_the_same_mask():
     """``preprocess_on_device`` moves the image to ``device`` right after loading; on the CPU the chain is unchanged."""
-    on, off = _elastix_masks("cpu", True), _elastix_masks("cpu", False)
+    on, off = _real_masks("cpu", True), _real_masks("cpu", False)
     assert off.sum() > 1000 and np.array_equal(on, off)
 
 
 @pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
 def test_preprocessing_on_cuda_gives_the_same_mask():
-    on, off = _elastix_masks("cuda", True), _elastix_masks("cuda", False)
+    """On a GPU node (no itk there: the real TotalSegmentator NIfTI, not the MetaImage elastix crop)."""
+    case = "totalseg_example_ct/nifti_sm/example_ct_sm.nii.gz"
+    on, off = _real_masks("cuda", True, case), _real_masks("cuda", False, case)
     assert off.sum() > 1000 and dice_score(on, off) > 0.999
 
 
