@@ -68,8 +68,9 @@ def test_cropped_field_of_view_is_segmented_at_the_trained_scale(tmp_path):
 
 @pytest.mark.slow
 def test_the_trachea_is_not_lung():
-    """LIDC-IDRI-0002's trachea (air in the mediastinum, in all 12 slices): the network with the HU boundary
-    refinement called 74 % of it lung before the airway removal (``post#remove_airways``); now almost none."""
+    """LIDC-IDRI-0002's trachea (air in the mediastinum, in all 12 slices): without the airway removal
+    (``post#remove_airways``, off with --keep-airways) the pipeline calls part of it lung (the 0.2.x weights: 74 %,
+    0.3.0: 24 %); with it almost none."""
     from fusionlungnet_monai.predict import Predictor
 
     from fusionlungnet_monai.cli import build_parser
@@ -83,7 +84,7 @@ def test_the_trachea_is_not_lung():
         air = np.asarray(image)[box] < -900
         kept[remove] = ((np.asarray(mask)[box] > 0) & air).sum() / air.sum()
         assert air.sum() > 12 * 300 and np.asarray(mask).mean() > 0.1, "the trachea is in view, the lungs are found"
-    assert kept[True] < 0.02 and kept[False] > 0.5, kept
+    assert kept[True] < 0.02 and kept[False] > 0.1 and kept[False] > 10 * kept[True], kept
     assert build_parser().parse_args(["predict", "in", "out", "--keep-airways"]).keep_airways
 
 
@@ -108,7 +109,9 @@ def test_training_can_start_from_the_shipped_weights():
 @pytest.mark.slow
 def test_every_real_sample_goes_through_the_bundle_run(tmp_path):
     """`python -m monai.bundle run` (not only `fusionlungnet predict`) on every real sample in tests/data, as one
-    batch and a single slice alone: exit 0, one lung mask per input on the input's grid."""
+    batch and a single slice alone: exit 0, one lung mask per input on the input's grid, lungs found in every chest
+    CT, and none in the TotalSegmentator DICOM slab, which is upper abdomen only (its SOURCE.md; the 0.2.x weights
+    called 12 mL of its stomach gas lung)."""
     from conftest import bundle
     from fusionlungnet_monai.data import LoadCTImage
 
@@ -126,7 +129,8 @@ def test_every_real_sample_goes_through_the_bundle_run(tmp_path):
         m = nib.load(str(out / f"{stem}_lungmask.nii.gz"))
         img = LoadCTImage(image_only=True)(str(case))
         assert m.shape == tuple(s for s in img.shape if s > 1) or m.shape == tuple(img.shape), (case, m.shape)
-        assert np.asarray(m.dataobj).any(), f"{case}: lungs found"
+        no_lung = case.parent.name == "totalseg_example_ct" and case.name == "dicom"
+        assert np.asarray(m.dataobj).any() != no_lung, f"{case}: {'no lungs expected' if no_lung else 'lungs found'}"
     single = tmp_path / "single"
     bundle("run", "--config_file", "configs/inference.json", "--input", str(covid), "--output_dir", str(single),
            "--ckpt_path", str(MODEL))
