@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -115,7 +116,7 @@ _SHOW_TRAIN = {"show": ["$print('FLAGS=' + str({"
                         "'use_caa': type(@network_def.caa).__name__ == 'ChannelAggregationAttention', "
                         "'use_mff': type(@network_def.fuse4).__name__ == 'MultiScaleFeatureFusion', "
                         "'use_sr': type(@network_def.sr5).__name__ == 'SelfRefinement', "
-                        "'use_rrm': bool(@network_def.use_rrm)}))"]}
+                        "'use_rrm': bool(@network_def.use_rrm), 'decollate': any(getattr(h[0], '__name__', '') == '_decollate_data' for hs in @train#trainer._event_handlers.values() for h in hs)}))"]}
 _SHOW_INFER = {"show": ["$print('FLAGS=' + str({"
                         "'amp': bool(@evaluator.amp), "
                         "'fill_holes': any(type(t).__name__ == 'FillHolesd' for t in @postprocessing.transforms), "
@@ -150,7 +151,7 @@ def test_boolean_overrides_through_monai_bundle_run(spelling, expected, png_data
     show = tmp_path / "show_train.json"
     show.write_text(json.dumps(_SHOW_TRAIN))
     knobs = ["amp", "compile", "progress_bar", "resume", "channels_last", "ablation#use_caa", "ablation#use_mff",
-             "ablation#use_sr", "ablation#use_rrm"]
+             "ablation#use_sr", "ablation#use_rrm", "train#decollate"]
     args = ["--dataset_dir", str(png_dataset), "--bundle_root", str(tmp_path), *SMALL, "--cache_rate", "0"]
     for k in knobs:
         args += [f"--{k}", spelling]
@@ -267,3 +268,16 @@ def test_max_time_s_is_a_config_id_that_adds_the_time_limit():
     p.parse(True)
     h = p.get_parsed_content(f"train#handlers#{i}")
     assert isinstance(h, TrainingTimeLimit) and h.limit_s == 300
+
+
+@pytest.mark.parametrize("decollate", ["false", "true"])
+def test_training_logs_its_loss_with_or_without_decollation(decollate, png_dataset, tmp_path):
+    """train#decollate false (the default: the batch is post-processed whole, no per-image metric in training)
+    and true (MONAI's default) both train and log a finite train_loss every iteration."""
+    from conftest import bundle
+
+    r = bundle("run", "training", "--config_file", "configs/train.json", "--bundle_root", str(tmp_path),
+               "--dataset_dir", str(png_dataset), "--max_epochs", "1", "--progress_bar", "false",
+               "--train#decollate", decollate, *SMALL)
+    losses = [float(v) for v in re.findall(r"train_loss: ([0-9.]+)", r.stdout + r.stderr)]
+    assert len(losses) == 6 and all(np.isfinite(losses)), losses  # 24 training slices, batch 4
