@@ -11,7 +11,7 @@
 #                     FLN_MAX_TIME seconds of training, default 840, would pass): the shipped 0.3.0 weights, on one
 #                     H100 in 267 s of training, 7 min in all (bundle/docs/README.md)
 #   gpu320            the same at 320x320, the paper's input size (not run yet)
-# Environment: FLN_PHANTOMS (training phantom cases), FLN_WORKERS (data workers, default 2 on CPU, 12 on GPU), FLN_SKIP_SETUP=1 (use the current python,
+# Environment: FLN_PHANTOMS (training phantom cases), FLN_WORKERS (data workers: training 1 on CPU, 12 on GPU; phantom generation 2), FLN_SKIP_SETUP=1 (use the current python,
 #   e.g. a GPU node with wheels on PYTHONPATH), FLN_REAL_FROM=DIR (real slices from an earlier data folder, for
 #   machines without itk), FLN_SKIP_EVAL=1 (no evaluate_real.py: it reads MetaImage through itk).
 # Usage: bash scripts/train_release.sh [OUT] [extra `monai.bundle run` overrides...]
@@ -30,7 +30,7 @@ GPU=(--batch_size 32 --val_batch_size 32 --amp true --amp_dtype bfloat16 --learn
 case "$PROFILE" in
   cpu160) EXTRA=(--max_epochs 10 --num_workers "${FLN_WORKERS:-1}"); SIZE=160; DATA=(--phantoms 96 --real-repeat 4) ;;
   gpu160) EXTRA=("${GPU[@]}"); SIZE=160; DATA=(--phantoms 192 --real-repeat 8) ;;
-  gpu320) EXTRA=("${GPU[@]}" --spatial_size "[320,320]"); SIZE=320; DATA=(--phantoms 192 --real-repeat 8) ;;
+  gpu320) EXTRA=("${GPU[@]}"); SIZE=320; DATA=(--phantoms 192 --real-repeat 8) ;;
   *) echo "unknown FLN_PROFILE=$PROFILE (cpu160, gpu160 or gpu320)" >&2; exit 2 ;;
 esac
 cd "$ROOT"
