@@ -5,7 +5,7 @@ Public API (everything the bundle configs reference by ``_target_`` is importabl
 - networks: :class:`FusionLungNet`, :class:`ResidualRefinementModule` and the paper's blocks (CAA, MFF, SR)
 - transforms (array + dictionary, MONAI style): median filter, dynamic threshold, artifact removal, CT intensity,
   and :func:`paper_preprocessing`
-- loss and metrics: :class:`HybridLoss`, :class:`BinarySegmentationMetric`, :class:`SegmentationMetricHandler`,
+- loss and metrics: :class:`HybridLoss` (with :class:`SeparableSSIMLoss`), :class:`BinarySegmentationMetric`, :class:`SegmentationMetricHandler`,
   :func:`compute_segmentation_metrics`
 - data: :class:`CTSeriesReader`, :func:`select_ct_series`, :func:`make_datalist`, :class:`InputError`
 - phantoms: :func:`make_phantom` (simple), :func:`make_chest_phantom` (domain-randomised, for training)
@@ -17,7 +17,7 @@ from fusionlungnet_monai.classical import classical_lung_mask
 from fusionlungnet_monai.config import amp_dtype, as_bool
 from fusionlungnet_monai.data import CTSeriesReader, InputError, make_datalist, scan_dicom_folder, select_ct_series
 from fusionlungnet_monai.phantom import make_chest_phantom, make_phantom, write_phantom_case
-from fusionlungnet_monai.losses import HybridLoss
+from fusionlungnet_monai.losses import HybridLoss, SeparableSSIMLoss
 from fusionlungnet_monai.metrics import BinarySegmentationMetric, SegmentationMetricHandler, compute_segmentation_metrics
 from fusionlungnet_monai.networks import (
     CAA,
@@ -72,6 +72,7 @@ __all__ = [
     "ResidualRefinementModule",
     "SR",
     "SegmentationMetricHandler",
+    "SeparableSSIMLoss",
     "SelfRefinement",
     "SqueezeSingleSlice",
     "SqueezeSingleSliced",

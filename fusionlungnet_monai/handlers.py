@@ -1,5 +1,5 @@
 """Ignite handlers: the evaluation report (per-image CSV + summary JSON), precise BatchNorm statistics, atomic
-checkpoints, a GradScaler monitor and a training time limit."""
+checkpoints, a GradScaler monitor, bf16 without loss scaling and a training time limit."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from monai.handlers import CheckpointSaver
 if TYPE_CHECKING:
     from ignite.engine import Engine
 
-__all__ = ["AmpMonitor", "AtomicCheckpointSaver", "EvaluationReport", "InputErrorHandler", "PreciseBatchNorm",
+__all__ = ["AmpMonitor", "AtomicCheckpointSaver", "BF16WithoutLossScaling", "EvaluationReport", "InputErrorHandler", "PreciseBatchNorm",
            "TrainingTimeLimit"]
 
 
@@ -189,16 +189,38 @@ class AtomicCheckpointSaver(CheckpointSaver):
                     ckpt.n_saved = 1
 
 
+class BF16WithoutLossScaling:
+    """Train bf16 autocast without loss scaling: MONAI's ``SupervisedTrainer`` makes a ``GradScaler`` whenever
+    ``amp`` is on, but bf16 has float32's exponent range, so its gradients do not underflow the way float16's do.
+    At the run's start, under bf16 autocast, the scaler is swapped for a disabled one: autocast stays on, and each
+    step loses the scaler's unscale pass and its device sync (the check for non-finite gradients reads them back).
+    fp16 keeps MONAI's scaler. Attach it to the trainer (``train#handlers``)."""
+
+    def attach(self, engine: Engine) -> None:
+        from ignite.engine import Events
+
+        engine.add_event_handler(Events.STARTED, self._started)
+
+    @staticmethod
+    def _started(engine: Engine) -> None:
+        dtype = (getattr(engine, "amp_kwargs", None) or {}).get("dtype")
+        if getattr(engine, "amp", False) and dtype == torch.bfloat16 and getattr(engine, "scaler", None) is not None:
+            engine.scaler = torch.amp.GradScaler("cuda", enabled=False)
+
+
 class AmpMonitor:
     """Count the optimizer steps that mixed precision skipped: ``torch.amp.GradScaler`` lowers its scale only
     when a step had non-finite gradients and was skipped.
 
     Puts ``amp_skipped_steps`` (cumulative) and ``amp_scale`` into ``engine.state.metrics`` and logs them at every
-    epoch end. Does nothing when the trainer has no scaler (AMP off).
+    epoch end. Does nothing when the trainer has no enabled scaler (AMP off, or bf16 with
+    :class:`BF16WithoutLossScaling`). The count is kept on the scaler's device and read once an epoch: no device
+    sync per iteration.
     """
 
     def __init__(self, log: bool = True) -> None:
-        self.log, self.skipped, self._scale = log, 0, None
+        self.log, self.skipped = log, 0
+        self._last = self._count = None
 
     def attach(self, engine: Engine) -> None:
         from ignite.engine import Events
@@ -207,27 +229,39 @@ class AmpMonitor:
         engine.add_event_handler(Events.ITERATION_COMPLETED, self._after)
         engine.add_event_handler(Events.EPOCH_COMPLETED, self._epoch)
 
-    def _scaler(self, engine):
+    @staticmethod
+    def _scaler(engine):
         scaler = getattr(engine, "scaler", None)
         return scaler if scaler is not None and scaler.is_enabled() else None
 
+    @staticmethod
+    def _scale(scaler):
+        """The scale as a tensor on the scaler's device, or its initial value (a float) before its first step."""
+        scale = getattr(scaler, "_scale", None)
+        return scale.detach().clone() if isinstance(scale, torch.Tensor) else float(scaler.get_scale())
+
     def _before(self, engine: Engine) -> None:
         scaler = self._scaler(engine)
-        self._scale = float(scaler.get_scale()) if scaler is not None else None
+        self._last = None if scaler is None else self._scale(scaler)
 
     def _after(self, engine: Engine) -> None:
         scaler = self._scaler(engine)
-        if scaler is None or self._scale is None:
+        if scaler is None or self._last is None:
             return
-        new = float(scaler.get_scale())
-        if new < self._scale:
-            self.skipped += 1
-        engine.state.metrics["amp_skipped_steps"] = self.skipped
-        engine.state.metrics["amp_scale"] = new
+        lowered = torch.as_tensor(self._scale(scaler) < self._last).to(torch.int64)
+        self._count = lowered if self._count is None else self._count + lowered
 
     def _epoch(self, engine: Engine) -> None:
-        if self.log and self._scaler(engine) is not None:
-            engine.logger.info(f"AMP: {self.skipped} optimizer steps skipped so far, scale {engine.state.metrics.get('amp_scale')}")
+        scaler = self._scaler(engine)
+        if scaler is None:
+            return
+        if self._count is not None:
+            self.skipped += int(self._count.item())
+            self._count = None
+        engine.state.metrics["amp_skipped_steps"] = self.skipped
+        engine.state.metrics["amp_scale"] = float(scaler.get_scale())
+        if self.log:
+            engine.logger.info(f"AMP: {self.skipped} optimizer steps skipped so far, scale {engine.state.metrics['amp_scale']}")
 
 
 class TrainingTimeLimit:

@@ -42,16 +42,15 @@ def slice_scores(pred, image_path, ref: np.ndarray) -> dict:
     for single slices, and the two largest components for comparison."""
     import torch
     from monai.data import MetaTensor
-    from monai.transforms import FillHoles
 
     from fusionlungnet_monai.data import LoadCTImage
-    from fusionlungnet_monai.transforms import KeepLargestComponents
+    from fusionlungnet_monai.transforms import FillMaskHoles, KeepLargestComponents
     from fusionlungnet_monai.workflow import infer_tensors
 
     image = LoadCTImage(image_only=True, dtype="compact")(str(image_path))
     raw = (infer_tensors(pred.workflow("volume"), [image])[0]["pred"].as_tensor() > 0).to(torch.uint8)[0]
     ref = ref.reshape(raw.shape)
-    two, fill = KeepLargestComponents(2), FillHoles(applied_labels=[1])
+    two, fill = KeepLargestComponents(2), FillMaskHoles()
     out = {"shipped": [], "two_largest": []}
     for z in range(0, raw.shape[2], 1 if raw.shape[2] < 20 else 4):
         r = ref[:, :, z]

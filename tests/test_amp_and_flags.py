@@ -79,6 +79,57 @@ def test_cuda_amp_steps_learn(dtype):
     assert skipped <= 8, f"GradScaler skipped {skipped} of 12 steps"
 
 
+def _fake_trainer(scaler, dtype=torch.float16, amp=True):
+    import types
+
+    return types.SimpleNamespace(scaler=scaler, amp=amp, amp_kwargs={"dtype": dtype},
+                                 state=types.SimpleNamespace(metrics={}), logger=types.SimpleNamespace(info=print))
+
+
+def test_amp_monitor_counts_skipped_steps_without_a_sync_per_iteration(monkeypatch):
+    """A real GradScaler (on the CPU) over four steps, two with infinite gradients: two skipped steps, counted on the
+    scaler's device and read only at the epoch's end."""
+    from fusionlungnet_monai.handlers import AmpMonitor
+
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**16)
+    engine, monitor = _fake_trainer(scaler), AmpMonitor(log=False)
+    w = torch.nn.Parameter(torch.ones(3))
+    opt = torch.optim.SGD([w], lr=0.1)
+    reads = []
+    item = torch.Tensor.item
+    monkeypatch.setattr(torch.Tensor, "item", lambda t: reads.append(1) or item(t))
+    for bad in (True, False, True, False):
+        monitor._before(engine)
+        opt.zero_grad()
+        scaler.scale((w * (float("inf") if bad else 1.0)).sum()).backward()
+        scaler.step(opt)
+        scaler.update()
+        n = len(reads)
+        monitor._after(engine)
+        assert len(reads) == n, "the monitor read a device value during the iteration"
+    monitor._epoch(engine)
+    assert engine.state.metrics["amp_skipped_steps"] == 2
+    assert engine.state.metrics["amp_scale"] == 2.0**14
+
+
+def test_bf16_trains_without_loss_scaling_and_fp16_keeps_its_scaler():
+    from fusionlungnet_monai.handlers import BF16WithoutLossScaling
+
+    for dtype in (torch.bfloat16, torch.float16):
+        scaler = torch.amp.GradScaler("cpu")
+        engine = _fake_trainer(scaler, dtype)
+        BF16WithoutLossScaling._started(engine)
+        if dtype is torch.bfloat16:
+            assert engine.scaler is not scaler and not engine.scaler.is_enabled()
+            x = torch.tensor(3.0)
+            assert engine.scaler.scale(x) is x  # a disabled scaler passes the loss through
+        else:
+            assert engine.scaler is scaler and scaler.is_enabled()
+    off = _fake_trainer(None, torch.bfloat16, amp=False)
+    BF16WithoutLossScaling._started(off)
+    assert off.scaler is None
+
+
 def test_amp_dtype_is_chosen_as_documented(monkeypatch):
     assert amp_dtype("bf16") is torch.bfloat16 and amp_dtype("float16") is torch.float16
     assert amp_dtype(torch.bfloat16) is torch.bfloat16

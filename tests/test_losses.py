@@ -113,3 +113,44 @@ def test_bad_arguments(batch):
         HybridLoss()(logits, target[:, :, :16])
     with pytest.raises(ValueError):
         HybridLoss(reduction="median")
+
+
+@pytest.mark.parametrize("spatial_dims,shape", [(2, (3, 2, 40, 36)), (3, (2, 1, 20, 18, 16))])
+def test_separable_ssim_equals_monai_ssim(spatial_dims, shape):
+    from monai.losses import SSIMLoss
+
+    from fusionlungnet_monai.losses import SeparableSSIMLoss
+
+    g = torch.Generator().manual_seed(2)
+    x, y = torch.rand(*shape, generator=g), (torch.rand(*shape, generator=g) > 0.5).float()
+    ours = SeparableSSIMLoss(spatial_dims=spatial_dims)(x, y)
+    assert ours.shape == shape[:2]
+    monai = SSIMLoss(spatial_dims=spatial_dims, data_range=1.0, reduction="none")
+    for c in range(shape[1]):
+        torch.testing.assert_close(ours[:, c], monai(x[:, c : c + 1], y[:, c : c + 1]).view(-1), rtol=1e-5, atol=1e-6)
+
+
+def test_deep_supervision_stacked_matches_monai_deep_supervision(batch):
+    """Outputs on the target's grid go through the terms once, stacked; the value and gradients are the weighted sum
+    of the single-output losses (MONAI DeepSupervisionLoss's, which cannot do reduction "none"), for every reduction
+    and for weight lists too short (then all weights are 1, as MONAI does)."""
+    logits, target = batch
+    for reduction in ("mean", "sum", "none"):
+        for weights in (None, [1, 0.5, 0.25, 0.25, 0.1], [2.0]):
+            outs = [(logits * s).requires_grad_(True) for s in (1.0, 0.5, -1.0, 2.0, 0.3)]
+            loss = HybridLoss(reduction=reduction, deep_supervision_weights=weights)
+            stacked = loss(outs, target)
+            grads = torch.autograd.grad(stacked.sum(), outs)
+            w = weights if weights and len(weights) >= len(outs) else [1.0] * len(outs)
+            ref = sum(wk * loss(o, target) for wk, o in zip(w, outs))
+            torch.testing.assert_close(stacked, ref, rtol=1e-5, atol=1e-6)
+            for gr, rg in zip(grads, torch.autograd.grad(ref.sum(), outs)):
+                torch.testing.assert_close(gr, rg, rtol=1e-4, atol=1e-7)
+
+
+def test_deep_supervision_with_smaller_side_outputs_resizes_the_target(batch):
+    logits, target = batch
+    small = F.avg_pool2d(logits, 2)
+    loss = HybridLoss()
+    expected = loss(logits, target) + loss(small, F.interpolate(target, size=small.shape[2:], mode="nearest-exact"))
+    torch.testing.assert_close(loss([logits, small], target), expected)

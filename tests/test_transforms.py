@@ -303,3 +303,53 @@ def test_single_slices_keep_every_sizeable_piece():
     np.testing.assert_array_equal(KeepLargestComponents(2, slice_fraction=0.05)(vol), KeepLargestComponents(2)(vol))
     with pytest.raises(ValueError, match="slice_fraction"):
         KeepLargestComponents(slice_fraction=0.0)
+
+
+def _blobs(shape, seed, touch_border=False):
+    """A random binary mask of smoothed noise: many components, holes (in-plane and 3D) and tunnels."""
+    from scipy import ndimage
+
+    rng = np.random.default_rng(seed)
+    g = ndimage.gaussian_filter(rng.random(shape), 1.2)
+    m = g > np.quantile(g, 0.3)
+    if not touch_border:
+        m[(0, -1), ...] = False
+        m[:, (0, -1)] = False
+    return m
+
+
+@pytest.mark.parametrize("shape,touch", [((40, 36, 12), False), ((40, 36, 12), True), ((50, 44), False),
+                                         ((50, 44), True)])
+def test_fill_mask_holes_equals_monai_fill_holes(shape, touch):
+    from monai.transforms import FillHoles
+
+    from fusionlungnet_monai.transforms import FillMaskHoles
+
+    filled = 0
+    for seed in range(4):
+        m = _blobs(shape, seed, touch)[None].astype(np.uint8)
+        ref = FillHoles(applied_labels=[1])(torch.as_tensor(m.copy()))
+        got = FillMaskHoles()(torch.as_tensor(m))
+        assert got.dtype == torch.uint8
+        np.testing.assert_array_equal(got.numpy(), np.asarray(ref))
+        filled += int(ref.sum()) - int(m.sum())
+    assert filled > 0, "the random masks must have holes for this test to mean anything"
+
+
+def test_fill_mask_holes_fills_a_one_slice_volume_as_its_slice_and_keeps_meta():
+    from monai.data import MetaTensor
+    from monai.transforms import FillHoles
+
+    from fusionlungnet_monai.transforms import FillMaskHoles, FillMaskHolesd
+
+    ring = np.zeros((30, 30), np.uint8)
+    ring[5:25, 5:25] = 1
+    ring[10:20, 10:20] = 0
+    vol = MetaTensor(torch.as_tensor(ring[None, :, :, None]), affine=torch.diag(torch.tensor([0.7, 0.7, 2.0, 1.0])))
+    out = FillMaskHolesd("pred")({"pred": vol})["pred"]
+    assert isinstance(out, MetaTensor) and torch.equal(out.affine, vol.affine)
+    assert int(out.sum()) == 400  # the 10x10 hole is filled
+    assert int(FillHoles(applied_labels=[1])(vol.clone()).sum()) == 300  # MONAI's 3D fill finds no hole there
+    assert torch.equal(FillMaskHoles()(torch.as_tensor(ring[None])), out[..., 0].as_tensor())
+    empty = torch.zeros(1, 8, 8, 3, dtype=torch.uint8)
+    assert FillMaskHoles()(empty) is empty

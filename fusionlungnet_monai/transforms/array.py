@@ -22,7 +22,7 @@ from monai.utils import TransformBackends, convert_to_dst_type, convert_to_numpy
 from scipy import ndimage
 
 __all__ = ["ArtifactRemoval", "FieldOfViewPad", "SqueezeSingleSlice", "CTIntensityNormalize", "DynamicThreshold",
-           "MedianFilter", "HUBoundaryRefine", "RemoveAirways", "KeepLargestComponents", "compact_hu",
+           "MedianFilter", "HUBoundaryRefine", "RemoveAirways", "KeepLargestComponents", "FillMaskHoles", "compact_hu",
            "median3x3_below", "is_hu_image",
            "DEFAULT_HU_WINDOW", "EIGHT_BIT_SUFFIXES", "HU_AIR_CHECK", "LUNG_HU_THRESHOLD", "AIR_HU", "bounding_box",
            "in_plane_structure", "lung_like_components", "planewise_copy"]
@@ -155,24 +155,30 @@ def fill_holes_2d(masks: np.ndarray) -> np.ndarray:
     return masks | ~border[labels]
 
 
+def _sum3_edge(t: torch.Tensor, dim: int) -> torch.Tensor:
+    """Sum of each element and its two neighbours along ``dim``, the edge element repeated outside (a new tensor)."""
+    n = t.shape[dim]
+    out = t.clone()
+    out.narrow(dim, 1, n - 1).add_(t.narrow(dim, 0, n - 1))
+    out.narrow(dim, 0, n - 1).add_(t.narrow(dim, 1, n - 1))
+    out.narrow(dim, 0, 1).add_(t.narrow(dim, 0, 1))
+    out.narrow(dim, n - 1, 1).add_(t.narrow(dim, n - 1, 1))
+    return out
+
+
 def median3x3_below(img: torch.Tensor, threshold: float, strict: bool = True) -> torch.Tensor:
     """Whether the in-plane 3x3 median of a channel-first ``(C, H, W)`` or ``(C, X, Y, Z)`` image is below
     ``threshold`` (``<=`` when not ``strict``), as a bool tensor of its shape, on its device.
 
-    Exact without sorting: the median of 9 values is below a threshold when 5 or more of them are. The border is
-    repeated (``scipy.ndimage.median_filter``'s default "reflect" for a 3x3 window)."""
-    s, shape = _as_slices(img)
-    below = ((s < threshold) if strict else (s <= threshold)).to(torch.uint8)
-    h, w = below.shape[-2:]
-    # edge-repeat padding by indexing (works for uint8 on every device, unlike some padding kernels)
-    rows = torch.arange(-1, h + 1, device=s.device).clamp_(0, max(h - 1, 0))
-    cols = torch.arange(-1, w + 1, device=s.device).clamp_(0, max(w - 1, 0))
-    p = below.index_select(-2, rows).index_select(-1, cols)
-    count = torch.zeros_like(below)
-    for dx in range(3):
-        for dy in range(3):
-            count += p[..., dx : dx + h, dy : dy + w]
-    return _from_slices(count >= 5, shape)
+    Exact without sorting: the median of 9 values is below a threshold when 5 or more of them are, so the 3x3 count
+    of voxels below it (two separable 3-sums, in the image's own layout) is compared with 5. The border is repeated
+    (``scipy.ndimage.median_filter``'s default "reflect" for a 3x3 window)."""
+    if img.dim() not in (3, 4):
+        raise ValueError(f"expected a channel-first 2D (C, H, W) or 3D (C, X, Y, Z) image, got shape {tuple(img.shape)}.")
+    below = ((img < threshold) if strict else (img <= threshold)).to(torch.uint8)
+    if below.numel() == 0:
+        return below.bool()
+    return _sum3_edge(_sum3_edge(below, 1), 2) >= 5
 
 
 class MedianFilter(Transform):
@@ -502,8 +508,8 @@ class HUBoundaryRefine(Transform):
         for idx in _slab_index(out):  # volumes 16 slices at a time (less memory); each part is a view of out
             part = out[idx]
             uncertain = (part > lo) & (part < hi)
-            if bool(uncertain.any()):
-                part[uncertain] = median3x3_below(h[idx], self.threshold_hu)[uncertain].to(part.dtype)
+            if bool(uncertain.any()):  # torch.where: boolean-mask indexing is several times slower on the CPU
+                part.copy_(torch.where(uncertain, median3x3_below(h[idx], self.threshold_hu).to(part.dtype), part))
         return convert_to_dst_type(out, prob)[0]
 
 
@@ -634,6 +640,42 @@ class KeepLargestComponents(Transform):
         if not keep[1:].all():
             mask[box] = keep[labels]
         del labels
+        return convert_to_dst_type(mask[None], img, dtype=img.dtype)[0]
+
+
+class FillMaskHoles(Transform):
+    """MONAI's ``FillHoles`` for one binary mask, several times faster: background components (fully connected, as
+    MONAI's default) that do not reach the border are holes. Labelled on the mask's bounding box (plus one voxel)
+    with 16-bit labels, where MONAI propagates a dilation over the whole grid; the same result, since everything
+    outside the box is background that reaches the border.
+
+    Axes of size one are not a border: a one-slice volume ``(1, X, Y, 1)`` is filled as the 2D slice it is (MONAI's
+    3D fill finds no hole there, as every voxel lies on the volume's first and last slice).
+    """
+
+    backend = [TransformBackends.NUMPY, TransformBackends.TORCH]
+
+    def __call__(self, img: NdarrayOrTensor) -> NdarrayOrTensor:
+        """Args: ``img``: a channel-first binary mask ``(1, H, W)`` or ``(1, X, Y, Z)``. Returns: the mask with its
+        holes filled, same type and dtype (MetaTensor meta kept)."""
+        mask = convert_to_numpy(img, wrap_sequence=True)[0] > 0
+        box = bounding_box(mask, margin=1)
+        if box is None:
+            return img
+        flat = tuple(a for a in range(mask.ndim) if mask.shape[a] == 1)
+        sub = np.squeeze(mask[box], axis=flat)  # a view: filling it fills mask
+        labels, n = label_components(~sub, structure=np.ones((3,) * sub.ndim, dtype=bool))
+        if n == 0:
+            return img
+        outside = np.zeros(n + 1, dtype=bool)
+        for axis in range(sub.ndim):
+            for end in (0, -1):
+                outside[np.unique(labels.take(end, axis=axis))] = True
+        outside[0] = True  # label 0 is the mask itself
+        holes = ~outside
+        if not holes.any():
+            return img
+        sub |= holes[labels]
         return convert_to_dst_type(mask[None], img, dtype=img.dtype)[0]
 
 

@@ -24,6 +24,7 @@ from fusionlungnet_monai.transforms.array import (
     CTIntensityNormalize,
     DynamicThreshold,
     FieldOfViewPad,
+    FillMaskHoles,
     HUBoundaryRefine,
     KeepLargestComponents,
     RemoveAirways,
@@ -34,7 +35,7 @@ from fusionlungnet_monai.transforms.array import (
 
 __all__ = ["SqueezeSingleSliced", "FieldOfViewPadd", "ArtifactRemovald", "CTIntensityNormalized", "DynamicThresholdd",
            "MedianFilterd", "KeepHUd", "HUBoundaryRefined", "RemoveAirwaysd", "KeepLargestComponentsd",
-           "paper_preprocessing"]
+           "FillMaskHolesd",            "paper_preprocessing"]
 
 
 class _Wrapd(MapTransform):
@@ -262,6 +263,16 @@ class KeepLargestComponentsd(_WithHUd):
                  allow_missing_keys: bool = False) -> None:
         super().__init__(keys, KeepLargestComponents(num_components, air_hu, max_air_fraction, slice_fraction), hu_key,
                          allow_missing_keys)
+
+
+class FillMaskHolesd(_Wrapd):
+    """Dictionary :class:`FillMaskHoles` (the bundle's ``post#fill_holes``). Args: keys, allow_missing_keys."""
+
+    backend = FillMaskHoles.backend
+
+    def __init__(self, keys: KeysCollection, allow_missing_keys: bool = False) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.transform = FillMaskHoles()
 
 
 def paper_preprocessing(
