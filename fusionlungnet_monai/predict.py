@@ -301,7 +301,7 @@ class Predictor:
         import torch
         from monai.data import MetaTensor
 
-        from fusionlungnet_monai.transforms.array import bounding_box
+        from fusionlungnet_monai.transforms.array import bounding_box, head_foot_axis
 
         wf, affine = self.workflow("volume"), image.affine
         mask = torch.zeros(tuple(image.shape), dtype=torch.uint8)
@@ -309,17 +309,18 @@ class Predictor:
             mask[:] = _binary_pred(infer_tensors(wf, [image])[0]["pred"])
         else:
             meta = {k: v for k, v in image.meta.items() if k != "affine"}
-            starts = range(0, int(image.shape[-1]), self.slab_slices)
+            axis = head_foot_axis(affine)  # axial slabs, whatever the storage order (coronal/sagittal series too)
+            starts = range(0, int(image.shape[axis]), self.slab_slices)
             if self.progress and len(starts) > 1:
                 from tqdm import tqdm
 
                 starts = tqdm(starts, desc="slabs", unit="slab")
             for z0 in starts:
-                z = slice(z0, z0 + self.slab_slices)
+                z = tuple(slice(z0, z0 + self.slab_slices) if a == axis else slice(None) for a in range(3))
                 slab_affine = affine.clone()
-                slab_affine[:3, 3] += affine[:3, 2] * z0  # the slab's first slice is where it is in the volume
-                slab = MetaTensor(image.as_tensor()[..., z], affine=slab_affine, meta=dict(meta))  # a meta of its own
-                mask[..., z] = _binary_pred(infer_tensors(wf, [slab])[0]["pred"])
+                slab_affine[:3, 3] += affine[:3, axis] * z0  # the slab's first voxel is where it is in the volume
+                slab = MetaTensor(image.as_tensor()[z], affine=slab_affine, meta=dict(meta))  # a meta of its own
+                mask[z] = _binary_pred(infer_tensors(wf, [slab])[0]["pred"])
                 del slab
         # the 3D steps (components, hole filling) on the mask's bounding box plus one voxel: the same result (the
         # box's background shell connects to the outside), on a third of a chest CT's voxels
@@ -487,7 +488,7 @@ class Predictor:
                                       "(-1024 HU), which may add holes or lung where they lie")
             ct = np.nan_to_num(ct, nan=-1024.0)
         report["warnings"] += outputs.sanity_warnings(mask, ct, affine, report["volumes_ml"]["total_ml"])
-        report["second_opinion"], second, warn = outputs.second_opinion(mask, ct, spacing)
+        report["second_opinion"], second, warn = outputs.second_opinion(mask, ct, spacing, affine=affine)
         report["warnings"] += warn
         report["outputs"]["qc_png"] = outputs.qc_overlay(ct, mask, out / "qc.png", spacing=spacing, second=second)
         if "dicom-seg" in self.formats:

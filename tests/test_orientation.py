@@ -140,3 +140,50 @@ def test_train_and_inference_share_the_deterministic_preprocessing():
     assert train == infer
     volumes = chain(["train.json", "train_volumes.json"], "validate#preprocessing")
     assert volumes == infer
+
+
+# storage with the axes permuted: (stored axis order of the LPS array, name); the slices of a series are the last axis
+PERMUTED = {"coronal": (0, 2, 1), "sagittal": (1, 2, 0)}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["dicom", "nifti"])
+def test_coronal_and_sagittal_storage_gives_the_axial_mask(kind, tmp_path):
+    """A chest CT stored as coronal or sagittal slices goes through ``Predictor`` (shipped weights, axial slabs of
+    16 planes cut along the head-foot axis, the 3D steps, the second opinion) to the mask of its axial storage."""
+    from monai.transforms import Orientation
+
+    from fusionlungnet_monai.phantom import make_chest_phantom
+    from fusionlungnet_monai.predict import Predictor
+    from fusionlungnet_monai.transforms.array import head_foot_axis
+
+    ph = make_chest_phantom(3, num_slices=40, size=96)
+    aff = ph.affine_lps
+    stored = {"axial": tmp_path / ("axial" if kind == "dicom" else "axial.nii.gz")}
+    _write(kind, stored["axial"], ph.image, aff)
+    for name, perm in PERMUTED.items():
+        if kind == "dicom" and name == "sagittal":
+            continue  # one permuted DICOM storage is enough for the reader
+        stored[name] = tmp_path / (name if kind == "dicom" else f"{name}.nii.gz")
+        _write(kind, stored[name], ph.image.transpose(perm).copy(), aff[:, [*perm, 3]])
+    masks, reports = {}, {}
+    with Predictor(slab_slices=16, progress=False) as pred:
+        for name, path in stored.items():
+            image, mask, info = pred.segment(path)
+            assert tuple(mask.shape) == tuple(image.shape), "the mask comes back in the file's own grid"
+            assert head_foot_axis(image.affine) == (2 if name == "axial" else list(PERMUTED[name]).index(2))
+            masks[name] = np.asarray(Orientation(axcodes="LPS", labels=None)(mask[None])[0])
+            reports[name] = pred.predict(path, tmp_path / f"out_{name}")
+    ref = masks["axial"]
+    assert ref.sum() > 1000, "the shipped model finds lung"
+    for name, m in masks.items():
+        assert m.shape == ref.shape
+        assert _dice(m, ref) >= 0.999, f"{kind} stored {name}: Dice {_dice(m, ref):.4f} against axial storage"
+    axial = reports.pop("axial").report["second_opinion"]
+    for name, res in reports.items():
+        assert res.ok, res.error
+        report = res.report
+        assert any("coronal/sagittal" in w or "reformatted" in w for w in report["warnings"])
+        # the classical segmentation runs on the same axial view of the CT (its airway step from the head down)
+        assert abs(report["second_opinion"]["dice_with_network"] - axial["dice_with_network"]) < 0.01
+        assert abs(report["second_opinion"]["classical_ml"] - axial["classical_ml"]) < 0.01 * axial["classical_ml"]

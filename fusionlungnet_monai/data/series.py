@@ -78,6 +78,11 @@ class SeriesInfo:
     def num_slices(self) -> int:
         return len(self.files)
 
+    @property
+    def is_axial(self) -> bool:
+        """Whether its slices are axial (slice normal within about 25 degrees of the head-foot axis)."""
+        return len(self.orientation) == 6 and abs(float(_normal(self.orientation)[2])) >= 0.9
+
     def summary(self) -> str:
         status = f"rejected: {self.rejected}" if self.rejected else "usable"
         return (f"series {self.uid or '<empty UID>'} ({self.modality or '?'}, {self.image_type or '?'}, "
@@ -172,6 +177,10 @@ def _scan_files(folder: Path, files: list[Path]) -> list[SeriesInfo]:
     return list(groups.values())
 
 
+#: a coronal or sagittal series becomes axial planes this many pixels deep (one per slice): fewer is no chest plane
+MIN_REFORMAT_SLICES = 32
+
+
 def _validate(info: SeriesInfo) -> None:
     """Reject what is not an axial CT volume; sort usable series by slice position; note geometry warnings."""
     if info.rejected:
@@ -189,14 +198,22 @@ def _validate(info: SeriesInfo) -> None:
         info.rejected = "missing ImageOrientationPatient/ImagePositionPatient"
         return
     n = _normal(info.orientation)
-    if abs(n[2]) < 0.9:
-        info.rejected = "not an axial series (orientation is coronal/sagittal/oblique)"
+    main = int(np.argmax(np.abs(n)))
+    if abs(n[main]) < 0.9:
+        info.rejected = f"oblique slices (slice normal {np.round(n, 3).tolist()}, not near one patient axis)"
         return
     z = np.asarray(info.positions) @ n
     order = np.argsort(z)
     info.files = [info.files[i] for i in order]
     info.positions = [info.positions[i] for i in order]
-    if abs(n[2]) < 0.9999:
+    if main != 2:  # the pipeline reorients every volume to axial planes (LPS) and writes the mask back
+        if len(info.files) < MIN_REFORMAT_SLICES:
+            info.rejected = (f"a {'sagittal' if main == 0 else 'coronal'} series of {len(info.files)} slice(s): too "
+                             f"few to reformat axial planes from ({MIN_REFORMAT_SLICES} or more needed)")
+            return
+        info.warnings.append(f"{'sagittal' if main == 0 else 'coronal'} series: the 2D model sees axial planes "
+                             "reformatted from it")
+    if abs(n[main]) < 0.9999:
         info.warnings.append(f"gantry tilt / oblique slices (slice normal {np.round(n, 4).tolist()})")
     if len(z) > 2:
         gaps = np.diff(np.sort(z))
@@ -226,7 +243,8 @@ def select_ct_series(folder: str | os.PathLike, series_uid: str | None = None) -
         usable = [s for s in series if not s.rejected]
         if not usable:
             raise InputError(folder, f"no axial CT series to segment; found: {report}")
-        picked = max(usable, key=lambda s: (s.num_slices, "ORIGINAL" in s.image_type.upper(), -s.slice_thickness))
+        picked = max(usable, key=lambda s: (s.is_axial, s.num_slices, "ORIGINAL" in s.image_type.upper(),
+                                            -s.slice_thickness))
     logger.info("%s: %d series found (%s); picked %s", folder, len(series), report, picked.uid or "<empty UID>")
     for w in picked.warnings:
         warnings.warn(f"{folder}: series {picked.uid or '<empty UID>'}: {w}", stacklevel=2)

@@ -11,7 +11,7 @@ from typing import Sequence
 
 import numpy as np
 
-from fusionlungnet_monai.transforms.array import HU_AIR_CHECK
+from fusionlungnet_monai.transforms.array import HU_AIR_CHECK, lps_orientation
 
 __all__ = ["PLAUSIBLE_LUNG_ML", "SECOND_OPINION_DICE", "SECOND_OPINION_GRID_MM", "sanity_warnings", "second_opinion",
            "write_json"]
@@ -39,13 +39,17 @@ def sanity_warnings(mask: np.ndarray, ct: np.ndarray, affine: np.ndarray, total_
                  "a CT in HU? (the HU boundary refinement skips such images)")
     normal = np.cross(affine[:3, 0], affine[:3, 1])
     normal = normal / max(np.linalg.norm(normal), 1e-9)
-    if abs(normal[2]) < 0.9:
-        w.append("the volume is not axial (slice normal far from the head-foot axis); a 2D axial model may fail")
+    if abs(normal[2]) < 0.9 and mask.shape[2] > 1:
+        spacing = lps_orientation(affine)[2]
+        w.append(f"the volume is stored as coronal/sagittal slices: the 2D model saw axial planes reformatted from "
+                 f"them ({spacing[0]:.2f} x {spacing[1]:.2f} mm pixels), and the mask was written back in the "
+                 "file's own geometry")
     return w
 
 
 def second_opinion(mask: np.ndarray, ct: np.ndarray, spacing: Sequence[float],
-                   grid_mm: float = SECOND_OPINION_GRID_MM) -> tuple[dict, np.ndarray, list[str]]:
+                   grid_mm: float = SECOND_OPINION_GRID_MM, affine: np.ndarray | None = None
+                   ) -> tuple[dict, np.ndarray, list[str]]:
     """Compare the network's mask with the classical 3D HU segmentation of the same CT.
 
     Both are compared on a coarser in-plane grid: every ``s``-th voxel, with ``s`` the whole number that brings the
@@ -53,13 +57,22 @@ def second_opinion(mask: np.ndarray, ct: np.ndarray, spacing: Sequence[float],
     0). A quarter of the voxels makes the classical segmentation about 4.5x faster; with the shipped model on the real
     CT in ``tests/data`` and on phantoms, ``dice_with_network`` moved by 0.006 or less against the full grid.
 
+    With the volume's ``affine``, both are viewed in LPS voxel order first (axial planes, head at the top, as the
+    classical segmentation's airway step expects), whatever the storage order; ``spacing`` is then the affine's.
+
     Returns:
         ``(summary, classical_mask, warnings)``: the report's ``second_opinion`` entry, the classical mask on the
         input's grid (for the QC picture) and a "check this case" warning when they agree below
         :data:`SECOND_OPINION_DICE`.
     """
+    from nibabel import orientations as nio
+
     from fusionlungnet_monai.classical import classical_lung_mask, dice_score
 
+    back = None
+    if affine is not None:
+        to_lps, back, spacing = lps_orientation(affine)
+        mask, ct = nio.apply_orientation(mask, to_lps), nio.apply_orientation(ct, to_lps)
     spacing = [float(v) for v in spacing]
     s = max(1, int(round(grid_mm / min(spacing[0], spacing[1])))) if grid_mm > 0 else 1
     second = classical_lung_mask(ct[::s, ::s], [spacing[0] * s, spacing[1] * s, *spacing[2:]])
@@ -70,6 +83,8 @@ def second_opinion(mask: np.ndarray, ct: np.ndarray, spacing: Sequence[float],
                "classical_ml": round(float(second.sum()) * float(np.prod(spacing)) * s * s / 1000.0, 1)}
     if s > 1:  # back to the input's grid, nearest neighbour
         second = np.repeat(np.repeat(second, s, axis=0), s, axis=1)[: mask.shape[0], : mask.shape[1]]
+    if back is not None:
+        second = np.ascontiguousarray(nio.apply_orientation(second, back))
     warn = []
     if mask.any() and agreement < SECOND_OPINION_DICE:
         warn.append(f"check this case: the network and the classical HU segmentation agree only at Dice "

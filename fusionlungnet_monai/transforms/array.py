@@ -23,7 +23,7 @@ from scipy import ndimage
 
 __all__ = ["ArtifactRemoval", "FieldOfViewPad", "SqueezeSingleSlice", "CTIntensityNormalize", "DynamicThreshold",
            "MedianFilter", "HUBoundaryRefine", "RemoveAirways", "KeepLargestComponents", "FillMaskHoles", "compact_hu",
-           "median3x3_below", "is_hu_image",
+           "median3x3_below", "is_hu_image", "lps_orientation", "head_foot_axis", "axial_dims",
            "DEFAULT_HU_WINDOW", "EIGHT_BIT_SUFFIXES", "HU_AIR_CHECK", "LUNG_HU_THRESHOLD", "AIR_HU", "bounding_box",
            "in_plane_structure", "lung_like_components", "planewise_copy"]
 
@@ -62,12 +62,35 @@ def _box_mean(x: torch.Tensor, k: int) -> torch.Tensor:
     return F.avg_pool2d(F.avg_pool2d(x, (k, 1), stride=1), (1, k), stride=1)
 
 
-def _slab_index(img: torch.Tensor, step: int = 16) -> list[tuple]:
-    """Index tuples that split a channel-first volume ``(C, X, Y, Z)`` into slabs of ``step`` slices; one index, the
-    whole image, for a 2D ``(C, H, W)`` slice. Indexing with them gives views."""
+def _slab_index(img: torch.Tensor, step: int = 16, dim: int = -1) -> list[tuple]:
+    """Index tuples that split a channel-first volume ``(C, X, Y, Z)`` into slabs of ``step`` slices along ``dim``
+    (the last by default); one index, the whole image, for a 2D ``(C, H, W)`` slice. Indexing with them gives
+    views."""
     if img.dim() != 4:
         return [(...,)]
-    return [(..., slice(z0, z0 + step)) for z0 in range(0, int(img.shape[-1]), step)]
+    dim = dim % 4
+    return [(slice(None),) * dim + (slice(z0, z0 + step),) for z0 in range(0, int(img.shape[dim]), step)]
+
+
+def head_foot_axis(affine) -> int:
+    """The voxel axis of a volume that runs head to foot (world axis S/I) by its voxel-to-world ``affine``: the
+    axis axial planes are stacked along. The last for axial storage, another for coronal or sagittal storage."""
+    from nibabel import orientations as nio
+
+    hits = np.flatnonzero(nio.io_orientation(np.asarray(convert_to_numpy(affine), dtype=float))[:, 0] == 2)
+    return int(hits[0]) if hits.size else 2
+
+
+def axial_dims(img: NdarrayOrTensor) -> tuple[int, int, int]:
+    """``(slice dim, in-plane dim, in-plane dim)`` of a channel-first image for in-plane (axial) work: ``(3, 1, 2)``
+    for a ``(C, X, Y, Z)`` volume stored axially or without an affine, from its MetaTensor affine otherwise; ``(0, 1,
+    2)`` for a 2D ``(C, H, W)`` slice (dim 0 is then the channel)."""
+    if len(img.shape) != 4:
+        return 0, 1, 2
+    affine = getattr(img, "affine", None)
+    hf = 1 + (head_foot_axis(affine) if affine is not None and tuple(affine.shape) == (4, 4) else 2)
+    a, b = (d for d in (1, 2, 3) if d != hf)
+    return hf, a, b
 
 
 def planewise_copy(src: np.ndarray, dtype=None, order: str = "C") -> np.ndarray:
@@ -166,9 +189,11 @@ def _sum3_edge(t: torch.Tensor, dim: int) -> torch.Tensor:
     return out
 
 
-def median3x3_below(img: torch.Tensor, threshold: float, strict: bool = True) -> torch.Tensor:
+def median3x3_below(img: torch.Tensor, threshold: float, strict: bool = True,
+                    dims: Sequence[int] = (1, 2)) -> torch.Tensor:
     """Whether the in-plane 3x3 median of a channel-first ``(C, H, W)`` or ``(C, X, Y, Z)`` image is below
-    ``threshold`` (``<=`` when not ``strict``), as a bool tensor of its shape, on its device.
+    ``threshold`` (``<=`` when not ``strict``), as a bool tensor of its shape, on its device. ``dims``: the two
+    in-plane dims (``axial_dims(img)[1:]`` for a volume stored as coronal or sagittal slices).
 
     Exact without sorting: the median of 9 values is below a threshold when 5 or more of them are, so the 3x3 count
     of voxels below it (two separable 3-sums, in the image's own layout) is compared with 5. The border is repeated
@@ -178,7 +203,7 @@ def median3x3_below(img: torch.Tensor, threshold: float, strict: bool = True) ->
     below = ((img < threshold) if strict else (img <= threshold)).to(torch.uint8)
     if below.numel() == 0:
         return below.bool()
-    return _sum3_edge(_sum3_edge(below, 1), 2) >= 5
+    return _sum3_edge(_sum3_edge(below, dims[0]), dims[1]) >= 5
 
 
 class MedianFilter(Transform):
@@ -505,12 +530,33 @@ class HUBoundaryRefine(Transform):
             h = torch.nan_to_num(h, nan=-1024.0)  # NaN (missing data) reads as air
         lo, hi = self.band
         out = p if self.inplace else p.clone()
-        for idx in _slab_index(out):  # volumes 16 slices at a time (less memory); each part is a view of out
+        slab, *plane = axial_dims(prob)  # axial planes, whatever the storage order
+        for idx in _slab_index(out, dim=slab):  # volumes 16 planes at a time (less memory); parts are views of out
             part = out[idx]
             uncertain = (part > lo) & (part < hi)
             if bool(uncertain.any()):  # torch.where: boolean-mask indexing is several times slower on the CPU
-                part.copy_(torch.where(uncertain, median3x3_below(h[idx], self.threshold_hu).to(part.dtype), part))
+                below = median3x3_below(h[idx], self.threshold_hu, dims=plane)
+                part.copy_(torch.where(uncertain, below.to(part.dtype), part))
         return convert_to_dst_type(out, prob)[0]
+
+
+def lps_orientation(affine) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """How to view a volume with voxel-to-world ``affine`` (MONAI's RAS, or any) in LPS voxel order (x to the
+    patient's left, y to the back, z to the head: axial slices along the last axis, whatever the storage).
+
+    Returns:
+        ``(to_lps, from_lps, spacing)``: nibabel orientation transforms for ``nibabel.orientations.apply_orientation``
+        (views, no copy), and the voxel size in mm in LPS order.
+    """
+    from nibabel import orientations as nio
+
+    aff = np.asarray(convert_to_numpy(affine), dtype=float)
+    ornt = nio.io_orientation(aff)
+    lps = nio.axcodes2ornt(("L", "P", "S"))
+    spacing = np.zeros(3)
+    to_lps = nio.ornt_transform(ornt, lps)
+    spacing[to_lps[:, 0].astype(int)] = np.linalg.norm(aff[:3, :3], axis=0)
+    return to_lps, nio.ornt_transform(lps, ornt), spacing
 
 
 class RemoveAirways(Transform):
@@ -554,16 +600,12 @@ class RemoveAirways(Transform):
         box = bounding_box(m[0].detach().cpu(), margin=1)
         if box is None:
             return mask
-        aff = np.asarray(convert_to_numpy(getattr(mask, "affine", np.eye(4)) if affine is None else affine), float)
-        ornt = nio.io_orientation(aff)
-        to_lps = nio.ornt_transform(ornt, nio.axcodes2ornt(("L", "P", "S")))
-        spacing = np.zeros(3)
-        spacing[to_lps[:, 0].astype(int)] = np.linalg.norm(aff[:3, :3], axis=0)
+        to_lps, from_lps, spacing = lps_orientation(getattr(mask, "affine", np.eye(4)) if affine is None else affine)
         h = np.asarray(convert_to_numpy(hu))[0][box]
         airways = airway_mask(nio.apply_orientation(h, to_lps), spacing, airway_hu=self.airway_hu)
         if not airways.any():
             return mask
-        airways = nio.apply_orientation(airways, nio.ornt_transform(nio.axcodes2ornt(("L", "P", "S")), ornt))
+        airways = nio.apply_orientation(airways, from_lps)
         out = m.clone()
         out[0][box][torch.from_numpy(np.ascontiguousarray(airways)).to(out.device)] = 0
         return convert_to_dst_type(out, mask)[0]
@@ -628,7 +670,7 @@ class KeepLargestComponents(Transform):
         single = mask.ndim == 2 or mask.shape[2] == 1
         if hu is not None and n and not single and is_hu_image(hu):
             h = convert_to_tensor(hu, track_meta=False)[(slice(None),) + box]
-            air = median3x3_below(h, self.air_hu, strict=False)[0].cpu().numpy()
+            air = median3x3_below(h, self.air_hu, strict=False, dims=axial_dims(img)[1:])[0].cpu().numpy()
             sizes, like = lung_like_components(~air, labels, n, min_dense_fraction=1.0 - self.max_air_fraction)
             sizes[~like] = 0
         keep = np.zeros(n + 1, dtype=bool)
