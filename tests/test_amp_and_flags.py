@@ -170,7 +170,7 @@ _SHOW_TRAIN = {"show": ["$print('FLAGS=' + str({"
                         "'use_rrm': bool(@network_def.use_rrm), 'decollate': any(getattr(h[0], '__name__', '') == '_decollate_data' for hs in @train#trainer._event_handlers.values() for h in hs)}))"]}
 _SHOW_INFER = {"show": ["$print('FLAGS=' + str({"
                         "'amp': bool(@evaluator.amp), "
-                        "'fill_holes': any(type(t).__name__ == 'FillHolesd' for t in @postprocessing.transforms), "
+                        "'fill_holes': any(type(t).__name__ == 'FillMaskHolesd' for t in @postprocessing.transforms), "
                         "'refine_boundary': any(type(t).__name__ == 'HUBoundaryRefined' for t in @postprocessing.transforms) "
                         "and any(type(t).__name__ == 'KeepHUd' for t in @preprocessing.transforms), "
                         "'remove_airways': any(type(t).__name__ == 'RemoveAirwaysd' for t in @postprocessing.transforms) "
