@@ -43,11 +43,18 @@ class SeparableSSIMLoss(_Loss):
         gauss = torch.exp(-torch.pow(dist / kernel_sigma, 2) / 2)
         self.register_buffer("window", gauss / gauss.sum(), persistent=False)
         self.c1, self.c2 = (k1 * data_range) ** 2, (k2 * data_range) ** 2
+        self._windows: dict = {}  # the window per (device, dtype): one host-to-device copy, not one a step
+
+    def _window(self, like: torch.Tensor) -> torch.Tensor:
+        key = (like.device, like.dtype)
+        if key not in self._windows:
+            self._windows[key] = self.window.to(like)
+        return self._windows[key]
 
     def _filter(self, moments: torch.Tensor) -> torch.Tensor:
         conv = F.conv2d if self.spatial_dims == 2 else F.conv3d
         groups = moments.shape[1]
-        w = self.window.to(moments)
+        w = self._window(moments)
         for axis in range(self.spatial_dims):
             shape = [1, 1] + [1] * self.spatial_dims
             shape[2 + axis] = w.numel()
@@ -171,8 +178,8 @@ class HybridLoss(_Loss):
             return self.deep_supervision(outputs, target)
         # every output on the target's grid: one pass over the stacked batch, then Σ_k w_k·L_k per image
         per = self.per_image(torch.cat(outputs, 0), target.repeat(len(outputs), *[1] * (target.ndim - 1)))
-        weights = per.new_tensor(self.deep_supervision.get_weights(len(outputs)))
-        return self._reduce((weights[:, None] * per.view(len(outputs), -1)).sum(0))
+        weights = self.deep_supervision.get_weights(len(outputs))  # python floats: no host-to-device copy a step
+        return self._reduce(sum(w * p for w, p in zip(weights, per.view(len(outputs), -1).unbind(0))))
 
     def _reduce(self, loss: torch.Tensor) -> torch.Tensor:
         if self.reduction == LossReduction.MEAN.value:
