@@ -329,12 +329,9 @@ class Predictor:
             return mask
         item = {"pred": MetaTensor(mask[box][None], affine=affine.clone()),
                 "image_hu": image.as_tensor()[box][None]}  # a view: for post#remove_airways
-        single = image.ndim == 3 and image.shape[-1] == 1  # a one-slice volume is a slice: the 2D steps
-        if single:  # (MONAI's 3D hole filling finds no hole in one slice: every voxel touches the z border)
-            item = {"pred": item["pred"][..., 0], "image_hu": item["image_hu"][..., 0]}
-        for step in self.volume_steps():
+        for step in self.volume_steps():  # a one-slice volume gets each step's slice rules (they check for it)
             item = step(item)
-        mask[box] = _binary_pred(item["pred"])[..., None] if single else _binary_pred(item["pred"])
+        mask[box] = _binary_pred(item["pred"])
         del item
         release_freed_memory()
         return mask

@@ -207,12 +207,12 @@ def _validate(info: SeriesInfo) -> None:
     info.files = [info.files[i] for i in order]
     info.positions = [info.positions[i] for i in order]
     if main != 2:  # the pipeline reorients every volume to axial planes (LPS) and writes the mask back
+        plane = "sagittal" if main == 0 else "coronal"
         if len(info.files) < MIN_REFORMAT_SLICES:
-            info.rejected = (f"a {'sagittal' if main == 0 else 'coronal'} series of {len(info.files)} slice(s): too "
-                             f"few to reformat axial planes from ({MIN_REFORMAT_SLICES} or more needed)")
+            info.rejected = (f"a {plane} series of {len(info.files)} slice(s): too few to reformat axial planes "
+                             f"from ({MIN_REFORMAT_SLICES} or more needed)")
             return
-        info.warnings.append(f"{'sagittal' if main == 0 else 'coronal'} series: the 2D model sees axial planes "
-                             "reformatted from it")
+        info.warnings.append(f"{plane} series: the 2D model sees axial planes reformatted from it")
     if abs(n[main]) < 0.9999:
         info.warnings.append(f"gantry tilt / oblique slices (slice normal {np.round(n, 4).tolist()})")
     if len(z) > 2:

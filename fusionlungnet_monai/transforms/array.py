@@ -72,12 +72,29 @@ def _slab_index(img: torch.Tensor, step: int = 16, dim: int = -1) -> list[tuple]
     return [(slice(None),) * dim + (slice(z0, z0 + step),) for z0 in range(0, int(img.shape[dim]), step)]
 
 
+def lps_orientation(affine) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """How to view a volume with voxel-to-world ``affine`` (MONAI's RAS, or any) in LPS voxel order (x to the
+    patient's left, y to the back, z to the head: axial slices along the last axis, whatever the storage).
+
+    Returns:
+        ``(to_lps, from_lps, spacing)``: nibabel orientation transforms for ``nibabel.orientations.apply_orientation``
+        (views, no copy), and the voxel size in mm in LPS order.
+    """
+    from nibabel import orientations as nio
+
+    aff = np.asarray(convert_to_numpy(affine), dtype=float)
+    ornt = nio.io_orientation(aff)
+    lps = nio.axcodes2ornt(("L", "P", "S"))
+    spacing = np.zeros(3)
+    to_lps = nio.ornt_transform(ornt, lps)
+    spacing[to_lps[:, 0].astype(int)] = np.linalg.norm(aff[:3, :3], axis=0)
+    return to_lps, nio.ornt_transform(lps, ornt), spacing
+
+
 def head_foot_axis(affine) -> int:
     """The voxel axis of a volume that runs head to foot (world axis S/I) by its voxel-to-world ``affine``: the
     axis axial planes are stacked along. The last for axial storage, another for coronal or sagittal storage."""
-    from nibabel import orientations as nio
-
-    hits = np.flatnonzero(nio.io_orientation(np.asarray(convert_to_numpy(affine), dtype=float))[:, 0] == 2)
+    hits = np.flatnonzero(lps_orientation(affine)[0][:, 0] == 2)
     return int(hits[0]) if hits.size else 2
 
 
@@ -165,17 +182,24 @@ def lung_like_components(dense: np.ndarray, labels: np.ndarray, n: int, chunk: i
     return count, keep
 
 
+def enclosed_background(mask: np.ndarray, structure: np.ndarray, border_axes: Sequence[int]) -> np.ndarray:
+    """The holes of a bool ``mask``: background components (connected by ``structure``) that touch neither end of
+    any of ``border_axes``."""
+    labels, n = label_components(~mask, structure=structure)
+    if n == 0:
+        return np.zeros_like(mask)
+    outside = np.zeros(n + 1, dtype=bool)
+    for axis in border_axes:
+        for end in (0, -1):
+            outside[np.unique(labels.take(end, axis=axis))] = True
+    outside[0] = True  # label 0 is the mask itself
+    return ~outside[labels]
+
+
 def fill_holes_2d(masks: np.ndarray) -> np.ndarray:
     """Fill holes of every 2D mask in an (N, H, W) stack at once: background components (4-connected, in-plane
     only) that do not touch the slice border are holes. Same result as per-slice ``binary_fill_holes``, faster."""
-    labels, n = label_components(~masks, structure=in_plane_structure(0))
-    if n == 0:
-        return masks.copy()
-    border = np.zeros(n + 1, dtype=bool)
-    for edge in (labels[:, 0, :], labels[:, -1, :], labels[:, :, 0], labels[:, :, -1]):
-        border[np.unique(edge)] = True
-    border[0] = True  # label 0 is the foreground itself
-    return masks | ~border[labels]
+    return masks | enclosed_background(masks, in_plane_structure(0), border_axes=(1, 2))
 
 
 def _sum3_edge(t: torch.Tensor, dim: int) -> torch.Tensor:
@@ -540,25 +564,6 @@ class HUBoundaryRefine(Transform):
         return convert_to_dst_type(out, prob)[0]
 
 
-def lps_orientation(affine) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """How to view a volume with voxel-to-world ``affine`` (MONAI's RAS, or any) in LPS voxel order (x to the
-    patient's left, y to the back, z to the head: axial slices along the last axis, whatever the storage).
-
-    Returns:
-        ``(to_lps, from_lps, spacing)``: nibabel orientation transforms for ``nibabel.orientations.apply_orientation``
-        (views, no copy), and the voxel size in mm in LPS order.
-    """
-    from nibabel import orientations as nio
-
-    aff = np.asarray(convert_to_numpy(affine), dtype=float)
-    ornt = nio.io_orientation(aff)
-    lps = nio.axcodes2ornt(("L", "P", "S"))
-    spacing = np.zeros(3)
-    to_lps = nio.ornt_transform(ornt, lps)
-    spacing[to_lps[:, 0].astype(int)] = np.linalg.norm(aff[:3, :3], axis=0)
-    return to_lps, nio.ornt_transform(lps, ornt), spacing
-
-
 class RemoveAirways(Transform):
     """Airway removal (ours, not in the paper): the trachea and main bronchi, found in the CT's HU by the classical
     segmentation's airway step (:func:`~fusionlungnet_monai.classical.airway_mask`), are taken out of a lung mask.
@@ -706,18 +711,10 @@ class FillMaskHoles(Transform):
             return img
         flat = tuple(a for a in range(mask.ndim) if mask.shape[a] == 1)
         sub = np.squeeze(mask[box], axis=flat)  # a view: filling it fills mask
-        labels, n = label_components(~sub, structure=np.ones((3,) * sub.ndim, dtype=bool))
-        if n == 0:
-            return img
-        outside = np.zeros(n + 1, dtype=bool)
-        for axis in range(sub.ndim):
-            for end in (0, -1):
-                outside[np.unique(labels.take(end, axis=axis))] = True
-        outside[0] = True  # label 0 is the mask itself
-        holes = ~outside
+        holes = enclosed_background(sub, np.ones((3,) * sub.ndim, dtype=bool), border_axes=range(sub.ndim))
         if not holes.any():
             return img
-        sub |= holes[labels]
+        sub |= holes
         return convert_to_dst_type(mask[None], img, dtype=img.dtype)[0]
 
 
