@@ -355,7 +355,7 @@ class Predictor:
         """
         from monai.data import MetaTensor
 
-        from fusionlungnet_monai.data.series import LoadCTImage, SeriesInfo, select_ct_series
+        from fusionlungnet_monai.data.series import LoadCTImage, SeriesInfo, multiframe_info, select_ct_series
 
         case = Path(case)
         kind = kind or check_input(case, self.series_uid)
@@ -371,6 +371,8 @@ class Predictor:
         if kind == "series":
             info = select_ct_series(case, self.series_uid)  # the scan check_input made, not a second one
             info.kind = kind
+        elif kind == "dicom" and (info := multiframe_info(case)) is not None:
+            pass  # a multi-frame file: its series' description and geometry warnings
         else:
             tag = lambda t: str(image.meta.get(t, "")).strip()  # noqa: E731  (DICOM files carry their tags)
             info = SeriesInfo(uid=tag("0020|000e"), files=[case], kind=kind, modality=tag("0008|0060"),
@@ -473,9 +475,9 @@ class Predictor:
         report.update({"shape": list(mask.shape), "spacing_mm": spacing, "num_slices": int(mask.shape[2])})
         report["volumes_ml"] = {k: (None if v is None else round(v, 1))
                                 for k, v in lung_volumes(labels, spacing, affine).items()}
-        if kind == "series":
+        if kind == "series" or info.frame_positions:  # a series, or a multi-frame file that holds one
             report.update({"series_uid": info.uid, "series_description": info.description})
-            report["warnings"] += info.warnings
+        report["warnings"] += info.warnings
         if image.meta.get(SPACING_UNKNOWN):
             report["warnings"].append("the file gives no voxel size (NIfTI pixdim 0): 1 mm was assumed, so the "
                                       "volumes in mL and the field-of-view padding are not to be trusted")

@@ -258,3 +258,45 @@ def test_a_one_slice_volume_gets_the_steps_of_a_slice(monkeypatch):
     assert mask.shape == (64, 64, 1)
     assert mask[25, 18, 0] == 1  # the hole is filled
     assert mask[30, 45, 0] == 1 and mask[3, 61, 0] == 0  # both lungs kept, the speck dropped
+
+
+def _enhanced_ct(files, path):
+    """The single-frame CT ``files`` converted to one multi-frame (enhanced) CT file, as modern scanners export."""
+    import highdicom as hd
+    import pydicom
+
+    mf = hd.legacy.LegacyConvertedEnhancedCTImage([pydicom.dcmread(str(f)) for f in files],
+                                                  series_instance_uid=hd.UID(), series_number=99,
+                                                  sop_instance_uid=hd.UID(), instance_number=1)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    mf.save_as(str(path))
+    return mf
+
+
+def test_a_multiframe_ct_gives_the_mask_and_seg_of_its_series(model, phantom_dir, tmp_path):
+    import highdicom as hd
+    import nibabel as nib
+
+    from fusionlungnet_monai.data import select_ct_series
+
+    series = phantom_dir / "dicom" / "ph001"
+    mf = _enhanced_ct(select_ct_series(series).files, tmp_path / "enhanced" / "ct.dcm")
+    assert mf.NumberOfFrames == 12
+    ref = tmp_path / "ref"
+    predict(series, ref, "--model", model, "--input-size", "64", "--bundle", BUNDLE)
+    want = nib.as_closest_canonical(nib.load(str(ref / "lungmask.nii.gz")))
+    for case in (tmp_path / "enhanced", tmp_path / "enhanced" / "ct.dcm"):  # the folder and the file itself
+        out = tmp_path / f"out_{case.name}"
+        predict(case, out, "--model", model, "--input-size", "64", "--format", "dicom-seg", "--bundle", BUNDLE)
+        got = nib.load(str(out / "lungmask.nii.gz"))
+        canon = nib.as_closest_canonical(got)
+        np.testing.assert_allclose(canon.affine, want.affine, atol=1e-3)
+        np.testing.assert_array_equal(np.asarray(canon.dataobj), np.asarray(want.dataobj))
+        report = json.loads((out / "report.json").read_text())
+        assert report["num_slices"] == 12 and report["series_uid"] == mf.SeriesInstanceUID
+        labels = np.asarray(got.dataobj)
+        seg = hd.seg.segread(str(out / "seg.dcm"))  # frame k of the SEG is frame k of the source file
+        frames = seg.get_pixels_by_source_frame(source_sop_instance_uid=mf.SOPInstanceUID,
+                                                source_frame_numbers=list(range(1, 13)), combine_segments=True)
+        for k in range(12):
+            np.testing.assert_array_equal(frames[k], labels[:, :, k].T)

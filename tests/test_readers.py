@@ -185,3 +185,17 @@ def test_monochrome1_ct_is_refused_not_read_inverted(phantom_dir, tmp_path):
             ds.save_as(f)
     _refused(series, "MONOCHROME1")
     _refused(sorted(series.glob("*.dcm"))[3], "MONOCHROME1")  # one file alone
+
+
+def test_vector_metaimage_and_missing_paths_are_refused_in_one_line(tmp_path):
+    import itk
+
+    vec = itk.image_from_array(np.zeros((6, 20, 24, 2), np.float32), is_vector=True)
+    path = tmp_path / "vector.mha"
+    itk.imwrite(vec, str(path))
+    for call in (check_input, LoadCTImage(image_only=True)):  # the CLI's checks and the bundle's reader
+        with pytest.raises(InputError, match="2 values per voxel") as e:
+            call(str(path))
+        assert str(path) in str(e.value) and "\n" not in str(e.value)
+    with pytest.raises(InputError, match="no such file or folder"):
+        LoadCTImage(image_only=True)(str(tmp_path / "missing"))

@@ -114,3 +114,46 @@ def test_reader_keeps_integer_ct_as_int16_in_xyz_order():
     f = planewise_copy(xyz, np.uint8, order="F")
     assert f.flags.f_contiguous and (f == xyz.astype(np.uint8)).all()
     assert (planewise_copy(zyx[0]) == zyx[0]).all()  # 2D: one copy
+
+
+def test_series_without_pixel_spacing_or_rescale_is_read_with_a_warning(tmp_path):
+    src = sorted((DATA / "lidc_idri_slabs" / "LIDC-IDRI-0003").rglob("*.dcm"))
+    for tag, words in (("PixelSpacing", "no PixelSpacing in 11 of 11 files: 1 mm pixels were assumed"),
+                       ("RescaleIntercept", "no RescaleIntercept in 11 of 11 files")):
+        folder = tmp_path / tag
+        folder.mkdir()
+        for i, f in enumerate(src):
+            ds = pydicom.dcmread(str(f))
+            delattr(ds, tag)
+            ds.save_as(folder / f"{i}.dcm")
+        with pytest.warns(UserWarning, match=words):
+            picked = select_ct_series(folder)
+        assert not picked.rejected and [w for w in picked.warnings if words in w]
+    assert not select_ct_series(src[0].parent).warnings  # the untouched series gives neither warning
+
+
+def test_a_multiframe_file_is_a_series_and_its_frames_must_be_in_order(tmp_path):
+    import highdicom as hd
+
+    from fusionlungnet_monai.data import check_input
+    from fusionlungnet_monai.data.series import multiframe_info
+
+    src = sorted((DATA / "lidc_idri_slabs" / "LIDC-IDRI-0003").rglob("*.dcm"))
+    mf = hd.legacy.LegacyConvertedEnhancedCTImage([pydicom.dcmread(str(f)) for f in src], series_instance_uid=hd.UID(),
+                                                  series_number=9, sop_instance_uid=hd.UID(), instance_number=1)
+    (tmp_path / "mf").mkdir()
+    path = tmp_path / "mf" / "ct.dcm"
+    mf.save_as(str(path))
+    picked = select_ct_series(path.parent)
+    assert picked.files == [path] and picked.num_slices == 11 and not picked.warnings
+    assert check_input(path) == "dicom" and multiframe_info(path).num_slices == 11
+    assert multiframe_info(src[0]) is None  # a single-frame file is a slice
+    # frames out of position order: ITK would stack them as stored, so the volume would be scrambled
+    ds = pydicom.dcmread(str(path))
+    groups = ds.PerFrameFunctionalGroupsSequence
+    groups[0], groups[5] = groups[5], groups[0]
+    ds.save_as(str(path))
+    with pytest.raises(InputError, match="frames are not in slice-position order"):
+        check_input(path)
+    with pytest.raises(InputError, match="frames are not in slice-position order"):
+        select_ct_series(path.parent)

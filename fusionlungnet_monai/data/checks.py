@@ -15,6 +15,7 @@ from fusionlungnet_monai.data.series import (
     PICTURE_SUFFIXES,
     VOLUME_SUFFIXES,
     is_dicom_file,
+    multiframe_info,
     select_ct_series,
 )
 
@@ -91,9 +92,14 @@ def _check_volume(path: Path) -> tuple[int, ...]:
             raise RuntimeError("no reader")
         io.SetFileName(str(path))
         io.ReadImageInformation()
-        return tuple(int(io.GetDimensions(i)) for i in range(io.GetNumberOfDimensions()))
+        size = tuple(int(io.GetDimensions(i)) for i in range(io.GetNumberOfDimensions()))
+        components = int(io.GetNumberOfComponents())
     except Exception as e:
         raise InputError(path, f"not a readable volume ({type(e).__name__})") from None
+    if components > 1:
+        raise InputError(path, f"{components} values per voxel (a vector, RGB or multi-channel image): one grey CT "
+                               "volume in HU expected")
+    return size
 
 
 def image_size(path: str | os.PathLike, mask: bool = False) -> tuple[int, ...]:
@@ -127,6 +133,8 @@ def check_input(path: str | os.PathLike, series_uid: str | None = None) -> str:
         return "series"
     kind = _kind(path)
     size = image_size(path)
+    if kind == "dicom":
+        multiframe_info(path)  # a multi-frame file holds a series: the series' rules apply
     if kind == "volume" and len(size) > 3 and any(int(n) > 1 for n in size[3:]):
         raise InputError(path, f"{len(size)}D image of size {tuple(size)}: one 3D CT volume expected "
                                "(extract one volume of the series first)")

@@ -25,8 +25,8 @@ from monai.utils import ensure_tuple
 from fusionlungnet_monai.data.errors import InputError
 from fusionlungnet_monai.data.readers import CTNiftiReader, metaimage_messages, picture_reader, read_failure
 
-__all__ = ["SeriesInfo", "scan_dicom_folder", "select_ct_series", "CTSeriesReader", "LoadCTImage", "LoadCTImaged",
-           "is_dicom_file", "load_ct_lps"]
+__all__ = ["SeriesInfo", "scan_dicom_folder", "select_ct_series", "multiframe_info", "CTSeriesReader", "LoadCTImage",
+           "LoadCTImaged", "is_dicom_file", "load_ct_lps"]
 
 logger = logging.getLogger(__name__)
 
@@ -72,11 +72,14 @@ class SeriesInfo:
     sizes: set = field(default_factory=set)  # (Rows, Columns) of its slices
     no_pixels: list = field(default_factory=list)  # files without PixelData
     photometric: set = field(default_factory=set)  # PhotometricInterpretation of its slices
+    frame_positions: list = field(default_factory=list)  # a multi-frame file's ImagePositionPatient per frame
+    no_spacing: int = 0  # slices without PixelSpacing (ITK assumes 1 mm)
+    no_rescale: int = 0  # slices without RescaleIntercept (stored values read as HU)
     kind: str = "series"  # what check_input calls the input: series, dicom, volume or picture
 
     @property
     def num_slices(self) -> int:
-        return len(self.files)
+        return len(self.frame_positions) or len(self.files)
 
     @property
     def is_axial(self) -> bool:
@@ -86,7 +89,29 @@ class SeriesInfo:
     def summary(self) -> str:
         status = f"rejected: {self.rejected}" if self.rejected else "usable"
         return (f"series {self.uid or '<empty UID>'} ({self.modality or '?'}, {self.image_type or '?'}, "
-                f"'{self.description}', {self.num_slices} file(s)) {status}")
+                f"'{self.description}', {len(self.files)} file(s)) {status}")
+
+
+def _functional(ds, name: str, sequence: str, frame: int = 0):
+    """The value of ``name``: top-level in a single-frame image; in a multi-frame (enhanced) one, in ``sequence`` of
+    the shared functional groups or of frame ``frame``'s (``None`` when absent)."""
+    if name in ds:
+        return ds.get(name)
+    for groups, i in (("SharedFunctionalGroupsSequence", 0), ("PerFrameFunctionalGroupsSequence", frame)):
+        items = ds.get(groups) or []
+        inner = items[i].get(sequence) if len(items) > i else None
+        if inner and name in inner[0]:
+            return inner[0].get(name)
+    return None
+
+
+def _plane_geometry(ds) -> tuple[tuple, list]:
+    """``(ImageOrientationPatient, [ImagePositionPatient of each frame])`` of a single- or multi-frame image."""
+    ori = _functional(ds, "ImageOrientationPatient", "PlaneOrientationSequence")
+    frames = len(ds.get("PerFrameFunctionalGroupsSequence") or []) or 1
+    positions = [_functional(ds, "ImagePositionPatient", "PlanePositionSequence", i) for i in range(frames)]
+    positions = [[float(v) for v in p] if p else None for p in positions]
+    return tuple(round(float(v), 4) for v in (ori or [])), positions if any(positions) else []
 
 
 def _normal(orientation: Sequence[float]) -> np.ndarray:
@@ -150,8 +175,10 @@ def _scan_files(folder: Path, files: list[Path]) -> list[SeriesInfo]:
         if sop_class in _NON_IMAGE_SOP or sop_class.startswith("1.2.840.10008.5.1.4.1.1.88"):
             info.rejected = f"{_NON_IMAGE_SOP.get(sop_class, 'structured report')} object, not an image"
         info.files.append(path)
-        info.positions.append([float(v) for v in ds.get("ImagePositionPatient", [])] or None)
-        ori = tuple(round(float(v), 4) for v in ds.get("ImageOrientationPatient", []))
+        ori, positions = _plane_geometry(ds)
+        if len(positions) > 1:  # a multi-frame (enhanced) image: one file holds the whole series
+            info.frame_positions = positions
+        info.positions.append(positions[0] if positions else None)
         if info.orientation and ori != info.orientation:
             info.rejected = info.rejected or "inconsistent ImageOrientationPatient within the series"
         info.orientation = info.orientation or ori
@@ -162,6 +189,8 @@ def _scan_files(folder: Path, files: list[Path]) -> list[SeriesInfo]:
         if "Rows" in ds:
             info.sizes.add((int(ds.Rows), int(ds.get("Columns", 0))))
         info.photometric.add(str(ds.get("PhotometricInterpretation", "")).strip())
+        info.no_spacing += _functional(ds, "PixelSpacing", "PixelMeasuresSequence") is None
+        info.no_rescale += _functional(ds, "RescaleIntercept", "PixelValueTransformationSequence") is None
         if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
             info.no_pixels.append(path)
     if n_dicom == 0:
@@ -197,6 +226,18 @@ def _validate(info: SeriesInfo) -> None:
     if len(info.orientation) != 6 or any(p is None or len(p) != 3 for p in info.positions):
         info.rejected = "missing ImageOrientationPatient/ImagePositionPatient"
         return
+    if info.frame_positions and len(info.files) > 1:
+        info.rejected = (f"{len(info.files)} multi-frame files in one series: give one of them (e.g. "
+                         f"{info.files[0].name}) as the input")
+        return
+    if any(p is None or len(p) != 3 for p in info.frame_positions):
+        info.rejected = "a multi-frame image without ImagePositionPatient for every frame"
+        return
+    if info.frame_positions and len(info.orientation) == 6:  # ITK stacks the frames in the file's order
+        steps = np.diff(np.asarray(info.frame_positions) @ _normal(info.orientation))
+        if not (np.all(steps > 0) or np.all(steps < 0)):
+            info.rejected = "a multi-frame image whose frames are not in slice-position order"
+            return
     n = _normal(info.orientation)
     main = int(np.argmax(np.abs(n)))
     if abs(n[main]) < 0.9:
@@ -206,13 +247,22 @@ def _validate(info: SeriesInfo) -> None:
     order = np.argsort(z)
     info.files = [info.files[i] for i in order]
     info.positions = [info.positions[i] for i in order]
+    if info.frame_positions:  # one file: its frames are the slices
+        z = np.asarray(info.frame_positions) @ n
+    num_slices = len(z)
     if main != 2:  # the pipeline reorients every volume to axial planes (LPS) and writes the mask back
         plane = "sagittal" if main == 0 else "coronal"
-        if len(info.files) < MIN_REFORMAT_SLICES:
-            info.rejected = (f"a {plane} series of {len(info.files)} slice(s): too few to reformat axial planes "
+        if num_slices < MIN_REFORMAT_SLICES:
+            info.rejected = (f"a {plane} series of {num_slices} slice(s): too few to reformat axial planes "
                              f"from ({MIN_REFORMAT_SLICES} or more needed)")
             return
         info.warnings.append(f"{plane} series: the 2D model sees axial planes reformatted from it")
+    if info.no_spacing:
+        info.warnings.append(f"no PixelSpacing in {info.no_spacing} of {len(info.files)} files: 1 mm pixels were "
+                             "assumed, so the volumes in mL and the field-of-view padding are not to be trusted")
+    if info.no_rescale:
+        info.warnings.append(f"no RescaleIntercept in {info.no_rescale} of {len(info.files)} files (a CT image "
+                             "must have one): the stored values were read as HU")
     if abs(n[main]) < 0.9999:
         info.warnings.append(f"gantry tilt / oblique slices (slice normal {np.round(n, 4).tolist()})")
     if len(z) > 2:
@@ -249,6 +299,23 @@ def select_ct_series(folder: str | os.PathLike, series_uid: str | None = None) -
     for w in picked.warnings:
         warnings.warn(f"{folder}: series {picked.uid or '<empty UID>'}: {w}", stacklevel=2)
     return picked
+
+
+def multiframe_info(path: str | os.PathLike) -> SeriesInfo | None:
+    """The checked :class:`SeriesInfo` of a multi-frame (enhanced) CT file, which holds a whole series, or ``None``
+    for a single-frame file.
+
+    Raises:
+        InputError: when the multi-frame file is not an axial CT volume (the rules of :func:`select_ct_series`).
+    """
+    path = Path(path)
+    info = _scan_files(path.parent, [path])[0]
+    if not info.frame_positions:
+        return None
+    if info.rejected:
+        raise InputError(path, f"multi-frame image cannot be used: {info.rejected}")
+    info.kind = "dicom"
+    return info
 
 
 PICTURE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
@@ -349,7 +416,11 @@ class CTSeriesReader(ImageReader):
                             meta[tag] = value
                     images.append(image)
                 else:
-                    images.append(reader.read(name, **kwargs))
+                    image = reader.read(name, **kwargs)
+                    if image.GetNumberOfComponentsPerPixel() > 1:  # MONAI would read it as channels, the network fails
+                        raise InputError(name, f"{image.GetNumberOfComponentsPerPixel()} values per voxel (a vector, "
+                                               "RGB or multi-channel image): one grey CT volume in HU expected")
+                    images.append(image)
             img = images if len(images) > 1 else images[0]
         else:
             img = reader.read(names if len(names) > 1 else names[0], **kwargs)
@@ -408,6 +479,9 @@ class LoadCTImage(LoadImage):
 
     def __call__(self, filename, reader=None):
         name = str(filename if isinstance(filename, (str, os.PathLike)) else ensure_tuple(filename)[0])
+        for n in ensure_tuple(filename):
+            if isinstance(n, (str, os.PathLike)) and not os.path.exists(n):
+                raise InputError(n, "no such file or folder")
         printed: list[str] = []
         try:
             with metaimage_messages(name, printed):

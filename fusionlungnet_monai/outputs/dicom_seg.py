@@ -23,8 +23,9 @@ def write_dicom_seg(labels: np.ndarray, source_files: Sequence[str | os.PathLike
 
     Args:
         labels: ``(x, y, z)`` mask (binary) or ``1`` right / ``2`` left label map when ``split``; slice ``k`` belongs
-            to ``source_files[k]`` (the series sorted by position, as :func:`select_ct_series` returns it).
-        source_files: the CT series' files, in slice order.
+            to ``source_files[k]`` (the series sorted by position, as :func:`select_ct_series` returns it), or to
+            frame ``k`` of a single multi-frame source file.
+        source_files: the CT series' files, in slice order (or one multi-frame file).
         path: output ``.dcm`` file (must not exist).
         split: write two segments (right, left lung) instead of one (lung).
 
@@ -40,8 +41,10 @@ def write_dicom_seg(labels: np.ndarray, source_files: Sequence[str | os.PathLike
         raise FileExistsError(f"{path}: already exists; refusing to overwrite")
     src = [pydicom.dcmread(str(f)) for f in source_files]
     lab = np.asarray(labels)
-    if lab.ndim != 3 or lab.shape[2] != len(src):
-        raise ValueError(f"labels {lab.shape} must be (x, y, {len(src)}) to match the source series.")
+    # a multi-frame (enhanced) CT is one source file; ITK stacks its frames in the file's order, as the SEG does
+    slices = int(src[0].get("NumberOfFrames", 1) or 1) if len(src) == 1 else len(src)
+    if lab.ndim != 3 or lab.shape[2] != slices:
+        raise ValueError(f"labels {lab.shape} must be (x, y, {slices}) to match the source series.")
     frames = np.ascontiguousarray(np.moveaxis(lab, 2, 0).transpose(0, 2, 1)).astype(np.uint8)  # (z, rows=y, cols=x)
     if not split:
         frames = (frames > 0).astype(np.uint8)
