@@ -17,8 +17,8 @@ from monai.handlers import CheckpointSaver
 if TYPE_CHECKING:
     from ignite.engine import Engine
 
-__all__ = ["AmpMonitor", "AtomicCheckpointSaver", "BF16WithoutLossScaling", "EvaluationReport", "InputErrorHandler", "PreciseBatchNorm",
-           "TrainingTimeLimit"]
+__all__ = ["AmpMonitor", "AtomicCheckpointSaver", "BF16WithoutLossScaling", "EvaluationReport", "InputErrorHandler",
+           "PreciseBatchNorm", "TrainingTimeLimit", "every_n_iterations"]
 
 
 def _names(batch) -> list[str]:
@@ -30,6 +30,24 @@ def _names(batch) -> list[str]:
         name = (getattr(img, "meta", None) or {}).get("filename_or_obj", "")
         out.extend(name if isinstance(name, (list, tuple)) else [name])
     return [str(n) for n in out]
+
+
+def every_n_iterations(n: int):
+    """An ignite event filter for MONAI ``StatsHandler(iteration_log=...)`` and ``TensorBoardStatsHandler``: true on
+    every ``n``-th iteration and on the last of each epoch. Logging the loss reads it from the device (a sync that
+    stops the CPU from running ahead of a GPU), so a GPU run logs every few iterations rather than every one.
+
+    Raises:
+        ValueError: when ``n`` is not a positive integer.
+    """
+    if int(n) != n or n < 1:
+        raise ValueError(f"every_n_iterations: n must be a positive integer, got {n!r}")
+    n = int(n)
+
+    def log_this(engine: Engine, iteration: int) -> bool:
+        return iteration % n == 0 or iteration % max(engine.state.epoch_length or 1, 1) == 0
+
+    return log_this
 
 
 class EvaluationReport:
@@ -273,15 +291,18 @@ class TrainingTimeLimit:
 
     Args:
         limit_s: seconds of training allowed.
+        check_every: under torch.distributed, the ranks agree on the mid-epoch check every this many iterations
+            (one all-reduce each); a single process checks its clock every iteration.
 
     Raises:
         ValueError: when ``limit_s`` is not positive.
     """
 
-    def __init__(self, limit_s: float) -> None:
+    def __init__(self, limit_s: float, check_every: int = 10) -> None:
         if not limit_s or float(limit_s) <= 0:
             raise ValueError(f"TrainingTimeLimit: limit_s must be a positive number of seconds, got {limit_s!r}")
         self.limit_s = float(limit_s)
+        self.check_every = max(int(check_every), 1)
         self._start = self._epoch_start = self._cycle = 0.0
 
     def attach(self, engine: Engine) -> None:
@@ -323,9 +344,13 @@ class TrainingTimeLimit:
             self._stop(engine, "another epoch would pass the time limit")
 
     def _iteration_completed(self, engine: Engine) -> None:
-        if engine.should_terminate:
+        # under torch.distributed every rank joins the check (a rank that skipped it would leave the others waiting),
+        # every check_every-th iteration: the all-reduce reads a flag from the device, a sync per check
+        distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+        if distributed and engine.state.iteration % self.check_every:
             return
-        if self._agreed(engine, time.monotonic() - self._start > self.limit_s):
+        late = self._agreed(engine, time.monotonic() - self._start > self.limit_s)
+        if late and not engine.should_terminate:
             self._stop(engine, "time limit reached mid-epoch")
 
 

@@ -321,14 +321,65 @@ def test_max_time_s_is_a_config_id_that_adds_the_time_limit():
     assert isinstance(h, TrainingTimeLimit) and h.limit_s == 300
 
 
-@pytest.mark.parametrize("decollate", ["false", "true"])
-def test_training_logs_its_loss_with_or_without_decollation(decollate, png_dataset, tmp_path):
+@pytest.mark.parametrize("decollate,log_every,logged", [("false", 1, [1, 2, 3, 4, 5, 6]), ("true", 4, [4, 6])])
+def test_training_logs_its_loss_with_or_without_decollation(decollate, log_every, logged, png_dataset, tmp_path):
     """train#decollate false (the default: the batch is post-processed whole, no per-image metric in training)
-    and true (MONAI's default) both train and log a finite train_loss every iteration."""
+    and true (MONAI's default) both train and log a finite train_loss; ``log_every`` N logs every N-th iteration
+    and the epoch's last (each log reads the loss from the device)."""
     from conftest import bundle
 
     r = bundle("run", "training", "--config_file", "configs/train.json", "--bundle_root", str(tmp_path),
                "--dataset_dir", str(png_dataset), "--max_epochs", "1", "--progress_bar", "false",
-               "--train#decollate", decollate, *SMALL)
-    losses = [float(v) for v in re.findall(r"train_loss: ([0-9.]+)", r.stdout + r.stderr)]
-    assert len(losses) == 6 and all(np.isfinite(losses)), losses  # 24 training slices, batch 4
+               "--train#decollate", decollate, "--log_every", str(log_every), *SMALL)
+    found = re.findall(r"Iter: (\d+)/6 -- train_loss: ([0-9.]+)", r.stdout + r.stderr)  # 24 slices, batch 4
+    assert [int(i) for i, _ in found] == logged, found
+    assert all(np.isfinite([float(v) for _, v in found]))
+
+
+def test_every_n_iterations_filter():
+    from types import SimpleNamespace
+
+    from fusionlungnet_monai.handlers import every_n_iterations
+
+    f = every_n_iterations(10)
+    engine = SimpleNamespace(state=SimpleNamespace(epoch_length=25))
+    assert [i for i in range(1, 76) if f(engine, i)] == [10, 20, 25, 30, 40, 50, 60, 70, 75]
+    with pytest.raises(ValueError, match="positive integer"):
+        every_n_iterations(0)
+
+
+def _rank_run(rank: int, world: int, port: int, results) -> None:
+    """One gloo rank: rank 1's iterations are slower, so its clock passes the limit first; another handler
+    terminates both ranks at iteration 3 of a second run (the ranks still check together, none waits)."""
+    import torch.distributed as dist
+    from ignite.engine import Engine, Events
+
+    from fusionlungnet_monai.handlers import TrainingTimeLimit
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    try:
+        eng = Engine(lambda e, b: time.sleep(0.02 if rank == 0 else 0.06))
+        TrainingTimeLimit(0.5, check_every=4).attach(eng)
+        eng.run(range(100), max_epochs=1)
+        stop_at_3 = Engine(lambda e, b: None)
+        stop_at_3.add_event_handler(Events.ITERATION_COMPLETED(once=3), lambda e: e.terminate())
+        TrainingTimeLimit(60, check_every=1).attach(stop_at_3)
+        stop_at_3.run(range(8), max_epochs=1)
+        results[rank] = (eng.state.iteration, stop_at_3.state.iteration)
+    finally:
+        dist.destroy_process_group()
+
+
+def test_training_time_limit_ranks_stop_together_under_torch_distributed():
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    results = mp.Manager().dict()
+    mp.spawn(_rank_run, args=(2, port, results), nprocs=2, join=True)
+    (it0, third0), (it1, third1) = results[0], results[1]
+    assert it0 == it1 and it0 % 4 == 0 and it0 < 100, (it0, it1)  # one agreed stop, at a check iteration
+    assert third0 == third1 == 3
