@@ -11,7 +11,7 @@ from typing import Sequence
 
 import numpy as np
 
-from fusionlungnet_monai.transforms.array import HU_AIR_CHECK, lps_orientation
+from fusionlungnet_monai.transforms.array import HU_AIR_CHECK, head_foot_axis, lps_orientation
 
 __all__ = ["PLAUSIBLE_LUNG_ML", "SECOND_OPINION_DICE", "SECOND_OPINION_GRID_MM", "sanity_warnings", "second_opinion",
            "write_json"]
@@ -37,9 +37,7 @@ def sanity_warnings(mask: np.ndarray, ct: np.ndarray, affine: np.ndarray, total_
     if lo >= HU_AIR_CHECK:
         w.append(f"intensities do not look like HU (minimum {lo:.0f}, no air below {HU_AIR_CHECK:.0f}): is the input "
                  "a CT in HU? (the HU boundary refinement skips such images)")
-    normal = np.cross(affine[:3, 0], affine[:3, 1])
-    normal = normal / max(np.linalg.norm(normal), 1e-9)
-    if abs(normal[2]) < 0.9 and mask.shape[2] > 1:
+    if head_foot_axis(affine) != 2 and mask.shape[2] > 1:  # the same rule the pipeline reorients by
         spacing = lps_orientation(affine)[2]
         w.append(f"the volume is stored as coronal/sagittal slices: the 2D model saw axial planes reformatted from "
                  f"them ({spacing[0]:.2f} x {spacing[1]:.2f} mm pixels), and the mask was written back in the "
