@@ -7,6 +7,8 @@ the classical HU baseline, and reports IoU and Dice against the reference, per c
 - ``elastix_lung_small``: real chest CT crop (2.7 x 2.7 x 5 mm) with an expert-derived lung mask; never trained on;
 - ``LIDC-IDRI-0003``: real chest CT slab; its reference is the classical segmentation checked by eye in
   ``docs/classical_qc.png`` (so it measures agreement with that baseline, not truth); never trained on;
+- TotalSegmentator's ``example_ct_sm``: real CT, 3 mm isotropic, lung bases only (about 116 mL); its reference is
+  TotalSegmentator's own lung-lobe labels (another model's output, not an expert's); never trained on;
 - phantoms v2 with seeds from 10000 (never trained on): exact masks.
 
 With ``--slices`` it scores single slices instead (what a picture or one DICOM file gets): the network's mask of
@@ -93,6 +95,9 @@ def main() -> None:
     ref_path = tmp / "lidc0003_classical.nii.gz"
     nib.save(nib.Nifti1Image(ref.astype(np.uint8), np.asarray(ct.affine)), str(ref_path))
     cases.append(("LIDC-IDRI-0003 (real, classical pseudo-label)", lidc, ref_path, "real-pseudo"))
+    ts = DATA / "totalseg_example_ct" / "nifti_sm"
+    cases.append(("TotalSegmentator example, lung bases (real, 3 mm, TotalSegmentator labels)",
+                  ts / "example_ct_sm.nii.gz", ts / "lung_mask.nii.gz", "real-pseudo"))
     for i in range(a.phantoms):
         ph = make_chest_phantom(10_000 + i, size=512)
         img = write_nifti(ph.image, ph.affine_ras, tmp / f"ph{i}_image.nii.gz")

@@ -71,10 +71,10 @@ def test_non_image_and_truncated_dicom(tmp_path, phantom_dir):
 
 def test_16bit_and_transparent_pictures(tmp_path):
     p16 = tmp_path / "ct16.png"
-    Image.fromarray(np.full((8, 8), 40000, dtype=np.uint16)).save(p16)
+    Image.fromarray(np.full((16, 16), 40000, dtype=np.uint16)).save(p16)
     expect("16-bit image not supported", check_input, p16, path=p16)
     rgba = tmp_path / "rgba.png"
-    a = np.zeros((8, 8, 4), dtype=np.uint8)
+    a = np.zeros((16, 16, 4), dtype=np.uint8)
     a[..., 3] = 128
     Image.fromarray(a, "RGBA").save(rgba)
     expect("transparency", check_input, rgba, path=rgba)

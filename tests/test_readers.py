@@ -143,7 +143,7 @@ def test_a_truncated_slice_is_named_and_itk_errors_read_in_one_line(phantom_dir,
     cut = tmp_path / "cut.mha"
     cut.write_bytes((tmp_path / "v.mha").read_bytes()[:-2000])
     _refused(cut, "truncated or corrupt image file")
-    (tmp_path / "lost.mhd").write_text("ObjectType = Image\nNDims = 3\nDimSize = 4 4 2\nElementType = MET_SHORT\n"
+    (tmp_path / "lost.mhd").write_text("ObjectType = Image\nNDims = 3\nDimSize = 24 24 2\nElementType = MET_SHORT\n"
                                        "ElementDataFile = lost.raw\n")
     _refused(tmp_path / "lost.mhd", "data file is missing")
 
@@ -160,7 +160,7 @@ def test_metaimage_reasons_come_in_the_error_not_on_stderr(tmp_path, capfd):
     cut.write_bytes(whole[:-2000])
     capfd.readouterr()
     _refused(cut, f"MetaImage: data not read completely, {6 * 20 * 24 * 2 - 2000} of {6 * 20 * 24 * 2} bytes")
-    (tmp_path / "lost.mhd").write_text("ObjectType = Image\nNDims = 3\nDimSize = 4 4 2\nElementType = MET_SHORT\n"
+    (tmp_path / "lost.mhd").write_text("ObjectType = Image\nNDims = 3\nDimSize = 24 24 2\nElementType = MET_SHORT\n"
                                        "ElementDataFile = lost.raw\n")
     _refused(tmp_path / "lost.mhd", "Cannot open data file")
     assert "MetaImage" not in capfd.readouterr().err
@@ -199,3 +199,15 @@ def test_vector_metaimage_and_missing_paths_are_refused_in_one_line(tmp_path):
         assert str(path) in str(e.value) and "\n" not in str(e.value)
     with pytest.raises(InputError, match="no such file or folder"):
         LoadCTImage(image_only=True)(str(tmp_path / "missing"))
+
+
+def test_pictures_too_small_for_a_ct_slice_are_refused(tmp_path):
+    from PIL import Image
+
+    for size in ((1, 1), (5, 3)):
+        path = tmp_path / f"tiny_{size[0]}x{size[1]}.png"
+        Image.fromarray(np.zeros(size[::-1], np.uint8)).save(path)
+        for call in (check_input, LoadCTImage(image_only=True)):  # the CLI's checks and the bundle's reader
+            with pytest.raises(InputError, match=f"image of {size[0]}x{size[1]} pixels: too small") as e:
+                call(str(path))
+            assert str(path) in str(e.value) and "\n" not in str(e.value)

@@ -12,6 +12,7 @@ import numpy as np
 from fusionlungnet_monai.data.errors import InputError
 from fusionlungnet_monai.data.series import (
     IMAGE_SUFFIXES,
+    MIN_IN_PLANE,
     PICTURE_SUFFIXES,
     VOLUME_SUFFIXES,
     is_dicom_file,
@@ -133,6 +134,9 @@ def check_input(path: str | os.PathLike, series_uid: str | None = None) -> str:
         return "series"
     kind = _kind(path)
     size = image_size(path)
+    if min(size[:2]) < MIN_IN_PLANE:
+        raise InputError(path, f"image of {size[0]}x{size[1]} pixels: too small for a CT slice (at least "
+                               f"{MIN_IN_PLANE}x{MIN_IN_PLANE} expected)")
     if kind == "dicom":
         multiframe_info(path)  # a multi-frame file holds a series: the series' rules apply
     if kind == "volume" and len(size) > 3 and any(int(n) > 1 for n in size[3:]):

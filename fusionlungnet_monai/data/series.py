@@ -206,6 +206,10 @@ def _scan_files(folder: Path, files: list[Path]) -> list[SeriesInfo]:
     return list(groups.values())
 
 
+#: the smallest in-plane size (pixels) read as a CT slice: smaller pictures are icons or mistakes, and MONAI's writers
+#: fail on them
+MIN_IN_PLANE = 16
+
 #: a coronal or sagittal series becomes axial planes this many pixels deep (one per slice): fewer is no chest plane
 MIN_REFORMAT_SLICES = 32
 
@@ -429,6 +433,9 @@ class CTSeriesReader(ImageReader):
     def get_data(self, img):
         reader, obj = img
         data, meta = reader.get_data(obj)
+        if data.ndim >= 2 and min(data.shape[:2]) < MIN_IN_PLANE:
+            raise InputError(meta.get("filename_or_obj"), f"image of {data.shape[0]}x{data.shape[1]} pixels: too "
+                             f"small for a CT slice (at least {MIN_IN_PLANE}x{MIN_IN_PLANE} expected)")
         return compact_integers(data), meta
 
 
@@ -487,7 +494,9 @@ class LoadCTImage(LoadImage):
             with metaimage_messages(name, printed):
                 img = super().__call__(filename, reader or self.ct_reader)
             return _compact(img) if self.compact and isinstance(img, torch.Tensor) else img
-        except InputError:
+        except InputError as e:
+            if e.path is None:  # a reader's check that did not know the file's name
+                raise InputError(name, e.problem) from None
             raise
         except Exception as e:
             files = select_ct_series(name, self.ct_reader.series_uid).files if os.path.isdir(name) else ()
