@@ -211,3 +211,19 @@ def test_pictures_too_small_for_a_ct_slice_are_refused(tmp_path):
             with pytest.raises(InputError, match=f"image of {size[0]}x{size[1]} pixels: too small") as e:
                 call(str(path))
             assert str(path) in str(e.value) and "\n" not in str(e.value)
+
+
+def test_nifti_named_against_its_compression_says_how_to_rename_it(tmp_path):
+    import shutil
+
+    plain, gz = tmp_path / "ct.nii", tmp_path / "ct2.nii.gz"
+    nib.save(nib.Nifti1Image(_ct(), AFFINE), str(plain))
+    nib.save(nib.Nifti1Image(_ct(), AFFINE), str(gz))
+    shutil.copy(plain, tmp_path / "plain_named.nii.gz")
+    shutil.copy(gz, tmp_path / "gzip_named.nii")
+    for name, words in (("plain_named.nii.gz", "not gzip-compressed: rename it to .nii"),
+                        ("gzip_named.nii", "gzip-compressed but named .nii: rename it to .nii.gz")):
+        with pytest.raises(InputError, match=words):
+            LoadCTImage(image_only=True)(str(tmp_path / name))
+        with pytest.raises(InputError, match=words):
+            check_input(tmp_path / name)

@@ -74,7 +74,7 @@ class CTNiftiReader(NibabelReader):
         try:
             return super().read(data, **kwargs)
         except (nib.filebasedimages.ImageFileError, OSError, EOFError, ValueError) as e:
-            raise InputError(data, f"not a readable NIfTI file ({_first_line(e)})") from None
+            raise InputError(data, _misnamed(data) or f"not a readable NIfTI file ({_first_line(e)})") from None
         finally:
             log.setLevel(level)
 
@@ -97,6 +97,20 @@ class CTNiftiReader(NibabelReader):
         meta = super()._get_meta_dict(img)
         meta[SPACING_UNKNOWN] = bool(np.any(_stored_pixdim(img.get_filename())[1:4] == 0))
         return meta
+
+
+def _misnamed(name) -> str | None:
+    """Why a NIfTI file name does not match its content (gzip or not), or ``None``."""
+    try:
+        with open(str(name), "rb") as f:
+            gz = f.read(2) == b"\x1f\x8b"
+    except (OSError, TypeError):
+        return None
+    if str(name).lower().endswith(".gz") and not gz:
+        return "named .nii.gz but not gzip-compressed: rename it to .nii"
+    if str(name).lower().endswith(".nii") and gz:
+        return "gzip-compressed but named .nii: rename it to .nii.gz"
+    return None
 
 
 def _stored_pixdim(filename) -> np.ndarray:
