@@ -353,3 +353,27 @@ def test_fill_mask_holes_fills_a_one_slice_volume_as_its_slice_and_keeps_meta():
     assert torch.equal(FillMaskHoles()(torch.as_tensor(ring[None])), out[..., 0].as_tensor())
     empty = torch.zeros(1, 8, 8, 3, dtype=torch.uint8)
     assert FillMaskHoles()(empty) is empty
+
+
+def test_binarize_mask_reads_0_1_0_255_and_jpg_masks_alike(tmp_path):
+    from PIL import Image
+
+    from fusionlungnet_monai.data import LoadCTImaged
+    from fusionlungnet_monai.transforms import BinarizeMask, BinarizeMaskd
+
+    m = np.zeros((96, 96), np.uint8)
+    m[20:80, 10:40] = 1
+    m[20:80, 55:85] = 1
+    Image.fromarray(m * 255).save(tmp_path / "mask.jpg", quality=75)
+    Image.fromarray(m * 255).save(tmp_path / "mask.png")
+    jpg = np.asarray(Image.open(tmp_path / "mask.jpg"))
+    assert ((jpg > 0) & (m == 0)).sum() > 100  # the compression noise MONAI's AsDiscrete(threshold=0.5) called lung
+    for name in ("mask.jpg", "mask.png"):
+        item = LoadCTImaged(keys="label")({"label": str(tmp_path / name)})
+        out = BinarizeMaskd(keys="label")(item)["label"]
+        assert isinstance(out, MetaTensor) and out.is_floating_point()
+        np.testing.assert_array_equal(np.asarray(out).T, m)  # the reader's (x, y) order
+    for arr in (m.astype(np.float32), torch.from_numpy(m * 2), np.zeros((8, 8), np.uint8)):  # 0/1, 0/1/2, empty
+        out = BinarizeMask()(arr)
+        assert type(out) is type(arr)
+        np.testing.assert_array_equal(np.asarray(out), (np.asarray(arr) > 0).astype(np.float32))

@@ -4,6 +4,7 @@ boundary refinement and the airway removal of the network's output (post-process
 from fusionlungnet_monai.transforms.array import (
     DEFAULT_HU_WINDOW,
     ArtifactRemoval,
+    BinarizeMask,
     CTIntensityNormalize,
     DynamicThreshold,
     FieldOfViewPad,
@@ -18,6 +19,7 @@ from fusionlungnet_monai.transforms.array import (
 )
 from fusionlungnet_monai.transforms.dictionary import (
     ArtifactRemovald,
+    BinarizeMaskd,
     CTIntensityNormalized,
     DynamicThresholdd,
     FieldOfViewPadd,
@@ -35,6 +37,8 @@ __all__ = [
     "DEFAULT_HU_WINDOW",
     "ArtifactRemoval",
     "ArtifactRemovald",
+    "BinarizeMask",
+    "BinarizeMaskd",
     "CTIntensityNormalize",
     "CTIntensityNormalized",
     "DynamicThreshold",

@@ -21,7 +21,7 @@ from monai.transforms import InvertibleTransform, KeepLargestConnectedComponent,
 from monai.utils import TransformBackends, convert_to_dst_type, convert_to_numpy, convert_to_tensor
 from scipy import ndimage
 
-__all__ = ["ArtifactRemoval", "FieldOfViewPad", "SqueezeSingleSlice", "CTIntensityNormalize", "DynamicThreshold",
+__all__ = ["ArtifactRemoval", "BinarizeMask", "FieldOfViewPad", "SqueezeSingleSlice", "CTIntensityNormalize", "DynamicThreshold",
            "MedianFilter", "HUBoundaryRefine", "RemoveAirways", "KeepLargestComponents", "FillMaskHoles", "compact_hu",
            "median3x3_below", "is_hu_image", "lps_orientation", "head_foot_axis", "axial_dims",
            "DEFAULT_HU_WINDOW", "EIGHT_BIT_SUFFIXES", "HU_AIR_CHECK", "LUNG_HU_THRESHOLD", "AIR_HU", "bounding_box",
@@ -443,6 +443,20 @@ class SqueezeSingleSlice(Transform):
         if len(img.shape) == 4 and img.shape[-1] == 1:
             return SqueezeDim(dim=-1, update_meta=True)(img)
         return img
+
+
+class BinarizeMask(Transform):
+    """A reference mask as 0/1 whatever its stored scale: foreground is at least half of the mask's largest value (and
+    at least 0.5). 0/1, 0/255 and lossy JPG masks alike; MONAI ``AsDiscrete(threshold=0.5)`` on a 0/255 JPG would
+    call the compression noise around every edge (values 1-127) lung. An all-zero mask stays empty."""
+
+    backend = [TransformBackends.TORCH, TransformBackends.NUMPY]
+
+    def __call__(self, img: NdarrayOrTensor) -> NdarrayOrTensor:
+        t = convert_to_tensor(img, track_meta=True)
+        top = float(t.max()) if t.numel() else 0.0
+        out = (t >= max(top / 2.0, 0.5)).to(t.dtype if t.is_floating_point() else torch.float32)
+        return convert_to_dst_type(out, img, dtype=out.dtype)[0]
 
 
 class FieldOfViewPad(InvertibleTransform):

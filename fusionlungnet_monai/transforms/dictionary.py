@@ -7,7 +7,6 @@ from typing import Hashable, Mapping, Sequence
 from monai.config import KeysCollection
 from monai.utils import TransformBackends
 from monai.transforms import (
-    AsDiscreted,
     Compose,
     EnsureChannelFirstd,
     EnsureTyped,
@@ -21,6 +20,7 @@ from fusionlungnet_monai.transforms.array import (
     DEFAULT_HU_WINDOW,
     LUNG_HU_THRESHOLD,
     ArtifactRemoval,
+    BinarizeMask,
     CTIntensityNormalize,
     DynamicThreshold,
     FieldOfViewPad,
@@ -90,6 +90,16 @@ class SqueezeSingleSliced(_Wrapd):
     def __init__(self, keys: KeysCollection, allow_missing_keys: bool = False) -> None:
         super().__init__(keys, allow_missing_keys)
         self.transform = SqueezeSingleSlice()
+
+
+class BinarizeMaskd(_Wrapd):
+    """Dictionary :class:`BinarizeMask`. Args: keys, allow_missing_keys."""
+
+    backend = BinarizeMask.backend
+
+    def __init__(self, keys: KeysCollection, allow_missing_keys: bool = False) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.transform = BinarizeMask()
 
 
 class FieldOfViewPadd(MapTransform, InvertibleTransform):
@@ -324,6 +334,6 @@ def paper_preprocessing(
     if artifact_removal:
         xs.append(ArtifactRemovald(keys=image, threshold=0.3, background=0.0))
     if labels:
-        xs.append(AsDiscreted(keys=labels, threshold=0.5))  # 0/1 and 0/255 masks -> 0/1
+        xs.append(BinarizeMaskd(keys=labels))  # 0/1, 0/255 and JPG masks -> 0/1
     xs.append(EnsureTyped(keys=list(keys), dtype="float32"))
     return Compose(xs)
