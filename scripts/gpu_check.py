@@ -154,8 +154,8 @@ def step_benchmark(size: int, batch: int, steps: int, compile_: bool, device_nam
                 lv.backward()
             sync()
             dl = (time.time() - t1) / steps
-            row.update(images_per_s=round(batch / dt, 1), step_ms=round(dt * 1000, 1),
-                       loss_ms=round(dl * 1000, 1), loss_share=round(dl / dt, 3), final_loss=round(float(loss.detach()), 4),
+            row.update(images_per_s=float(f"{batch / dt:.4g}"), step_ms=round(dt * 1000, 1),
+                       loss_ms=float(f"{dl * 1000:.3g}"), loss_share=float(f"{dl / dt:.3g}"), final_loss=round(float(loss.detach()), 4),
                        loss_dtype=str(lv.dtype).replace("torch.", ""), skipped_steps=skipped,
                        peak_memory_gb=round(torch.cuda.max_memory_allocated() / 2**30, 2) if cuda else None)
         except Exception as e:  # one precision failing must not hide the others
