@@ -118,12 +118,23 @@ def _is_dicom_entry(p: Path) -> bool:
     return p.is_file() and (p.suffix.lower() == ".dcm" or ("." not in p.name and is_dicom_file(p)))
 
 
+def _is_multiframe(p: Path) -> bool:
+    """Whether a DICOM file holds several frames (an enhanced CT: a series in one file)."""
+    import pydicom
+
+    try:
+        return int(pydicom.dcmread(str(p), stop_before_pixels=True).get("NumberOfFrames", 1) or 1) > 1
+    except Exception:
+        return False
+
+
 def list_cases(path: str | os.PathLike, skipped: list | None = None) -> list[Path]:
     """The cases under ``path``: the path itself for a file or a DICOM series folder (DICOM files and no
     sub-folders); otherwise every sub-folder and image file of ``path``.
 
     Every other entry is added to ``skipped`` as ``(path, reason)``: hidden files, files that are not images,
-    and loose DICOM files next to case folders (which would otherwise turn the whole folder into one series).
+    and loose single-frame DICOM files next to case folders (which would otherwise turn the whole folder into one
+    series); a multi-frame (enhanced) CT file there is a case of its own.
 
     Raises:
         InputError: when ``path`` does not exist.
@@ -146,6 +157,8 @@ def list_cases(path: str | os.PathLike, skipped: list | None = None) -> list[Pat
             skipped.append((p, "hidden"))
         elif p.is_dir():
             cases.append(p)
+        elif p in dicoms and _is_multiframe(p):
+            cases.append(p)  # a multi-frame (enhanced) CT holds a whole series
         elif p in dicoms:
             skipped.append((p, "loose DICOM file next to case folders: put a series in a folder of its own"))
         elif p.name.lower().endswith(IMAGE_SUFFIXES):

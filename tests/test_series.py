@@ -148,6 +148,18 @@ def test_a_multiframe_file_is_a_series_and_its_frames_must_be_in_order(tmp_path)
     assert picked.files == [path] and picked.num_slices == 11 and not picked.warnings
     assert check_input(path) == "dicom" and multiframe_info(path).num_slices == 11
     assert multiframe_info(src[0]) is None  # a single-frame file is a slice
+    # in a batch folder beside case folders, a multi-frame file is a case; a loose single-frame file is skipped
+    import shutil
+
+    from fusionlungnet_monai.predict import list_cases
+
+    batch = tmp_path / "batch"
+    shutil.copytree(src[0].parent, batch / "series_folder")
+    shutil.copy(path, batch / "enhanced.dcm")
+    shutil.copy(src[0], batch / "loose.dcm")
+    skipped: list = []
+    assert list_cases(batch, skipped) == [batch / "enhanced.dcm", batch / "series_folder"]
+    assert [p.name for p, _ in skipped] == ["loose.dcm"]
     # frames out of position order: ITK would stack them as stored, so the volume would be scrambled
     ds = pydicom.dcmread(str(path))
     groups = ds.PerFrameFunctionalGroupsSequence
