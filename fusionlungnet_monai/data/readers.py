@@ -103,10 +103,12 @@ def _misnamed(name) -> str | None:
     """Why a NIfTI file name does not match its content (gzip or not), or ``None``."""
     try:
         with open(str(name), "rb") as f:
-            gz = f.read(2) == b"\x1f\x8b"
+            head = f.read(4)
     except (OSError, TypeError):
         return None
-    if str(name).lower().endswith(".gz") and not gz:
+    gz = head[:2] == b"\x1f\x8b"
+    nifti = len(head) == 4 and {int.from_bytes(head, "little"), int.from_bytes(head, "big")} & {348, 540}
+    if str(name).lower().endswith(".gz") and nifti:
         return "named .nii.gz but not gzip-compressed: rename it to .nii"
     if str(name).lower().endswith(".nii") and gz:
         return "gzip-compressed but named .nii: rename it to .nii.gz"
