@@ -12,9 +12,9 @@ import numpy as np
 from fusionlungnet_monai.data.errors import InputError
 from fusionlungnet_monai.data.series import (
     IMAGE_SUFFIXES,
-    MIN_IN_PLANE,
     PICTURE_SUFFIXES,
     VOLUME_SUFFIXES,
+    check_grey_slice_size,
     is_dicom_file,
     multiframe_info,
     select_ct_series,
@@ -97,9 +97,7 @@ def _check_volume(path: Path) -> tuple[int, ...]:
         components = int(io.GetNumberOfComponents())
     except Exception as e:
         raise InputError(path, f"not a readable volume ({type(e).__name__})") from None
-    if components > 1:
-        raise InputError(path, f"{components} values per voxel (a vector, RGB or multi-channel image): one grey CT "
-                               "volume in HU expected")
+    check_grey_slice_size(path, size, components)
     return size
 
 
@@ -134,9 +132,7 @@ def check_input(path: str | os.PathLike, series_uid: str | None = None) -> str:
         return "series"
     kind = _kind(path)
     size = image_size(path)
-    if min(size[:2]) < MIN_IN_PLANE:
-        raise InputError(path, f"image of {size[0]}x{size[1]} pixels: too small for a CT slice (at least "
-                               f"{MIN_IN_PLANE}x{MIN_IN_PLANE} expected)")
+    check_grey_slice_size(path, size)
     if kind == "dicom":
         multiframe_info(path)  # a multi-frame file holds a series: the series' rules apply
     if kind == "volume" and len(size) > 3 and any(int(n) > 1 for n in size[3:]):

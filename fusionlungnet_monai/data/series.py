@@ -134,8 +134,14 @@ def scan_dicom_folder(folder: str | os.PathLike, recursive: bool = True) -> list
     files = sorted(p for p in (folder.rglob("*") if recursive else folder.iterdir()) if p.is_file())
     if not files:
         raise InputError(folder, "empty folder: no files to read")
+    return _scan_cached(folder, files)
+
+
+def _scan_cached(folder: Path, files: list[Path]) -> list[SeriesInfo]:
+    """:func:`_scan_files`, or a copy of its earlier result when the same files are unchanged (paths, sizes and
+    modification times): the input checks, the reader and the report share one scan of the headers."""
     key = (str(folder.resolve()), tuple((str(p), st.st_size, st.st_mtime_ns) for p in files for st in [p.stat()]))
-    if key in _SCANNED:  # the same files, unchanged: checks, reader and report share one scan of the headers
+    if key in _SCANNED:
         _SCANNED.move_to_end(key)
         return deepcopy(_SCANNED[key])
     series = _scan_files(folder, files)
@@ -210,6 +216,22 @@ def _scan_files(folder: Path, files: list[Path]) -> list[SeriesInfo]:
 #: fail on them
 MIN_IN_PLANE = 16
 
+
+def check_grey_slice_size(name, size: Sequence[int] = (), components: int = 1) -> None:
+    """Refuse an image of several values per voxel or under :data:`MIN_IN_PLANE` pixels in-plane (``size`` starts
+    ``(x, y)``; not checked when empty): the rule of the input checks (from headers) and of :class:`CTSeriesReader`
+    (after reading).
+
+    Raises:
+        InputError: naming ``name`` (``None`` when the caller does not know it).
+    """
+    if components > 1:
+        raise InputError(name, f"{components} values per voxel (a vector, RGB or multi-channel image): one grey CT "
+                               "volume in HU expected")
+    if len(size) >= 2 and min(size[:2]) < MIN_IN_PLANE:
+        raise InputError(name, f"image of {size[0]}x{size[1]} pixels: too small for a CT slice (at least "
+                               f"{MIN_IN_PLANE}x{MIN_IN_PLANE} expected)")
+
 #: a coronal or sagittal series becomes axial planes this many pixels deep (one per slice): fewer is no chest plane
 MIN_REFORMAT_SLICES = 32
 
@@ -237,12 +259,12 @@ def _validate(info: SeriesInfo) -> None:
     if any(p is None or len(p) != 3 for p in info.frame_positions):
         info.rejected = "a multi-frame image without ImagePositionPatient for every frame"
         return
-    if info.frame_positions and len(info.orientation) == 6:  # ITK stacks the frames in the file's order
-        steps = np.diff(np.asarray(info.frame_positions) @ _normal(info.orientation))
+    n = _normal(info.orientation)
+    if info.frame_positions:  # ITK stacks the frames in the file's order
+        steps = np.diff(np.asarray(info.frame_positions) @ n)
         if not (np.all(steps > 0) or np.all(steps < 0)):
             info.rejected = "a multi-frame image whose frames are not in slice-position order"
             return
-    n = _normal(info.orientation)
     main = int(np.argmax(np.abs(n)))
     if abs(n[main]) < 0.9:
         info.rejected = f"oblique slices (slice normal {np.round(n, 3).tolist()}, not near one patient axis)"
@@ -313,7 +335,7 @@ def multiframe_info(path: str | os.PathLike) -> SeriesInfo | None:
         InputError: when the multi-frame file is not an axial CT volume (the rules of :func:`select_ct_series`).
     """
     path = Path(path)
-    info = _scan_files(path.parent, [path])[0]
+    info = _scan_cached(path.parent, [path])[0]  # the input check's scan, when it made one
     if not info.frame_positions:
         return None
     if info.rejected:
@@ -420,10 +442,8 @@ class CTSeriesReader(ImageReader):
                             meta[tag] = value
                     images.append(image)
                 else:
-                    image = reader.read(name, **kwargs)
-                    if image.GetNumberOfComponentsPerPixel() > 1:  # MONAI would read it as channels, the network fails
-                        raise InputError(name, f"{image.GetNumberOfComponentsPerPixel()} values per voxel (a vector, "
-                                               "RGB or multi-channel image): one grey CT volume in HU expected")
+                    image = reader.read(name, **kwargs)  # a vector image would reach the network as channels
+                    check_grey_slice_size(name, components=image.GetNumberOfComponentsPerPixel())
                     images.append(image)
             img = images if len(images) > 1 else images[0]
         else:
@@ -433,9 +453,7 @@ class CTSeriesReader(ImageReader):
     def get_data(self, img):
         reader, obj = img
         data, meta = reader.get_data(obj)
-        if data.ndim >= 2 and min(data.shape[:2]) < MIN_IN_PLANE:
-            raise InputError(meta.get("filename_or_obj"), f"image of {data.shape[0]}x{data.shape[1]} pixels: too "
-                             f"small for a CT slice (at least {MIN_IN_PLANE}x{MIN_IN_PLANE} expected)")
+        check_grey_slice_size(meta.get("filename_or_obj"), data.shape)
         return compact_integers(data), meta
 
 
