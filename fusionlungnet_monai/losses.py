@@ -106,6 +106,8 @@ class HybridLoss(_Loss):
         ssim_win_size: SSIM window size (11).
         deep_supervision_weights: weights of the outputs when given a list (default: all 1, the paper's sum).
         reduction: ``"mean"`` | ``"sum"`` over the batch, or ``"none"`` for one value per image.
+        compile: ``torch.compile`` the three terms (their elementwise work is fused into a few kernels: the loss is
+            memory-bound, about 20 % of a bf16 step on an H100 eager); the first steps pay the compilation.
 
     Raises:
         ValueError: for negative weights, all-zero weights or an unknown reduction.
@@ -122,6 +124,7 @@ class HybridLoss(_Loss):
         ssim_win_size: int = 11,
         deep_supervision_weights: Sequence[float] | None = None,
         reduction: LossReduction | str = LossReduction.MEAN,
+        compile: bool = False,
     ) -> None:
         super().__init__(reduction=LossReduction(reduction).value)
         weights = {"focal_weight": focal_weight, "ssim_weight": ssim_weight, "iou_weight": iou_weight}
@@ -138,6 +141,7 @@ class HybridLoss(_Loss):
         self.ssim = SeparableSSIMLoss(spatial_dims=spatial_dims, win_size=ssim_win_size)
         self.iou = DiceLoss(sigmoid=True, jaccard=True, reduction="none")
         self._single = _SingleOutput(self)
+        self.__dict__["_compiled_terms"] = torch.compile(self._terms) if compile else None  # not a submodule
         self.deep_supervision = DeepSupervisionLoss(self._single, weight_mode="same",
                                                     weights=list(deep_supervision_weights) if deep_supervision_weights else None)
 
@@ -151,7 +155,7 @@ class HybridLoss(_Loss):
         if input.shape != target.shape:
             raise ValueError(f"input {tuple(input.shape)} and target {tuple(target.shape)} must have the same shape.")
         with torch.autocast(device_type=input.device.type, enabled=False):
-            return self._terms(input.float(), target.float())
+            return (self._compiled_terms or self._terms)(input.float(), target.float())
 
     def _terms(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         total = input.new_zeros(input.shape[0])

@@ -4,12 +4,16 @@ For every case it runs ``fusionlungnet predict``'s ``Predictor`` (the bundle's i
 post-processing) twice, with the HU boundary refinement (the default) and without it (the network's mask alone), and
 the classical HU baseline, and reports IoU and Dice against the reference, per case:
 
-- ``elastix_lung_small``: real chest CT crop (2.7 x 2.7 x 5 mm) with an expert-derived lung mask; never trained on;
+- ``elastix_lung_small``: real chest CT crop (2.7 x 2.7 x 5 mm) with an expert-derived lung mask; held out;
 - ``LIDC-IDRI-0003``: real chest CT slab; its reference is the classical segmentation checked by eye in
-  ``docs/classical_qc.png`` (so it measures agreement with that baseline, not truth); never trained on;
+  ``docs/classical_qc.png`` (so it measures agreement with that baseline, not truth); held out;
 - TotalSegmentator's ``example_ct_sm``: real CT, 3 mm isotropic, lung bases only (about 116 mL); its reference is
-  TotalSegmentator's own lung-lobe labels (another model's output, not an expert's); never trained on;
+  TotalSegmentator's own lung-lobe labels (another model's output, not an expert's). It is in the release training
+  set (``make_release_data.REAL_TRAINING``), so it shows how well the network fits thin basal slices, not how it
+  generalises; its row says "seen in training" and the real mean leaves it out;
 - phantoms v2 with seeds from 10000 (never trained on): exact masks.
+
+Which real case is held out is read from ``make_release_data.py`` (``REAL_TRAINING``), not written here.
 
 With ``--slices`` it scores single slices instead (what a picture or one DICOM file gets): the network's mask of
 each slice (every slice of a volume under 20 slices, else every 4th, with at least 200 lung pixels in the reference)
@@ -31,6 +35,39 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "tests" / "data"
+
+
+def trained_on(image) -> bool:
+    """Whether the release recipe trains on this real image (``make_release_data.REAL_TRAINING``)."""
+    import sys
+
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from make_release_data import REAL_TRAINING
+
+    return Path(image).resolve() in {Path(src).resolve() for src, _, _ in REAL_TRAINING.values()}
+
+
+def real_cases(tmp: Path) -> list[tuple]:
+    """(name, image, reference mask, kind) of the real cases; kind "real" or "real-pseudo" (a reference that is
+    another method's output), with "-trained" appended when the release recipe trains on the image."""
+    import nibabel as nib
+
+    from fusionlungnet_monai.classical import classical_lung_mask
+    from fusionlungnet_monai.data import LoadCTImage
+
+    cases = [("elastix_lung_small (real, expert mask)", DATA / "elastix_lung_small" / "3DCT_lung_baseline_small.mha",
+              DATA / "elastix_lung_small" / "3DCT_lung_baseline_small_mask.mha", "real")]
+    lidc = DATA / "lidc_idri_slabs" / "LIDC-IDRI-0003"
+    ct = LoadCTImage(image_only=True)(str(lidc))
+    ref = classical_lung_mask(np.asarray(ct), [float(s) for s in ct.pixdim[:3]])
+    ref_path = tmp / "lidc0003_classical.nii.gz"
+    nib.save(nib.Nifti1Image(ref.astype(np.uint8), np.asarray(ct.affine)), str(ref_path))
+    cases.append(("LIDC-IDRI-0003 (real, classical pseudo-label)", lidc, ref_path, "real-pseudo"))
+    ts = DATA / "totalseg_example_ct" / "nifti_sm"
+    cases.append(("TotalSegmentator example, lung bases (real, 3 mm, TotalSegmentator labels)",
+                  ts / "example_ct_sm.nii.gz", ts / "lung_mask.nii.gz", "real-pseudo"))
+    return [(name + (", seen in training" if trained_on(image) else ""), image, ref,
+             kind + ("-trained" if trained_on(image) else "")) for name, image, ref, kind in cases]
 
 
 def scores(pred: np.ndarray, ref: np.ndarray) -> dict:
@@ -86,18 +123,7 @@ def main() -> None:
 
     tmp = Path(tempfile.mkdtemp(prefix="fln_eval_"))
     load = LoadCTImage(image_only=True)
-    cases = [("elastix_lung_small (real, expert mask)", DATA / "elastix_lung_small" / "3DCT_lung_baseline_small.mha",
-              DATA / "elastix_lung_small" / "3DCT_lung_baseline_small_mask.mha", "real")]
-    lidc = DATA / "lidc_idri_slabs" / "LIDC-IDRI-0003"
-    ct = load(str(lidc))
-    sp = [float(s) for s in ct.pixdim[:3]]
-    ref = classical_lung_mask(np.asarray(ct), sp)
-    ref_path = tmp / "lidc0003_classical.nii.gz"
-    nib.save(nib.Nifti1Image(ref.astype(np.uint8), np.asarray(ct.affine)), str(ref_path))
-    cases.append(("LIDC-IDRI-0003 (real, classical pseudo-label)", lidc, ref_path, "real-pseudo"))
-    ts = DATA / "totalseg_example_ct" / "nifti_sm"
-    cases.append(("TotalSegmentator example, lung bases (real, 3 mm, TotalSegmentator labels)",
-                  ts / "example_ct_sm.nii.gz", ts / "lung_mask.nii.gz", "real-pseudo"))
+    cases = real_cases(tmp)
     for i in range(a.phantoms):
         ph = make_chest_phantom(10_000 + i, size=512)
         img = write_nifti(ph.image, ph.affine_ras, tmp / f"ph{i}_image.nii.gz")
@@ -141,7 +167,7 @@ def main() -> None:
         else:
             lines.append(f"| {r['case']} | " + " | ".join(f"{r[c][m]:.4f}" for c in columns for m in ("iou", "dice"))
                          + " |")
-    for label, kinds in (("real", ("real", "real-pseudo")), ("phantoms", ("phantom",))):
+    for label, kinds in (("held-out real", ("real", "real-pseudo")), ("phantoms", ("phantom",))):
         sel = [r for r in rows if r["kind"] in kinds and "error" not in r]
         if len(sel) > 1:
             lines.append(f"| mean of {len(sel)} {label} | " + " | ".join(

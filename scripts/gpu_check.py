@@ -11,7 +11,8 @@ H100/H200. Results: ``OUT/gpu_check.json``, ``OUT/gpu_check.md`` (a table for do
 
 Stages:
 1. device and versions;
-2. training-step images/s for bf16, fp16 and fp32 autocast (and torch.compile with bf16), the loss's share of a
+2. training-step images/s for bf16, fp16 and fp32 autocast (and, unless --no-compile, bf16 with the loss compiled,
+   train.json's ``compile_loss``, then with network and loss compiled, ``compile``), the loss's share of a
    step, peak memory (synthetic lung-like batches, channels_last, Adam, HybridLoss, GradScaler for fp16);
 3. phantom PNG slices and a datalist;
 4. learning check through ``python -m monai.bundle run training`` for bf16 and fp16: validation IoU per epoch,
@@ -96,15 +97,16 @@ def step_benchmark(size: int, batch: int, steps: int, compile_: bool, device_nam
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
     x, y = _lung_batch(batch, size, device)
     rows = []
-    plans = [("bf16", torch.bfloat16, False), ("fp16", torch.float16, False), ("fp32", None, False)]
+    # (name, autocast dtype, torch.compile the network, torch.compile the loss: train.json's compile / compile_loss)
+    plans = [("bf16", torch.bfloat16, False, False), ("fp16", torch.float16, False, False), ("fp32", None, False, False)]
     if compile_:
-        plans.append(("bf16+compile", torch.bfloat16, True))
+        plans += [("bf16+compiled loss", torch.bfloat16, False, True), ("bf16+compile", torch.bfloat16, True, True)]
 
     def sync():
         if cuda:
             torch.cuda.synchronize()
 
-    for name, dtype, comp in plans:
+    for name, dtype, comp, comp_loss in plans:
         row = {"precision": name}
         try:
             torch.manual_seed(0)
@@ -112,7 +114,7 @@ def step_benchmark(size: int, batch: int, steps: int, compile_: bool, device_nam
             net = net.to(memory_format=torch.channels_last)
             model = torch.compile(net) if comp else net
             opt = torch.optim.Adam(net.parameters(), 1e-4)
-            loss_fn = HybridLoss()
+            loss_fn = HybridLoss(compile=comp_loss)
             scaler = torch.amp.GradScaler(device.type, enabled=dtype is torch.float16)
             skipped = 0
 
@@ -130,7 +132,7 @@ def step_benchmark(size: int, batch: int, steps: int, compile_: bool, device_nam
                 return loss
 
             t_warm = time.time()
-            for _ in range(warmup if not comp else warmup + 2):
+            for _ in range(warmup if not (comp or comp_loss) else warmup + 2):
                 step()
             sync()
             row["warmup_s"] = round(time.time() - t_warm, 1)

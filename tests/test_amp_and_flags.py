@@ -160,6 +160,7 @@ def test_as_bool_rejects_anything_else_with_the_knob_name():
 
 _SHOW_TRAIN = {"show": ["$print('FLAGS=' + str({"
                         "'amp': bool(@train#trainer.amp), 'compile': bool(@train#trainer.compile), "
+                        "'compile_loss': @loss._compiled_terms is not None, "
                         "'progress_bar': any(type(h).__name__ == 'ProgressBar' for h in @train#handlers), "
                         "'resume': any(type(h).__name__ == 'CheckpointLoader' for h in @train#state_handlers), "
                         "'channels_last': next(@network.parameters()).dim() == 4 and "
@@ -201,7 +202,7 @@ def test_boolean_overrides_through_monai_bundle_run(spelling, expected, png_data
     """Every boolean knob of train.json and inference.json, given on the command line as users type it."""
     show = tmp_path / "show_train.json"
     show.write_text(json.dumps(_SHOW_TRAIN))
-    knobs = ["amp", "compile", "progress_bar", "resume", "channels_last", "ablation#use_caa", "ablation#use_mff",
+    knobs = ["amp", "compile", "compile_loss", "progress_bar", "resume", "channels_last", "ablation#use_caa", "ablation#use_mff",
              "ablation#use_sr", "ablation#use_rrm", "train#decollate"]
     args = ["--dataset_dir", str(png_dataset), "--bundle_root", str(tmp_path), *SMALL, "--cache_rate", "0"]
     for k in knobs:

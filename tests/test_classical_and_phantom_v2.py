@@ -149,3 +149,40 @@ def test_release_data_reuses_real_slices_on_a_machine_without_itk(tmp_path):
     assert len(phantoms) >= 2 and dl["training"].count(real_train) == 3  # each real slice once, then repeated
     assert dl["real_validation"] == [real_val] and dl["validation"][-1] == real_val
     assert nib.load(str(out / real_val["image"])).get_fdata().min() == -800  # copied, not re-read from tests/data
+
+
+def _script(name: str):
+    """A module of scripts/ (not a package), imported from its file."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).parents[1] / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_sliver_slices_pick_the_thin_apical_and_basal_slices():
+    """--sliver-slices: the extra slices have lung, under 40 % of the largest slice's area, spread apex to base."""
+    mask = np.zeros((20, 20, 30), np.uint8)
+    for k, width in enumerate([0, 0, 2, 4, 6, 20, 20, 20, 20, 20, 20, 20, 20, 20, 20, 20, 20, 20, 20, 20, 20, 20,
+                               20, 20, 6, 4, 2, 1, 0, 0]):
+        mask[:width, :10, k] = 1  # area 10 * width: the largest is 200
+    pick = _script("make_release_data").sliver_slices(mask, 3)
+    assert len(pick) == 3 and pick[0] == 2 and pick[-1] == 27  # the apex's first and the base's last thin slice
+    assert all(0 < mask[:, :, k].sum() < 0.4 * 200 for k in pick)
+    assert _script("make_release_data").sliver_slices(np.zeros((4, 4, 5)), 3) == []
+
+
+def test_validation_knows_which_real_cases_the_release_trains_on(tmp_path):
+    """evaluate_real.py reads the release split from make_release_data.py: a training image is never reported as
+    held out, and held-out images are never in the training sources."""
+    release, evaluate = _script("make_release_data"), _script("evaluate_real")
+    train = {Path(src).resolve() for src, _, _ in release.REAL_TRAINING.values()}
+    held_out = {Path(src).resolve() for src, _, _ in release.REAL_VALIDATION.values()}
+    assert train and held_out and not train & held_out
+    cases = evaluate.real_cases(tmp_path)
+    for name, image, _, kind in cases:
+        seen = Path(image).resolve() in train
+        assert kind.endswith("-trained") == seen and ("seen in training" in name) == seen, name
+    assert {Path(image).resolve() for _, image, _, kind in cases if not kind.endswith("-trained")} <= held_out
+    assert any(kind.endswith("-trained") for *_, kind in cases)  # the TotalSegmentator CT is a training image

@@ -154,3 +154,19 @@ def test_deep_supervision_with_smaller_side_outputs_resizes_the_target(batch):
     loss = HybridLoss()
     expected = loss(logits, target) + loss(small, F.interpolate(target, size=small.shape[2:], mode="nearest-exact"))
     torch.testing.assert_close(loss([logits, small], target), expected)
+
+
+def test_compiled_loss_matches_eager_value_and_gradients(batch):
+    """compile=True (train.json's compile_loss): torch.compile'd terms give the eager loss and gradients, for the
+    stacked deep-supervision outputs, also under bf16 autocast (float32 loss, finite)."""
+    logits, target = batch
+    eager, compiled = HybridLoss(), HybridLoss(compile=True)
+    assert eager._compiled_terms is None and compiled._compiled_terms is not None
+    outs = [(logits * s).requires_grad_(True) for s in (1.0, 0.5, -1.0)]
+    ref, got = eager(outs, target), compiled(outs, target)
+    torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-6)
+    for g, r in zip(torch.autograd.grad(got, outs), torch.autograd.grad(ref, outs)):
+        torch.testing.assert_close(g, r, rtol=1e-4, atol=1e-7)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = compiled([o.bfloat16() for o in outs], target)
+    assert got.dtype == torch.float32 and torch.isfinite(got)
