@@ -28,46 +28,41 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT / "tests" / "data"
-
-
-def trained_on(image) -> bool:
-    """Whether the release recipe trains on this real image (``make_release_data.REAL_TRAINING``)."""
-    import sys
-
+if str(ROOT / "scripts") not in sys.path:  # imported from elsewhere (the tests), not run as a script
     sys.path.insert(0, str(ROOT / "scripts"))
-    from make_release_data import REAL_TRAINING
-
-    return Path(image).resolve() in {Path(src).resolve() for src, _, _ in REAL_TRAINING.values()}
+from make_release_data import REAL_TRAINING, REAL_VALIDATION  # noqa: E402  the release split, one source
 
 
 def real_cases(tmp: Path) -> list[tuple]:
-    """(name, image, reference mask, kind) of the real cases; kind "real" or "real-pseudo" (a reference that is
-    another method's output), with "-trained" appended when the release recipe trains on the image."""
+    """(name, image, reference mask, kind) of the real cases, their paths from ``make_release_data.py``; kind "real"
+    or "real-pseudo" (a reference that is another method's output), with "-trained" appended when the release recipe
+    trains on the image (``REAL_TRAINING``)."""
     import nibabel as nib
 
     from fusionlungnet_monai.classical import classical_lung_mask
     from fusionlungnet_monai.data import LoadCTImage
 
-    cases = [("elastix_lung_small (real, expert mask)", DATA / "elastix_lung_small" / "3DCT_lung_baseline_small.mha",
-              DATA / "elastix_lung_small" / "3DCT_lung_baseline_small_mask.mha", "real")]
-    lidc = DATA / "lidc_idri_slabs" / "LIDC-IDRI-0003"
+    el_image, el_ref, _ = REAL_VALIDATION["elastix"]
+    cases = [("elastix_lung_small (real, expert mask)", el_image, el_ref, "real")]
+    lidc = REAL_VALIDATION["lidc0003"][0]
     ct = LoadCTImage(image_only=True)(str(lidc))
     ref = classical_lung_mask(np.asarray(ct), [float(s) for s in ct.pixdim[:3]])
     ref_path = tmp / "lidc0003_classical.nii.gz"
     nib.save(nib.Nifti1Image(ref.astype(np.uint8), np.asarray(ct.affine)), str(ref_path))
     cases.append(("LIDC-IDRI-0003 (real, classical pseudo-label)", lidc, ref_path, "real-pseudo"))
-    ts = DATA / "totalseg_example_ct" / "nifti_sm"
-    cases.append(("TotalSegmentator example, lung bases (real, 3 mm, TotalSegmentator labels)",
-                  ts / "example_ct_sm.nii.gz", ts / "lung_mask.nii.gz", "real-pseudo"))
-    return [(name + (", seen in training" if trained_on(image) else ""), image, ref,
-             kind + ("-trained" if trained_on(image) else "")) for name, image, ref, kind in cases]
+    ts_image, ts_ref, _ = REAL_TRAINING["totalseg_sm"]
+    cases.append(("TotalSegmentator example, lung bases (real, 3 mm, TotalSegmentator labels)", ts_image, ts_ref,
+                  "real-pseudo"))
+    trained = {Path(src).resolve() for src, _, _ in REAL_TRAINING.values()}
+    return [(name + ", seen in training", image, ref, kind + "-trained") if Path(image).resolve() in trained
+            else (name, image, ref, kind) for name, image, ref, kind in cases]
 
 
 def scores(pred: np.ndarray, ref: np.ndarray) -> dict:

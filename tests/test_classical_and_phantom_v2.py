@@ -167,10 +167,11 @@ def test_sliver_slices_pick_the_thin_apical_and_basal_slices():
     for k, width in enumerate([0, 0, 2, 4, 6, 20, 20, 20, 20, 20, 20, 20, 20, 20, 20, 20, 20, 20, 20, 20, 20, 20,
                                20, 20, 6, 4, 2, 1, 0, 0]):
         mask[:width, :10, k] = 1  # area 10 * width: the largest is 200
-    pick = _script("make_release_data").sliver_slices(mask, 3)
+    sliver_slices = _script("make_release_data").sliver_slices
+    pick = sliver_slices(mask, 3)
     assert len(pick) == 3 and pick[0] == 2 and pick[-1] == 27  # the apex's first and the base's last thin slice
     assert all(0 < mask[:, :, k].sum() < 0.4 * 200 for k in pick)
-    assert _script("make_release_data").sliver_slices(np.zeros((4, 4, 5)), 3) == []
+    assert sliver_slices(np.zeros((4, 4, 5)), 3) == []
 
 
 def test_validation_knows_which_real_cases_the_release_trains_on(tmp_path):
