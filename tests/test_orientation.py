@@ -119,7 +119,7 @@ def test_train_and_inference_share_the_deterministic_preprocessing():
         for t in p.get_parsed_content(key).transforms if key.endswith("preprocessing") else p.get_parsed_content(key):
             name = type(t).__name__
             if name == "FieldOfViewPadd":
-                out.append((name, (t.padder.min_fov, t.padder.square)))
+                out.append((name, (t.padder.min_fov, t.padder.square, t.padder.cut_fill_hu)))
             elif name == "CTIntensityNormalized":
                 out.append((name, tuple(t.transform.hu_window)))
             elif name == "Resized":

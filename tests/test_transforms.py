@@ -210,6 +210,49 @@ def test_field_of_view_padd_keeps_label_aligned_and_inverts():
     assert Invertd("pred", chain, orig_keys="label", nearest_interp=True)(d)["pred"].shape == (1, 57, 78, 3)
 
 
+def _crop_through_the_chest():
+    """A 60 x 60 crop of 2.7 mm inside a chest: tissue (100 HU) with lung (-850 HU) cut by the crop's first x edge
+    (rows 20-39), and its lung mask."""
+    hu = torch.full((1, 60, 60, 2), 100.0)
+    hu[:, :25, 20:40] = -850.0
+    lab = torch.zeros_like(hu)
+    lab[:, :25, 20:40] = 1
+    aff = torch.diag(torch.tensor([2.7, 2.7, 5.0, 1.0], dtype=torch.float64))
+    return MetaTensor(hu, affine=aff), MetaTensor(lab, affine=aff)
+
+
+def test_field_of_view_pad_ends_lung_cut_by_a_crop_in_tissue():
+    hu, _ = _crop_through_the_chest()
+    out = FieldOfViewPad(min_fov=300)(hu)  # 112 a side: 26 voxels before, 26 after
+    assert out.shape == (1, 112, 112, 2) and torch.equal(out[:, 26:86, 26:86], hu)
+    assert (out[:, :26, 46:66] == 40).all(), "beyond the cut lung: soft tissue, not lung running to the border"
+    assert (out[:, :26, 26:46] == 100).all() and (out[:, :26, 66:86] == 100).all(), "beyond tissue: the tissue"
+    # the same crop, never filled: edge mode repeats the lung out to the border (what 0.3.3 did)
+    assert (FieldOfViewPad(min_fov=300, cut_fill_hu=None)(hu)[:, :26, 46:66] == -850).all()
+    # a whole chest in room air: the air goes on, however dark the lungs inside
+    chest = torch.full((1, 60, 60, 2), -1000.0)
+    chest[:, 10:50, 10:50] = 100.0
+    chest[:, 15:28, 15:45] = -850.0
+    chest = MetaTensor(chest, affine=hu.affine)
+    assert (FieldOfViewPad(min_fov=300)(chest)[:, :26] == -1000).all()
+    # lung touching the edge of such a slice is not filled either: most of that edge is room air
+    chest[:, :28, 25:35] = -850.0
+    assert (FieldOfViewPad(min_fov=300)(chest)[:, :26, 51:61] == -850).all()
+    # not HU (an 8-bit picture's values): no fill
+    grey = MetaTensor(torch.where(hu.as_tensor() > 0, 200.0, 30.0), affine=hu.affine)
+    assert (FieldOfViewPad(min_fov=300)(grey)[:, :26, 46:66] == 30).all()
+
+
+def test_field_of_view_padd_leaves_no_label_where_it_fills_tissue():
+    hu, lab = _crop_through_the_chest()
+    pad = FieldOfViewPadd(["image", "label"], min_fov=300)
+    d = pad({"image": hu, "label": lab})
+    assert (d["image"][:, :26, 46:66] == 40).all() and d["label"][:, :26].sum() == 0
+    assert torch.equal(d["label"][:, 26:86, 26:86], lab)
+    d["pred"] = d["label"].clone()
+    assert torch.equal(Invertd("pred", Compose([pad]), orig_keys="label")(d)["pred"], lab)
+
+
 def test_bounding_box_grows_by_the_margin_within_the_array_and_is_none_when_empty():
     from fusionlungnet_monai.transforms.array import bounding_box
 

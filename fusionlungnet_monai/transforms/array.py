@@ -21,10 +21,11 @@ from monai.transforms import InvertibleTransform, KeepLargestConnectedComponent,
 from monai.utils import TransformBackends, convert_to_dst_type, convert_to_numpy, convert_to_tensor
 from scipy import ndimage
 
-__all__ = ["ArtifactRemoval", "BinarizeMask", "FieldOfViewPad", "SqueezeSingleSlice", "CTIntensityNormalize", "DynamicThreshold",
+__all__ = ["ArtifactRemoval", "BinarizeMask", "FieldOfViewPad", "fill_where", "SqueezeSingleSlice", "CTIntensityNormalize", "DynamicThreshold",
            "MedianFilter", "HUBoundaryRefine", "RemoveAirways", "KeepLargestComponents", "FillMaskHoles", "compact_hu",
            "median3x3_below", "is_hu_image", "lps_orientation", "head_foot_axis", "axial_dims",
-           "DEFAULT_HU_WINDOW", "EIGHT_BIT_SUFFIXES", "HU_AIR_CHECK", "LUNG_HU_THRESHOLD", "AIR_HU", "bounding_box",
+           "DEFAULT_HU_WINDOW", "EIGHT_BIT_SUFFIXES", "HU_AIR_CHECK", "LUNG_HU_THRESHOLD", "AIR_HU", "OUTSIDE_AIR_HU",
+           "bounding_box",
            "in_plane_structure", "lung_like_components", "planewise_copy"]
 
 #: HU window mapped to [0, 1]; the PNG export of the phantoms uses the same window.
@@ -36,6 +37,9 @@ LUNG_HU_THRESHOLD = -320.0
 #: pure air (room air, FOV padding, stomach and bowel gas, the trachea) has its 3x3 median at or below this; lung
 #: parenchyma, even emphysematous, mostly does not
 AIR_HU = -950.0
+#: room air outside the body and scanner padding lie below this, on an image edge's outer lines (mean of 3 deep, median
+#: of 5 along it); lung parenchyma cut by a crop mostly lies above (:class:`FieldOfViewPad`)
+OUTSIDE_AIR_HU = -990.0
 #: file suffixes read as 8-bit images
 EIGHT_BIT_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 
@@ -468,16 +472,25 @@ class FieldOfViewPad(InvertibleTransform):
     padded, so the inverse chain stays aligned. The spacing comes from the MetaTensor; pictures (PNG/JPG, no
     spacing) and plain arrays are only made square.
 
+    Where an edge of a CT in HU cuts through the body (a crop inside the chest: at least half of that edge, per slice,
+    is above ``OUTSIDE_AIR_HU``), the padding beyond its lung pixels (between ``OUTSIDE_AIR_HU`` and
+    ``HU_AIR_CHECK``) is soft tissue (``cut_fill_hu``) instead of their repetition: lung cut by the crop then ends at the crop, as lung does inside a chest wall, instead of
+    running out to the image border like the air around a body (which the network does not call lung). Edges in
+    room air, a whole-chest field of view, keep ``mode``.
+
     Args:
         min_fov: smallest in-plane field of view in mm; ``None`` or 0: square only.
         square: pad the shorter in-plane axis to the longer one.
         mode: ``numpy.pad`` mode, e.g. ``"edge"`` (continues a cropped body outwards) or ``"constant"``.
+        cut_fill_hu: HU of the padding beyond lung at an edge that cuts through the body; ``None``: always ``mode``.
     """
 
     backend = Pad.backend
 
-    def __init__(self, min_fov: float | None = 300.0, square: bool = True, mode: str = "edge") -> None:
+    def __init__(self, min_fov: float | None = 300.0, square: bool = True, mode: str = "edge",
+                 cut_fill_hu: float | None = 40.0) -> None:
         self.min_fov, self.square = float(min_fov or 0.0), square
+        self.cut_fill_hu = cut_fill_hu
         self.padder = Pad(mode=mode)
 
     def target_shape(self, img: NdarrayOrTensor) -> tuple[int, int]:
@@ -491,16 +504,55 @@ class FieldOfViewPad(InvertibleTransform):
                      for s, p in zip(shape, list(pixdim)[:2])]
         return shape[0], shape[1]
 
-    def __call__(self, img: NdarrayOrTensor, target: Sequence[int] | None = None) -> NdarrayOrTensor:
-        """Pad ``img``; ``target``: in-plane shape to pad to (default :meth:`target_shape`), e.g. a label's image's."""
+    def pad(self, img: NdarrayOrTensor, target: Sequence[int] | None = None) -> NdarrayOrTensor:
+        """``img`` padded with ``mode`` to ``target`` (default :meth:`target_shape`), centred; no tissue fill."""
         if len(img.shape) not in (3, 4):
             raise ValueError(f"expected a channel-first (C, X, Y) or (C, X, Y, Z) image, got shape {tuple(img.shape)}.")
         extra = [t - s for s, t in zip(img.shape[1:3], target or self.target_shape(img))]
         to_pad = [(0, 0)] + [(e // 2, e - e // 2) for e in extra] + [(0, 0)] * (len(img.shape) - 3)
         return self.padder(img, to_pad=to_pad)
 
+    def cut_padding(self, padded: NdarrayOrTensor, img: NdarrayOrTensor) -> torch.Tensor | None:
+        """Where :meth:`pad` continued lung beyond an edge that cuts through the body (bool, broadcastable
+        to ``padded``); ``None`` when nothing is to be filled (no padding, no ``cut_fill_hu``, not a CT in HU)."""
+        extra = [t - s for s, t in zip(img.shape[1:3], padded.shape[1:3])]
+        if self.cut_fill_hu is None or not any(extra) or not is_hu_image(img):
+            return None
+        t = convert_to_tensor(padded, track_meta=False)
+        cut = torch.zeros((t.shape[0], *t.shape[1:3], *t.shape[3:]), dtype=torch.bool, device=t.device)
+        for ax, e, size in ((1, extra[0], img.shape[1]), (2, extra[1], img.shape[2])):
+            other, depth, n = 3 - ax, min(3, int(size)), t.shape[ax]
+            for start, length, edge in ((0, e // 2, e // 2), (n - (e - e // 2), e - e // 2, n - (e - e // 2) - depth)):
+                if length == 0:
+                    continue
+                line = t.narrow(ax, edge, depth).float().mean(ax, keepdim=True)
+                if line.shape[other] >= 5:  # median of 5 along the edge
+                    along = line.movedim(other, -1)
+                    taps = F.pad(along.reshape(-1, 1, along.shape[-1]), (2, 2), mode="replicate").unfold(-1, 5, 1)
+                    line = taps.median(-1).values.reshape(along.shape).movedim(-1, other)
+                lung = (line > OUTSIDE_AIR_HU) & (line < HU_AIR_CHECK)
+                body = (line > OUTSIDE_AIR_HU).float().mean(other, keepdim=True) >= 0.5
+                cut.narrow(ax, start, length).logical_or_(body & lung)
+        return cut
+
+    def __call__(self, img: NdarrayOrTensor, target: Sequence[int] | None = None) -> NdarrayOrTensor:
+        """Pad ``img``; ``target``: in-plane shape to pad to (default :meth:`target_shape`), e.g. a label's image's."""
+        out = self.pad(img, target)
+        cut = self.cut_padding(out, img)
+        return out if cut is None else fill_where(out, cut, self.cut_fill_hu)
+
     def inverse(self, data: NdarrayOrTensor) -> NdarrayOrTensor:
         return self.padder.inverse(data)
+
+
+def fill_where(img: NdarrayOrTensor, where: torch.Tensor, value: float) -> NdarrayOrTensor:
+    """``img`` with ``value`` where ``where`` (broadcast) is true, in place for tensors (a MetaTensor keeps its meta
+    and its applied operations)."""
+    if isinstance(img, torch.Tensor):
+        return img.masked_fill_(where.to(img.device), value)
+    out = np.array(img, copy=True)
+    out[np.broadcast_to(where.cpu().numpy(), out.shape)] = value
+    return out
 
 
 def is_hu_image(img: NdarrayOrTensor) -> bool:

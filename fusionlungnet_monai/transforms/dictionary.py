@@ -30,6 +30,7 @@ from fusionlungnet_monai.transforms.array import (
     RemoveAirways,
     MedianFilter,
     compact_hu,
+    fill_where,
     SqueezeSingleSlice,
 )
 
@@ -103,23 +104,29 @@ class BinarizeMaskd(_Wrapd):
 
 
 class FieldOfViewPadd(MapTransform, InvertibleTransform):
-    """Dictionary :class:`FieldOfViewPad` (invertible). The padding is computed from the first key and applied to
-    every key, so an image and its label stay aligned. Args: keys, min_fov, square, mode, allow_missing_keys."""
+    """Dictionary :class:`FieldOfViewPad` (invertible). The padding is computed from the first key (the image) and
+    applied to every key, so an image and its label stay aligned; where the image's padding is soft tissue beyond a
+    cut through the body, the other keys' padding is 0 (no lung). Args: keys, min_fov, square, mode, cut_fill_hu,
+    allow_missing_keys."""
 
     backend = FieldOfViewPad.backend
 
     def __init__(self, keys: KeysCollection, min_fov: float | None = 300.0, square: bool = True, mode: str = "edge",
-                 allow_missing_keys: bool = False) -> None:
+                 cut_fill_hu: float | None = 40.0, allow_missing_keys: bool = False) -> None:
         super().__init__(keys, allow_missing_keys)
-        self.padder = FieldOfViewPad(min_fov, square, mode)
+        self.padder = FieldOfViewPad(min_fov, square, mode, cut_fill_hu)
 
     def __call__(self, data: Mapping[Hashable, object]) -> dict:
         d = dict(data)
         keys = list(self.key_iterator(d))
         if keys:
-            shape = self.padder.target_shape(d[keys[0]])
+            image = d[keys[0]]
+            shape = self.padder.target_shape(image)
+            padded = {key: self.padder.pad(d[key], target=shape) for key in keys}
+            cut = self.padder.cut_padding(padded[keys[0]], image)
             for key in keys:
-                d[key] = self.padder(d[key], target=shape)
+                d[key] = padded[key] if cut is None else \
+                    fill_where(padded[key], cut, self.padder.cut_fill_hu if key == keys[0] else 0)
         return d
 
     def inverse(self, data: Mapping[Hashable, object]) -> dict:
