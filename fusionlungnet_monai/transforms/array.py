@@ -21,7 +21,8 @@ from monai.transforms import InvertibleTransform, KeepLargestConnectedComponent,
 from monai.utils import TransformBackends, convert_to_dst_type, convert_to_numpy, convert_to_tensor
 from scipy import ndimage
 
-__all__ = ["ArtifactRemoval", "BinarizeMask", "FieldOfViewPad", "fill_where", "SqueezeSingleSlice", "CTIntensityNormalize", "DynamicThreshold",
+__all__ = ["ArtifactRemoval", "BinarizeMask", "FieldOfViewPad", "fill_where", "SqueezeSingleSlice",
+           "CTIntensityNormalize", "DynamicThreshold",
            "MedianFilter", "HUBoundaryRefine", "RemoveAirways", "KeepLargestComponents", "FillMaskHoles", "compact_hu",
            "median3x3_below", "is_hu_image", "lps_orientation", "head_foot_axis", "axial_dims",
            "DEFAULT_HU_WINDOW", "EIGHT_BIT_SUFFIXES", "HU_AIR_CHECK", "LUNG_HU_THRESHOLD", "AIR_HU", "OUTSIDE_AIR_HU",
@@ -474,9 +475,9 @@ class FieldOfViewPad(InvertibleTransform):
 
     Where an edge of a CT in HU cuts through the body (a crop inside the chest: at least half of that edge, per slice,
     is above ``OUTSIDE_AIR_HU``), the padding beyond its lung pixels (between ``OUTSIDE_AIR_HU`` and
-    ``HU_AIR_CHECK``) is soft tissue (``cut_fill_hu``) instead of their repetition: lung cut by the crop then ends at the crop, as lung does inside a chest wall, instead of
-    running out to the image border like the air around a body (which the network does not call lung). Edges in
-    room air, a whole-chest field of view, keep ``mode``.
+    ``HU_AIR_CHECK``) is soft tissue (``cut_fill_hu``) instead of their repetition: lung cut by the crop then ends
+    at the crop, as lung does inside a chest wall, instead of running out to the image border like the air around a
+    body (which the network does not call lung). Edges in room air, a whole-chest field of view, keep ``mode``.
 
     Args:
         min_fov: smallest in-plane field of view in mm; ``None`` or 0: square only.
@@ -512,14 +513,15 @@ class FieldOfViewPad(InvertibleTransform):
         to_pad = [(0, 0)] + [(e // 2, e - e // 2) for e in extra] + [(0, 0)] * (len(img.shape) - 3)
         return self.padder(img, to_pad=to_pad)
 
-    def cut_padding(self, padded: NdarrayOrTensor, img: NdarrayOrTensor) -> torch.Tensor | None:
-        """Where :meth:`pad` continued lung beyond an edge that cuts through the body (bool, broadcastable
-        to ``padded``); ``None`` when nothing is to be filled (no padding, no ``cut_fill_hu``, not a CT in HU)."""
+    def cut_padding(self, padded: NdarrayOrTensor, img: NdarrayOrTensor) -> list[tuple[int, int, int, torch.Tensor]]:
+        """Where :meth:`pad` continued lung beyond an edge that cuts through the body: per padded strip, ``(axis,
+        start, length, where)`` with ``where`` a bool line that broadcasts along the strip (see :func:`fill_where`);
+        empty when nothing is to be filled (no padding, no ``cut_fill_hu``, not a CT in HU)."""
         extra = [t - s for s, t in zip(img.shape[1:3], padded.shape[1:3])]
         if self.cut_fill_hu is None or not any(extra) or not is_hu_image(img):
-            return None
+            return []
         t = convert_to_tensor(padded, track_meta=False)
-        cut = torch.zeros((t.shape[0], *t.shape[1:3], *t.shape[3:]), dtype=torch.bool, device=t.device)
+        strips = []
         for ax, e, size in ((1, extra[0], img.shape[1]), (2, extra[1], img.shape[2])):
             other, depth, n = 3 - ax, min(3, int(size)), t.shape[ax]
             for start, length, edge in ((0, e // 2, e // 2), (n - (e - e // 2), e - e // 2, n - (e - e // 2) - depth)):
@@ -532,27 +534,24 @@ class FieldOfViewPad(InvertibleTransform):
                     line = taps.median(-1).values.reshape(along.shape).movedim(-1, other)
                 lung = (line > OUTSIDE_AIR_HU) & (line < HU_AIR_CHECK)
                 body = (line > OUTSIDE_AIR_HU).float().mean(other, keepdim=True) >= 0.5
-                cut.narrow(ax, start, length).logical_or_(body & lung)
-        return cut
+                strips.append((ax, start, length, body & lung))
+        return strips
 
     def __call__(self, img: NdarrayOrTensor, target: Sequence[int] | None = None) -> NdarrayOrTensor:
         """Pad ``img``; ``target``: in-plane shape to pad to (default :meth:`target_shape`), e.g. a label's image's."""
         out = self.pad(img, target)
-        cut = self.cut_padding(out, img)
-        return out if cut is None else fill_where(out, cut, self.cut_fill_hu)
+        return fill_where(out, self.cut_padding(out, img), self.cut_fill_hu)
 
     def inverse(self, data: NdarrayOrTensor) -> NdarrayOrTensor:
         return self.padder.inverse(data)
 
 
-def fill_where(img: NdarrayOrTensor, where: torch.Tensor, value: float) -> NdarrayOrTensor:
-    """``img`` with ``value`` where ``where`` (broadcast) is true, in place for tensors (a MetaTensor keeps its meta
-    and its applied operations)."""
-    if isinstance(img, torch.Tensor):
-        return img.masked_fill_(where.to(img.device), value)
-    out = np.array(img, copy=True)
-    out[np.broadcast_to(where.cpu().numpy(), out.shape)] = value
-    return out
+def fill_where(img: torch.Tensor, strips: Sequence[tuple[int, int, int, torch.Tensor]], value: float) -> torch.Tensor:
+    """``img`` (a padded tensor) with ``value`` where :meth:`FieldOfViewPad.cut_padding`'s strips say, in place (a
+    MetaTensor keeps its meta and applied operations); strip by strip, so no mask of the volume's size is made."""
+    for ax, start, length, where in strips:
+        img.narrow(ax, start, length).masked_fill_(where.to(img.device), value)
+    return img
 
 
 def is_hu_image(img: NdarrayOrTensor) -> bool:

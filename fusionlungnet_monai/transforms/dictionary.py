@@ -123,10 +123,9 @@ class FieldOfViewPadd(MapTransform, InvertibleTransform):
             image = d[keys[0]]
             shape = self.padder.target_shape(image)
             padded = {key: self.padder.pad(d[key], target=shape) for key in keys}
-            cut = self.padder.cut_padding(padded[keys[0]], image)
+            strips = self.padder.cut_padding(padded[keys[0]], image)
             for key in keys:
-                d[key] = padded[key] if cut is None else \
-                    fill_where(padded[key], cut, self.padder.cut_fill_hu if key == keys[0] else 0)
+                d[key] = fill_where(padded[key], strips, self.padder.cut_fill_hu if key == keys[0] else 0)
         return d
 
     def inverse(self, data: Mapping[Hashable, object]) -> dict:
