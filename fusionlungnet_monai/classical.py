@@ -6,8 +6,9 @@ The recipe is the textbook one (Hu et al., IEEE TMI 2001; the "threshold + compo
 2. pure air (median under ``air_hu``, -950 HU) that touches the in-plane border of its slice is outside the body
    (room air, FOV padding, table gaps), and pure-air 3D components are bowel gas or airways: drop them; lung
    parenchyma has a median near -850 HU, so a crop that cuts the lung at the border keeps it;
-3. the trachea and main bronchi are found as very dark (< ``airway_hu``) tubes entering from the top of the volume
-   near the midline and removed (they are not lung);
+3. the trachea and main bronchi are found as very dark (< ``airway_hu``) blobs ringed by wall, entering from the top
+   of the volume near the midline and followed down slice by slice, and removed (they are not lung); a bronchus that
+   opens into dark (emphysematous) lung stops there;
 4. the largest 3D components are the lungs (two, or one when the lungs touch); components under
    ``min_fraction`` of the largest are dropped (bowel gas, stray air);
 5. holes are filled per slice (vessels, nodules inside the lung are lung) and a small in-plane closing takes in
@@ -85,11 +86,35 @@ def _median_below(ct: np.ndarray, threshold: float, strict: bool = True, chunk: 
     return out
 
 
-def _airways(dark: np.ndarray, cand: np.ndarray, spacing: Sequence[float]) -> np.ndarray | None:
-    """Trachea and main bronchi: dark tubes near the midline, grown down from the top (highest z) slices.
+#: the trachea and main bronchi: at most this cross-section per slice (mm²), and at most this volume (mL) in all
+AIRWAY_MAX_AREA_MM2, AIRWAY_MAX_ML = 700.0, 150.0
+#: HU above which a voxel of the ring around a dark blob counts as airway wall (lung parenchyma lies below, -850)
+AIRWAY_WALL_HU = -700.0
 
-    ``dark`` (the very dark voxels) is overwritten. Returns ``None`` when nothing tube-like is found or when the grown
-    region leaks into the lung.
+
+def _wall_fraction(ct_slice: np.ndarray, blob: np.ndarray, sl: tuple, width: int) -> float:
+    """Fraction of the ring around ``blob`` (a bool crop of ``ct_slice`` at ``sl``) brighter than
+    :data:`AIRWAY_WALL_HU`: an airway's lumen is ringed by its wall, dark lung by more dark lung. The ring lies
+    ``width`` pixels beyond the blob's first outer pixel, which is the lumen's partial-volume edge."""
+    m = width + 1
+    grow = tuple(slice(max(s.start - m, 0), min(s.stop + m, n)) for s, n in zip(sl, ct_slice.shape))
+    pad = np.zeros([g.stop - g.start for g in grow], dtype=bool)
+    pad[tuple(slice(s.start - g.start, s.stop - g.start) for s, g in zip(sl, grow))] = blob
+    edge = ndimage.binary_dilation(pad)
+    ring = ndimage.binary_dilation(edge, iterations=width) & ~edge
+    return float((ct_slice[grow][ring] > AIRWAY_WALL_HU).mean()) if ring.any() else 0.0
+
+
+def _airways(dark: np.ndarray, cand: np.ndarray, ct: np.ndarray, spacing: Sequence[float],
+             min_wall: float = 0.3) -> np.ndarray | None:
+    """Trachea and main bronchi: dark tubes with a wall, followed slice by slice down from the top (highest z).
+
+    Seeds are small dark blobs near the midline in the top 20 mm; a dark blob of the next slice down that is within
+    3 mm of the airway above continues it. A blob must be at most ``AIRWAY_MAX_AREA_MM2`` and ringed by wall (at
+    least ``min_wall`` of a ring about 1.5 mm wide around it above ``AIRWAY_WALL_HU``): where a bronchus opens into dark lung (emphysema), the
+    blob is lumen and lung together, mostly ringed by lung, and the airway stops there instead of taking the lung.
+    ``dark`` (the very dark voxels) is overwritten. Returns ``None`` when nothing is found or when the result is
+    too large to be an airway (``AIRWAY_MAX_ML``).
     """
     sx, sy, sz = (float(s) for s in spacing)
     dark &= cand
@@ -98,28 +123,38 @@ def _airways(dark: np.ndarray, cand: np.ndarray, spacing: Sequence[float]) -> np
     nz = cand.shape[2]
     body_x = np.flatnonzero(cand.any(axis=(1, 2)))
     mid = 0.5 * (body_x.min() + body_x.max()) if body_x.size else cand.shape[0] / 2
-    lab, n = label_components(dark)
-    # the head end of an LPS volume is the highest z index; seeds: small, round, central dark blobs there
-    ids = set()
-    for k in range(nz - 1, max(nz - 1 - max(int(round(20.0 / sz)), 1), -1), -1):
+    seed_below = max(nz - 1 - max(int(round(20.0 / sz)), 1), -1)  # seeds in slices above this index
+    reach = _disk(max(3.0 / sx, 1.0))
+    width = max(int(round(1.5 / sx)), 1)  # the wall ring: about 1.5 mm
+    out = np.zeros_like(dark)
+    prev = None
+    for k in range(nz - 1, -1, -1):  # the head end of an LPS volume is the highest z index
+        if prev is None and k <= seed_below:
+            break
         blobs, _ = ndimage.label(dark[:, :, k])
-        for i, sl in enumerate(ndimage.find_objects(blobs), start=1):
+        objects = ndimage.find_objects(blobs)
+        tracked = set()
+        if prev is not None:  # the blobs within reach of the airway above (dilated on its bounding box only)
+            box = bounding_box(prev, margin=reach.shape[0] // 2)
+            tracked = set(np.unique(blobs[box][ndimage.binary_dilation(prev[box], structure=reach)]).tolist()) - {0}
+        seeds = set() if k <= seed_below else \
+            {i for i, sl in enumerate(objects, start=1) if abs(0.5 * (sl[0].start + sl[0].stop) - mid) * sx < 30.0}
+        keep = []
+        for i in sorted(tracked | seeds):
+            sl = objects[i - 1]
             blob = blobs[sl] == i
             area_mm2 = float(blob.sum()) * sx * sy
-            cx = 0.5 * (sl[0].start + sl[0].stop)
-            if 20.0 <= area_mm2 <= 700.0 and abs(cx - mid) * sx < 30.0:
-                ids.update(np.unique(lab[sl + (k,)][blob]).tolist())
-    ids.discard(0)
-    if not ids:
+            if area_mm2 > AIRWAY_MAX_AREA_MM2 or (i not in tracked and area_mm2 < 20.0):
+                continue
+            if _wall_fraction(ct[:, :, k], blob, sl, width) >= min_wall:
+                keep.append(i)
+        cur = np.isin(blobs, keep) if keep else None
+        if cur is not None:
+            out[:, :, k] = cur
+        prev = cur
+    if not out.any() or out.sum() * sx * sy * sz / 1000.0 > AIRWAY_MAX_ML:
         return None
-    lut = np.zeros(n + 1, dtype=bool)
-    lut[sorted(ids)] = True
-    grown = lut[lab]
-    del lab
-    # a real trachea + main bronchi holds well under 150 mL; more means the region grew into the lung
-    if grown.sum() * sx * sy * sz / 1000.0 > 150.0:
-        return None
-    return ndimage.binary_dilation(grown, structure=_disk(1.0)[..., None]) & cand
+    return ndimage.binary_dilation(out, structure=_disk(1.0)[..., None]) & cand
 
 
 def _as_volume(ct: np.ndarray, spacing: Sequence[float]) -> tuple[np.ndarray, list[float], bool]:
@@ -160,7 +195,7 @@ def airway_mask(
     """
     ct, spacing, squeeze = _as_volume(ct, spacing)
     cand = _candidates(ct, threshold, air_hu)
-    found = _airways(_median_below(ct, airway_hu), cand, spacing) if cand.any() else None
+    found = _airways(_median_below(ct, airway_hu), cand, ct, spacing) if cand.any() else None
     out = np.zeros(ct.shape, dtype=bool) if found is None else found
     return out[..., 0] if squeeze else out
 
@@ -194,7 +229,7 @@ def classical_lung_mask(
     ct, spacing, squeeze = _as_volume(ct, spacing)
     cand = _candidates(ct, threshold, air_hu)
     if remove_airways and cand.any():
-        airways = _airways(_median_below(ct, airway_hu), cand, spacing)
+        airways = _airways(_median_below(ct, airway_hu), cand, ct, spacing)
         if airways is not None:
             cand &= ~airways
             del airways

@@ -13,13 +13,15 @@ classical HU baseline. IoU against the reference, per case and variant:
 - ``thick``: slices averaged in pairs (twice the slice thickness);
 - ``fov_circle``: a scanner's reconstruction circle (inscribed in the square matrix), -2048 HU outside (the padding
   value many scanners store);
+- ``emphysema``: the lung (the reference mask) pulled halfway to -1000 HU, vessels included (lung median about
+  -930 to -960 HU: diffuse severe emphysema, or a scanner whose air reads low);
 - ``flipped``: stored right-to-left and head-first reversed (the reader reorients; the mask must come back).
 
 The references: resampled linearly and thresholded at 0.5 (fov, thick), unchanged otherwise. Transforms act on the
 ``(x, y, z)`` LPS arrays that ``load_ct_lps`` gives, written as NIfTI with their spacing.
 
 Usage: python scripts/robustness.py [--model bundle/models/model.pt] [--variants native,low_dose] [--md OUT.md]
-       python scripts/robustness.py --smoke   # tiny phantom, two variants: the test suite runs this
+       python scripts/robustness.py --smoke   # one tiny phantom, every variant: the test suite runs this
 """
 
 from __future__ import annotations
@@ -85,6 +87,9 @@ def variant(name: str, ct: np.ndarray, ref: np.ndarray, spacing: list[float], se
         outside = np.hypot(xx, yy) > max(nx, ny) / 2  # the circle inscribed in the square matrix
         ct = np.where(outside[..., None], -2048.0, ct)
         ref = np.where(outside[..., None], 0.0, ref)
+    elif name == "emphysema":
+        lung = ref > 0.5
+        ct[lung] = -1000.0 + (ct[lung] + 1000.0) * 0.5
     elif name == "flipped":
         ct, ref = ct[::-1, :, ::-1], ref[::-1, :, ::-1]
     elif name != "native":
@@ -94,7 +99,7 @@ def variant(name: str, ct: np.ndarray, ref: np.ndarray, spacing: list[float], se
 
 
 VARIANTS = ("native", "fov_small", "fov_large", "low_dose", "soft_kernel", "sharp_kernel", "thick", "fov_circle",
-            "flipped")
+            "emphysema", "flipped")
 
 
 def save(ct: np.ndarray, spacing, path: Path, flipped: bool = False) -> Path:
