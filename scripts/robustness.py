@@ -15,6 +15,8 @@ classical HU baseline. IoU against the reference, per case and variant:
   value many scanners store);
 - ``emphysema``: the lung (the reference mask) pulled halfway to -1000 HU, vessels included (lung median about
   -930 to -960 HU: diffuse severe emphysema, or a scanner whose air reads low);
+- ``ground_glass``: +300 HU in the back (dependent) fifth of the lung's extent, every slice (lung median there about
+  -550 to -600 HU: ground glass, which is lung);
 - ``flipped``: stored right-to-left and head-first reversed (the reader reorients; the mask must come back).
 
 The references: resampled linearly and thresholded at 0.5 (fov, thick), unchanged otherwise. Transforms act on the
@@ -90,6 +92,11 @@ def variant(name: str, ct: np.ndarray, ref: np.ndarray, spacing: list[float], se
     elif name == "emphysema":
         lung = ref > 0.5
         ct[lung] = -1000.0 + (ct[lung] + 1000.0) * 0.5
+    elif name == "ground_glass":
+        lung = ref > 0.5
+        ys = np.flatnonzero(lung.any(axis=(0, 2)))
+        if ys.size:  # LPS: y grows towards the patient's back
+            ct[lung & (np.arange(ct.shape[1])[None, :, None] > ys[-1] - 0.2 * (ys[-1] - ys[0]))] += 300.0
     elif name == "flipped":
         ct, ref = ct[::-1, :, ::-1], ref[::-1, :, ::-1]
     elif name != "native":
@@ -99,7 +106,7 @@ def variant(name: str, ct: np.ndarray, ref: np.ndarray, spacing: list[float], se
 
 
 VARIANTS = ("native", "fov_small", "fov_large", "low_dose", "soft_kernel", "sharp_kernel", "thick", "fov_circle",
-            "emphysema", "flipped")
+            "emphysema", "ground_glass", "flipped")
 
 
 def save(ct: np.ndarray, spacing, path: Path, flipped: bool = False) -> Path:
