@@ -111,8 +111,9 @@ def _airways(dark: np.ndarray, cand: np.ndarray, ct: np.ndarray, spacing: Sequen
 
     Seeds are small dark blobs near the midline in the top 20 mm; a dark blob of the next slice down that is within
     3 mm of the airway above continues it. A blob must be at most ``AIRWAY_MAX_AREA_MM2`` and ringed by wall (at
-    least ``min_wall`` of a ring about 1.5 mm wide around it above ``AIRWAY_WALL_HU``): where a bronchus opens into dark lung (emphysema), the
-    blob is lumen and lung together, mostly ringed by lung, and the airway stops there instead of taking the lung.
+    least ``min_wall`` of a ring about 1.5 mm wide around it above ``AIRWAY_WALL_HU``): where a bronchus opens into
+    dark lung (emphysema), the blob is lumen and lung together, mostly ringed by lung, and the airway stops there
+    instead of taking the lung.
     ``dark`` (the very dark voxels) is overwritten. Returns ``None`` when nothing is found or when the result is
     too large to be an airway (``AIRWAY_MAX_ML``).
     """
@@ -148,10 +149,9 @@ def _airways(dark: np.ndarray, cand: np.ndarray, ct: np.ndarray, spacing: Sequen
                 continue
             if _wall_fraction(ct[:, :, k], blob, sl, width) >= min_wall:
                 keep.append(i)
-        cur = np.isin(blobs, keep) if keep else None
-        if cur is not None:
-            out[:, :, k] = cur
-        prev = cur
+        prev = np.isin(blobs, keep) if keep else None
+        if prev is not None:
+            out[:, :, k] = prev
     if not out.any() or out.sum() * sx * sy * sz / 1000.0 > AIRWAY_MAX_ML:
         return None
     return ndimage.binary_dilation(out, structure=_disk(1.0)[..., None]) & cand
