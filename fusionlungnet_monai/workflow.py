@@ -12,17 +12,17 @@ __all__ = ["find_bundle", "load_inference_workflow", "infer_tensors"]
 
 
 def find_bundle(bundle_dir: str | os.PathLike | None = None) -> Path:
-    """The bundle folder: ``bundle_dir``, else ``$FUSIONLUNGNET_BUNDLE``, else this repository's ``bundle/``.
+    """The bundle folder: ``bundle_dir``, else ``$FUSIONLUNGNET_BUNDLE``, else this repository's ``bundle/``. The
+    first of these that is given is the one used: a wrong ``--bundle`` never falls back to another bundle.
 
     Raises:
-        InputError: when no folder with ``configs/inference.json`` is found.
+        InputError: when that folder holds no ``configs/inference.json``.
     """
-    candidates = [bundle_dir, os.environ.get("FUSIONLUNGNET_BUNDLE"), Path(__file__).resolve().parents[1] / "bundle"]
-    for c in candidates:
-        if c and (Path(c) / "configs" / "inference.json").is_file():
-            return Path(c).resolve()
-    where = bundle_dir or os.environ.get("FUSIONLUNGNET_BUNDLE") or candidates[-1]
-    raise InputError(where, "no MONAI bundle here (configs/inference.json missing); pass --bundle DIR")
+    where = bundle_dir or os.environ.get("FUSIONLUNGNET_BUNDLE") or Path(__file__).resolve().parents[1] / "bundle"
+    if (Path(where) / "configs" / "inference.json").is_file():
+        return Path(where).resolve()
+    given = "" if bundle_dir else " ($FUSIONLUNGNET_BUNDLE)" if os.environ.get("FUSIONLUNGNET_BUNDLE") else ""
+    raise InputError(where, f"no MONAI bundle here{given} (configs/inference.json missing); pass --bundle DIR")
 
 
 def load_inference_workflow(bundle_dir: str | os.PathLike | None = None, overrides: dict[str, Any] | None = None,

@@ -7,6 +7,8 @@ import shutil
 import subprocess
 import sys
 
+import nibabel as nib
+import numpy as np
 import pydicom
 import pytest
 
@@ -54,12 +56,23 @@ def _bad_inputs(phantom_dir, tmp_path):
     small = ds.pixel_array[::2, ::2].copy()
     ds.Rows, ds.Columns, ds.PixelData = small.shape[0], small.shape[1], small.tobytes()
     ds.save_as(str(f))
+    four_d = tmp_path / "fmri_like.nii.gz"  # two volumes in one file: refused by the reader, not by the network
+    nib.save(nib.Nifti1Image(np.full((32, 32, 4, 2), -1000, np.int16), np.diag([8.0, 8.0, 8.0, 1.0])), four_d)
+    rgb = tmp_path / "rgb"  # a CT screenshot series (secondary capture in RGB): no HU in it
+    for f in _ct_series(phantom_dir, rgb):
+        ds = pydicom.dcmread(str(f))
+        grey = np.clip((ds.pixel_array.astype(np.float32) + 1024) / 8, 0, 255).astype(np.uint8)
+        ds.SamplesPerPixel, ds.PhotometricInterpretation, ds.PlanarConfiguration = 3, "RGB", 0
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
+        ds.PixelData = np.repeat(grey[..., None], 3, -1).tobytes()
+        ds.save_as(str(f))
     return {"empty": (empty, "empty folder"), "text": (text, str(text)), "mr": (mr, str(mr)),
-            "mixed": (mixed, "different sizes")}
+            "mixed": (mixed, "different sizes"), "four_d": (four_d, "4D image of size (32, 32, 4, 2)"),
+            "rgb": (rgb, "3 values per pixel")}
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("case", ["empty", "text", "mr", "mixed"])
+@pytest.mark.parametrize("case", ["empty", "text", "mr", "mixed", "four_d", "rgb"])
 def test_bundle_inference_refuses_bad_input_in_one_line(case, phantom_dir, tmp_path):
     path, word = _bad_inputs(phantom_dir, tmp_path)[case]
     out = tmp_path / "out"

@@ -89,6 +89,22 @@ def test_bad_options_are_one_line(opts, msg, model, tmp_path):
     assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())
 
 
+def test_a_wrong_bundle_folder_never_falls_back_to_another(tmp_path, monkeypatch):
+    """`--bundle DIR` or $FUSIONLUNGNET_BUNDLE naming a folder without a bundle is an error naming it; the repository's
+    bundle/ is used only when neither is given (a wrong --bundle silently ran the repository's bundle)."""
+    from fusionlungnet_monai.data import InputError
+    from fusionlungnet_monai.workflow import find_bundle
+
+    monkeypatch.delenv("FUSIONLUNGNET_BUNDLE", raising=False)
+    assert find_bundle() == BUNDLE.resolve()
+    with pytest.raises(InputError, match="no MONAI bundle here"):
+        find_bundle(tmp_path)
+    monkeypatch.setenv("FUSIONLUNGNET_BUNDLE", str(tmp_path))
+    with pytest.raises(InputError, match=r"no MONAI bundle here \(\$FUSIONLUNGNET_BUNDLE\)"):
+        find_bundle()
+    assert find_bundle(BUNDLE) == BUNDLE.resolve()
+
+
 def test_model_files_that_are_not_fusionlungnet_weights(tmp_path):
     text = tmp_path / "notes.pt"
     text.write_text("not weights")

@@ -243,3 +243,21 @@ def test_inplace_refinement_changes_the_probability_itself_and_gives_the_same_re
     img = MetaTensor(torch.as_tensor(hu, dtype=torch.int16)[None], meta={"filename_or_obj": "ct.nii.gz"})
     kept = KeepHUd(keys="image")({"image": img})["image_hu"]
     assert kept is not img and kept.data_ptr() == img.data_ptr() and kept.meta is not img.meta
+
+
+def test_report_names_a_field_of_view_too_small_for_a_chest():
+    """A voxel size in cm read as mm (0.075 for 0.75 mm pixels) makes a 512-pixel slice 38 mm wide: report.json says
+    to check the voxel size; a whole chest, stored coronally too, gets no such warning."""
+    from fusionlungnet_monai.outputs import MIN_CHEST_FOV_MM, sanity_warnings
+
+    hu, lungs = _chest(48)
+    vol_hu, mask = np.repeat(hu[..., None], 4, axis=-1), np.repeat(lungs[..., None], 4, axis=-1)
+    small = [w for w in sanity_warnings(mask, vol_hu, np.diag([0.075 * 512 / 48] * 2 + [0.5, 1.0]), 3000.0)
+             if "field of view" in w]
+    assert len(small) == 1 and "38 x 38 mm" in small[0] and MIN_CHEST_FOV_MM > 38
+    for affine in (np.diag([8.0, 8.0, 40.0, 1.0]), np.array([[8.0, 0, 0, 0], [0, 0, 40.0, 0], [0, 8.0, 0, 0],
+                                                             [0, 0, 0, 1]])):  # axial; coronal storage (z in y)
+        assert not [w for w in sanity_warnings(mask, vol_hu, affine, 3000.0) if "field of view" in w]
+    # coronal storage of a chest 384 mm wide and 20 mm deep in its stored slices: the plane is x and z, not x and y
+    coronal = np.array([[8.0, 0, 0, 0], [0, 0, 5.0, 0], [0, 1.0, 0, 0], [0, 0, 0, 1]])
+    assert not [w for w in sanity_warnings(mask, vol_hu, coronal, 3000.0) if "field of view" in w]

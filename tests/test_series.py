@@ -1,3 +1,4 @@
+import re
 import numpy as np
 import pydicom
 import pytest
@@ -118,18 +119,44 @@ def test_reader_keeps_integer_ct_as_int16_in_xyz_order():
 
 def test_series_without_pixel_spacing_or_rescale_is_read_with_a_warning(tmp_path):
     src = sorted((DATA / "lidc_idri_slabs" / "LIDC-IDRI-0003").rglob("*.dcm"))
-    for tag, words in (("PixelSpacing", "no PixelSpacing in 11 of 11 files: 1 mm pixels were assumed"),
-                       ("RescaleIntercept", "no RescaleIntercept in 11 of 11 files")):
-        folder = tmp_path / tag
+    spacing = "no usable PixelSpacing (absent, zero or negative) in 11 of 11 files: 1 mm pixels were assumed"
+    for tag, value, words in (("PixelSpacing", None, spacing), ("PixelSpacing", [0, 0], spacing),
+                              ("PixelSpacing", [-0.7, 0.7], spacing),
+                              ("RescaleIntercept", None, "no RescaleIntercept in 11 of 11 files")):
+        folder = tmp_path / f"{tag}{value}"
         folder.mkdir()
         for i, f in enumerate(src):
             ds = pydicom.dcmread(str(f))
-            delattr(ds, tag)
+            if value is None:
+                delattr(ds, tag)
+            else:
+                setattr(ds, tag, value)  # a header that gives a size ITK cannot use (it reads 1 mm)
             ds.save_as(folder / f"{i}.dcm")
-        with pytest.warns(UserWarning, match=words):
+        with pytest.warns(UserWarning, match=re.escape(words)):
             picked = select_ct_series(folder)
         assert not picked.rejected and [w for w in picked.warnings if words in w]
     assert not select_ct_series(src[0].parent).warnings  # the untouched series gives neither warning
+
+
+def test_an_rgb_series_or_file_is_refused_in_one_line(tmp_path):
+    """A CT-modality secondary capture in RGB (a screenshot of a viewer) holds no HU: refused by the series scan and by
+    the single-file check with the reason, not failing later inside the bundle's transforms."""
+    from fusionlungnet_monai.data import check_input
+
+    src = sorted((DATA / "lidc_idri_slabs" / "LIDC-IDRI-0003").rglob("*.dcm"))[:4]
+    folder = tmp_path / "rgb"
+    folder.mkdir()
+    for i, f in enumerate(src):
+        ds = pydicom.dcmread(str(f))
+        grey = np.clip((ds.pixel_array.astype(np.float32) + 1024) / 8, 0, 255).astype(np.uint8)
+        ds.SamplesPerPixel, ds.PhotometricInterpretation, ds.PlanarConfiguration = 3, "RGB", 0
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
+        ds.PixelData = np.repeat(grey[..., None], 3, -1).tobytes()
+        ds.save_as(folder / f"{i}.dcm")
+    with pytest.raises(InputError, match=r"3 values per pixel \(RGB"):
+        select_ct_series(folder)
+    with pytest.raises(InputError, match="0.dcm: 3 values per voxel"):
+        check_input(folder / "0.dcm")
 
 
 def test_a_multiframe_file_is_a_series_and_its_frames_must_be_in_order(tmp_path):

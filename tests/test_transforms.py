@@ -174,12 +174,39 @@ def test_field_of_view_pad_squares_and_reaches_the_minimum_field_of_view():
     assert FieldOfViewPad(min_fov=300)(_ct((512, 400), (0.8, 0.8))).shape == (1, 512, 512)
     # square only
     assert FieldOfViewPad(min_fov=None)(_ct((57, 78, 5), (2.7, 2.7, 5.0))).shape == (1, 78, 78, 5)
+    # a voxel size far too small for a chest (0.01 mm: 300 mm would be 30000 pixels) is padded at most 4x, not
+    # without bound (it took 22 GB); 75 mm is still padded to the full 300 mm
+    assert FieldOfViewPad(min_fov=300)(_ct((64, 64, 2), (0.01, 0.01, 0.5))).shape == (1, 256, 256, 2)
+    assert FieldOfViewPad(min_fov=300)(_ct((100, 100, 1), (0.75, 0.75, 1.0))).shape == (1, 400, 400, 1)
+    with pytest.raises(ValueError, match="max_factor"):
+        FieldOfViewPad(max_factor=0.5)
     # edge mode continues the border; the original sits in the middle
-    img = _ct((4, 6), (100.0, 100.0))
+    img = MetaTensor(torch.arange(4.0)[None, :, None].repeat(1, 1, 6), affine=torch.diag(torch.tensor([100.0] * 4)))
     out = FieldOfViewPad(min_fov=0)(img)
     assert torch.equal(out[:, 1:5], img) and torch.equal(out[:, 0], img[:, 0]) and torch.equal(out[:, 5], img[:, -1])
     with pytest.raises(ValueError, match="channel-first"):
         FieldOfViewPad()(torch.zeros(4, 4))
+
+
+def test_field_of_view_pad_does_not_smear_one_outlying_edge_pixel():
+    """Edge mode repeats each edge line after a median of 5 along it: one corrupt pixel at a corner (1e6) or on an
+    edge (3000 HU) is not continued as a 43 x 43 block or a stripe out to the border (a 1e6 corner voxel made the
+    shipped weights find no lung on its slice)."""
+    clean = torch.full((1, 64, 64, 2), -1000.0)
+    clean[:, 8:56, 8:56] = 40.0
+    hot = clean.clone()
+    hot[0, 0, 0, 0], hot[0, 63, 30, 1], hot[0, 20, 63, 0] = 1e6, 3000.0, -3000.0
+    aff = torch.diag(torch.tensor([2.0, 2.0, 5.0, 1.0], dtype=torch.float64))
+    pad = FieldOfViewPad(min_fov=300)
+    out, ref = pad(MetaTensor(hot, affine=aff)), pad(MetaTensor(clean, affine=aff))
+    assert out.shape == (1, 150, 150, 2) and torch.equal(out[:, 43:107, 43:107], hot), "the image itself is kept"
+    outside = torch.ones(150, 150, dtype=torch.bool)
+    outside[43:107, 43:107] = False
+    assert torch.equal(out[:, outside], ref[:, outside]), "the padding is the clean image's"
+    # a structure wider than two pixels at the edge (a table, a rib) is continued
+    table = clean.clone()
+    table[:, 60:64, 20:44] = 300.0
+    assert (pad(MetaTensor(table, affine=aff))[:, 107:, 65:85] == 300).all()
 
 
 def test_field_of_view_pad_ignores_the_unit_spacing_of_pictures(tmp_path):

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from fusionlungnet_monai.data.errors import InputError
+from fusionlungnet_monai.data.readers import check_one_volume
 from fusionlungnet_monai.data.series import (
     IMAGE_SUFFIXES,
     PICTURE_SUFFIXES,
@@ -75,6 +76,8 @@ def _check_dicom_file(path: Path) -> tuple[int, ...]:
         raise InputError(path, f"truncated or corrupt DICOM, or pixel data that cannot be decoded ({type(e).__name__})") from None
     if arr.ndim not in (2, 3):
         raise InputError(path, f"unsupported DICOM pixel array of shape {arr.shape}")
+    if int(ds.get("SamplesPerPixel", 1) or 1) > 1:
+        check_grey_slice_size(path, components=int(ds.SamplesPerPixel))
     if str(ds.get("PhotometricInterpretation", "")).strip() == "MONOCHROME1" and ds.get("Modality") == "CT":
         raise InputError(path, "MONOCHROME1 pixel data (ITK would read inverted HU); convert it to MONOCHROME2")
     return tuple(arr.shape[::-1]) if arr.ndim == 2 else tuple(arr.shape[1:][::-1]) + (arr.shape[0],)
@@ -135,9 +138,8 @@ def check_input(path: str | os.PathLike, series_uid: str | None = None) -> str:
     check_grey_slice_size(path, size)
     if kind == "dicom":
         multiframe_info(path)  # a multi-frame file holds a series: the series' rules apply
-    if kind == "volume" and len(size) > 3 and any(int(n) > 1 for n in size[3:]):
-        raise InputError(path, f"{len(size)}D image of size {tuple(size)}: one 3D CT volume expected "
-                               "(extract one volume of the series first)")
+    if kind == "volume":
+        check_one_volume(path, size)
     return kind
 
 

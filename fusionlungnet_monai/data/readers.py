@@ -26,7 +26,7 @@ from monai.data import NibabelReader, PILReader
 
 from fusionlungnet_monai.data.errors import InputError
 
-__all__ = ["CTNiftiReader", "picture_reader", "read_failure", "metaimage_messages", "SPACING_UNKNOWN"]
+__all__ = ["CTNiftiReader", "check_one_volume", "picture_reader", "read_failure", "metaimage_messages", "SPACING_UNKNOWN"]
 
 #: image meta key, ``True`` when the file gives no voxel size (NIfTI ``pixdim`` 0) and 1 mm was assumed
 SPACING_UNKNOWN = "fln_spacing_unknown"
@@ -80,6 +80,7 @@ class CTNiftiReader(NibabelReader):
 
     def _get_array_data(self, img, filename=None):
         name = filename or img.get_filename()
+        check_one_volume(name, img.shape)
         dtype = img.get_data_dtype()
         if dtype.names is not None:
             raise InputError(name, f"NIfTI of {'RGB' if len(dtype.names) in (3, 4) else 'structured'} voxels: one "
@@ -97,6 +98,18 @@ class CTNiftiReader(NibabelReader):
         meta = super()._get_meta_dict(img)
         meta[SPACING_UNKNOWN] = bool(np.any(_stored_pixdim(img.get_filename())[1:4] == 0))
         return meta
+
+
+def check_one_volume(name, size) -> None:
+    """Refuse an image of ``size`` with more than three axes of which one beyond the third is longer than 1 (a time
+    series, several echoes or phases): a 3D CT volume is expected.
+
+    Raises:
+        InputError: naming ``name``.
+    """
+    if len(size) > 3 and any(int(n) > 1 for n in size[3:]):
+        raise InputError(name, f"{len(size)}D image of size {tuple(int(n) for n in size)}: one 3D CT volume expected "
+                               "(extract one volume of the series first)")
 
 
 def _misnamed(name) -> str | None:

@@ -73,7 +73,8 @@ class SeriesInfo:
     no_pixels: list = field(default_factory=list)  # files without PixelData
     photometric: set = field(default_factory=set)  # PhotometricInterpretation of its slices
     frame_positions: list = field(default_factory=list)  # a multi-frame file's ImagePositionPatient per frame
-    no_spacing: int = 0  # slices without PixelSpacing (ITK assumes 1 mm)
+    samples: set = field(default_factory=set)  # SamplesPerPixel of its slices (3: RGB)
+    no_spacing: int = 0  # slices without a usable PixelSpacing (absent, zero or negative: ITK assumes 1 mm)
     no_rescale: int = 0  # slices without RescaleIntercept (stored values read as HU)
     kind: str = "series"  # what check_input calls the input: series, dicom, volume or picture
 
@@ -103,6 +104,15 @@ def _functional(ds, name: str, sequence: str, frame: int = 0):
         if inner and name in inner[0]:
             return inner[0].get(name)
     return None
+
+
+def _usable_spacing(value) -> bool:
+    """Whether a ``PixelSpacing`` value gives two positive, finite sizes (ITK reads anything else as 1 mm)."""
+    try:
+        sizes = [float(v) for v in value]
+    except (TypeError, ValueError):
+        return False
+    return len(sizes) == 2 and all(np.isfinite(v) and v > 0 for v in sizes)
 
 
 def _plane_geometry(ds) -> tuple[tuple, list]:
@@ -195,7 +205,8 @@ def _scan_files(folder: Path, files: list[Path]) -> list[SeriesInfo]:
         if "Rows" in ds:
             info.sizes.add((int(ds.Rows), int(ds.get("Columns", 0))))
         info.photometric.add(str(ds.get("PhotometricInterpretation", "")).strip())
-        info.no_spacing += _functional(ds, "PixelSpacing", "PixelMeasuresSequence") is None
+        info.samples.add(int(ds.get("SamplesPerPixel", 1) or 1))
+        info.no_spacing += not _usable_spacing(_functional(ds, "PixelSpacing", "PixelMeasuresSequence"))
         info.no_rescale += _functional(ds, "RescaleIntercept", "PixelValueTransformationSequence") is None
         if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
             info.no_pixels.append(path)
@@ -249,6 +260,10 @@ def _validate(info: SeriesInfo) -> None:
     if "MONOCHROME1" in info.photometric:  # GDCM inverts the stored values, so HU would come out wrong
         info.rejected = "MONOCHROME1 pixel data (ITK would read inverted HU); convert the series to MONOCHROME2"
         return
+    if max(info.samples, default=1) > 1:
+        info.rejected = (f"{max(info.samples)} values per pixel (RGB: a secondary capture or screenshot), not CT "
+                         "values in HU")
+        return
     if len(info.orientation) != 6 or any(p is None or len(p) != 3 for p in info.positions):
         info.rejected = "missing ImageOrientationPatient/ImagePositionPatient"
         return
@@ -284,7 +299,8 @@ def _validate(info: SeriesInfo) -> None:
             return
         info.warnings.append(f"{plane} series: the 2D model sees axial planes reformatted from it")
     if info.no_spacing:
-        info.warnings.append(f"no PixelSpacing in {info.no_spacing} of {len(info.files)} files: 1 mm pixels were "
+        info.warnings.append(f"no usable PixelSpacing (absent, zero or negative) in {info.no_spacing} of "
+                             f"{len(info.files)} files: 1 mm pixels were "
                              "assumed, so the volumes in mL and the field-of-view padding are not to be trusted")
     if info.no_rescale:
         info.warnings.append(f"no RescaleIntercept in {info.no_rescale} of {len(info.files)} files (a CT image "

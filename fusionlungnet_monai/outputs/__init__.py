@@ -5,6 +5,7 @@ from fusionlungnet_monai.outputs.dicom_seg import write_dicom_seg
 from fusionlungnet_monai.outputs.masks import affine_3d, write_mask_nifti, write_mask_png
 from fusionlungnet_monai.outputs.qc import LUNG_DISPLAY_WINDOW, qc_overlay
 from fusionlungnet_monai.outputs.report import (
+    MIN_CHEST_FOV_MM,
     PLAUSIBLE_LUNG_ML,
     SECOND_OPINION_DICE,
     SECOND_OPINION_GRID_MM,
@@ -14,5 +15,5 @@ from fusionlungnet_monai.outputs.report import (
 )
 
 __all__ = ["write_dicom_seg", "affine_3d", "write_mask_nifti", "write_mask_png", "LUNG_DISPLAY_WINDOW", "qc_overlay",
-           "PLAUSIBLE_LUNG_ML", "SECOND_OPINION_DICE", "SECOND_OPINION_GRID_MM", "sanity_warnings", "second_opinion",
-           "write_json"]
+           "MIN_CHEST_FOV_MM", "PLAUSIBLE_LUNG_ML", "SECOND_OPINION_DICE", "SECOND_OPINION_GRID_MM", "sanity_warnings",
+           "second_opinion", "write_json"]

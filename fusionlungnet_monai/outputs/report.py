@@ -13,11 +13,13 @@ import numpy as np
 
 from fusionlungnet_monai.transforms.array import HU_AIR_CHECK, head_foot_axis, lps_orientation
 
-__all__ = ["PLAUSIBLE_LUNG_ML", "SECOND_OPINION_DICE", "SECOND_OPINION_GRID_MM", "sanity_warnings", "second_opinion",
-           "write_json"]
+__all__ = ["MIN_CHEST_FOV_MM", "PLAUSIBLE_LUNG_ML", "SECOND_OPINION_DICE", "SECOND_OPINION_GRID_MM", "sanity_warnings",
+           "second_opinion", "write_json"]
 
 #: adult total lung volume range used for the plausibility warning (mL)
 PLAUSIBLE_LUNG_ML = (1000.0, 10000.0)
+#: a volume whose larger in-plane side spans less than this (mm) is no chest: its voxel size is likely wrong
+MIN_CHEST_FOV_MM = 80.0
 #: below this Dice between the network and the classical segmentation, the report says "check this case"
 SECOND_OPINION_DICE = 0.85
 #: the second opinion runs on every s-th voxel in-plane, s chosen so that its pixels are about this size (mm)
@@ -37,6 +39,12 @@ def sanity_warnings(mask: np.ndarray, ct: np.ndarray, affine: np.ndarray, total_
     if lo >= HU_AIR_CHECK:
         w.append(f"intensities do not look like HU (minimum {lo:.0f}, no air below {HU_AIR_CHECK:.0f}): is the input "
                  "a CT in HU? (the HU boundary refinement skips such images)")
+    to_lps, _, spacing = lps_orientation(affine)
+    fov = [n * spacing[int(to_lps[a, 0])] for a, n in enumerate(mask.shape)]  # mm, per stored axis
+    plane = [v for a, v in enumerate(fov) if int(to_lps[a, 0]) != 2] if mask.shape[2] > 1 else fov[:2]
+    if max(plane) < MIN_CHEST_FOV_MM:
+        w.append(f"the in-plane field of view is {plane[0]:.0f} x {plane[1]:.0f} mm, smaller than any chest: is the "
+                 "voxel size in the file right (in mm)? The mask and the volumes in mL are not to be trusted")
     if head_foot_axis(affine) != 2 and mask.shape[2] > 1:  # the same rule the pipeline reorients by
         spacing = lps_orientation(affine)[2]
         w.append(f"the volume is stored as coronal/sagittal slices: the 2D model saw axial planes reformatted from "

@@ -21,7 +21,7 @@ from monai.transforms import InvertibleTransform, KeepLargestConnectedComponent,
 from monai.utils import TransformBackends, convert_to_dst_type, convert_to_numpy, convert_to_tensor
 from scipy import ndimage
 
-__all__ = ["ArtifactRemoval", "BinarizeMask", "FieldOfViewPad", "fill_where", "SqueezeSingleSlice",
+__all__ = ["ArtifactRemoval", "BinarizeMask", "FieldOfViewPad", "edge_line", "fill_where", "SqueezeSingleSlice",
            "CTIntensityNormalize", "DynamicThreshold",
            "MedianFilter", "HUBoundaryRefine", "RemoveAirways", "KeepLargestComponents", "FillMaskHoles", "compact_hu",
            "median3x3_below", "is_hu_image", "lps_orientation", "head_foot_axis", "axial_dims",
@@ -479,18 +479,26 @@ class FieldOfViewPad(InvertibleTransform):
     at the crop, as lung does inside a chest wall, instead of running out to the image border like the air around a
     body (which the network does not call lung). Edges in room air, a whole-chest field of view, keep ``mode``.
 
+    With ``mode="edge"`` each padded strip repeats its edge line after a median of 5 along it, so one outlying edge
+    pixel (a hot pixel, burnt-in text, a corrupt value) is not smeared into a stripe or a whole corner block.
+
     Args:
         min_fov: smallest in-plane field of view in mm; ``None`` or 0: square only.
         square: pad the shorter in-plane axis to the longer one.
         mode: ``numpy.pad`` mode, e.g. ``"edge"`` (continues a cropped body outwards) or ``"constant"``.
         cut_fill_hu: HU of the padding beyond lung at an edge that cuts through the body; ``None``: always ``mode``.
+        max_factor: a padded in-plane side is at most this many times the image's larger in-plane side, so a field of
+            view far under ``min_fov`` (a voxel size in cm or otherwise wrong, a crop of a few mm) is not padded
+            without bound (0.01 mm pixels asked for 30000² slices).
     """
 
     backend = Pad.backend
 
     def __init__(self, min_fov: float | None = 300.0, square: bool = True, mode: str = "edge",
-                 cut_fill_hu: float | None = 40.0) -> None:
-        self.min_fov, self.square = float(min_fov or 0.0), square
+                 cut_fill_hu: float | None = 40.0, max_factor: float = 4.0) -> None:
+        if max_factor < 1:
+            raise ValueError(f"max_factor must be at least 1, got {max_factor}.")
+        self.min_fov, self.square, self.max_factor = float(min_fov or 0.0), square, float(max_factor)
         self.cut_fill_hu = cut_fill_hu
         self.padder = Pad(mode=mode)
 
@@ -501,7 +509,8 @@ class FieldOfViewPad(InvertibleTransform):
             shape = [max(shape)] * 2
         pixdim = getattr(img, "pixdim", None)
         if self.min_fov > 0 and pixdim is not None and _source_suffix(img) not in EIGHT_BIT_SUFFIXES:
-            shape = [max(s, int(np.ceil(self.min_fov / float(p)))) if float(p) > 0 else s
+            limit = int(self.max_factor * max(shape))
+            shape = [max(s, min(limit, int(np.ceil(self.min_fov / float(p))))) if float(p) > 0 else s
                      for s, p in zip(shape, list(pixdim)[:2])]
         return shape[0], shape[1]
 
@@ -511,7 +520,17 @@ class FieldOfViewPad(InvertibleTransform):
             raise ValueError(f"expected a channel-first (C, X, Y) or (C, X, Y, Z) image, got shape {tuple(img.shape)}.")
         extra = [t - s for s, t in zip(img.shape[1:3], target or self.target_shape(img))]
         to_pad = [(0, 0)] + [(e // 2, e - e // 2) for e in extra] + [(0, 0)] * (len(img.shape) - 3)
-        return self.padder(img, to_pad=to_pad)
+        out = self.padder(img, to_pad=to_pad)
+        if self.padder.mode == "edge" and any(extra):
+            t = convert_to_tensor(out, track_meta=False)  # shares out's memory: filled in place
+            for ax in (1, 2):
+                (before, after), other, n = to_pad[ax], 3 - ax, t.shape[ax]
+                lo, hi = to_pad[other][0], t.shape[other] - to_pad[other][1]
+                for start, length, edge in ((0, before, before), (n - after, after, n - after - 1)):
+                    if length:
+                        line = edge_line(t, ax, edge, 1, lo, hi)
+                        t.narrow(ax, start, length).copy_(line.expand_as(t.narrow(ax, start, length)))
+        return out
 
     def cut_padding(self, padded: NdarrayOrTensor, img: NdarrayOrTensor) -> list[tuple[int, int, int, torch.Tensor]]:
         """Where :meth:`pad` continued lung beyond an edge that cuts through the body: per padded strip, ``(axis,
@@ -527,11 +546,7 @@ class FieldOfViewPad(InvertibleTransform):
             for start, length, edge in ((0, e // 2, e // 2), (n - (e - e // 2), e - e // 2, n - (e - e // 2) - depth)):
                 if length == 0:
                     continue
-                line = t.narrow(ax, edge, depth).float().mean(ax, keepdim=True)
-                if line.shape[other] >= 5:  # median of 5 along the edge
-                    along = line.movedim(other, -1)
-                    taps = F.pad(along.reshape(-1, 1, along.shape[-1]), (2, 2), mode="replicate").unfold(-1, 5, 1)
-                    line = taps.median(-1).values.reshape(along.shape).movedim(-1, other)
+                line = edge_line(t, ax, edge, depth, 0, t.shape[other])
                 lung = (line > OUTSIDE_AIR_HU) & (line < HU_AIR_CHECK)
                 body = (line > OUTSIDE_AIR_HU).float().mean(other, keepdim=True) >= 0.5
                 strips.append((ax, start, length, body & lung))
@@ -544,6 +559,23 @@ class FieldOfViewPad(InvertibleTransform):
 
     def inverse(self, data: NdarrayOrTensor) -> NdarrayOrTensor:
         return self.padder.inverse(data)
+
+
+def edge_line(t: torch.Tensor, ax: int, index: int, depth: int, lo: int, hi: int) -> torch.Tensor:
+    """The in-plane line of ``t`` (``(C, X, Y[, Z])``) at ``index`` along axis ``ax`` (1 or 2): the mean of ``depth``
+    lines from there (float32 when ``depth > 1``), then a median of 5 along the other in-plane axis within its range
+    ``[lo, hi)`` (mirrored at its ends), repeated beyond that range to the axis' full length. Size 1 along ``ax``."""
+    other = 3 - ax
+    line = t.narrow(ax, index, depth)
+    line = line.float().mean(ax, keepdim=True) if depth > 1 else line
+    last = hi - lo - 1
+    at = (torch.arange(t.shape[other], device=t.device) - lo).clamp(0, last)
+
+    def reflect(i):  # mirrored at the range's ends (an end pixel counts once, as inside it)
+        return (last - (last - i.abs()).abs()).clamp(0, last) + lo
+
+    taps = [line.index_select(other, reflect(at + k)) for k in range(-2, 3)]
+    return torch.stack(taps).median(0).values
 
 
 def fill_where(img: torch.Tensor, strips: Sequence[tuple[int, int, int, torch.Tensor]], value: float) -> torch.Tensor:

@@ -107,14 +107,14 @@ class FieldOfViewPadd(MapTransform, InvertibleTransform):
     """Dictionary :class:`FieldOfViewPad` (invertible). The padding is computed from the first key (the image) and
     applied to every key, so an image and its label stay aligned; where the image's padding is soft tissue beyond a
     cut through the body, the other keys' padding is 0 (no lung). Args: keys, min_fov, square, mode, cut_fill_hu,
-    allow_missing_keys."""
+    max_factor, allow_missing_keys."""
 
     backend = FieldOfViewPad.backend
 
     def __init__(self, keys: KeysCollection, min_fov: float | None = 300.0, square: bool = True, mode: str = "edge",
-                 cut_fill_hu: float | None = 40.0, allow_missing_keys: bool = False) -> None:
+                 cut_fill_hu: float | None = 40.0, max_factor: float = 4.0, allow_missing_keys: bool = False) -> None:
         super().__init__(keys, allow_missing_keys)
-        self.padder = FieldOfViewPad(min_fov, square, mode, cut_fill_hu)
+        self.padder = FieldOfViewPad(min_fov, square, mode, cut_fill_hu, max_factor)
 
     def __call__(self, data: Mapping[Hashable, object]) -> dict:
         d = dict(data)
