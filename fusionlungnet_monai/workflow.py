@@ -18,10 +18,11 @@ def find_bundle(bundle_dir: str | os.PathLike | None = None) -> Path:
     Raises:
         InputError: when that folder holds no ``configs/inference.json``.
     """
-    where = bundle_dir or os.environ.get("FUSIONLUNGNET_BUNDLE") or Path(__file__).resolve().parents[1] / "bundle"
+    env = os.environ.get("FUSIONLUNGNET_BUNDLE")
+    where = bundle_dir or env or Path(__file__).resolve().parents[1] / "bundle"
     if (Path(where) / "configs" / "inference.json").is_file():
         return Path(where).resolve()
-    given = "" if bundle_dir else " ($FUSIONLUNGNET_BUNDLE)" if os.environ.get("FUSIONLUNGNET_BUNDLE") else ""
+    given = " ($FUSIONLUNGNET_BUNDLE)" if env and not bundle_dir else ""
     raise InputError(where, f"no MONAI bundle here{given} (configs/inference.json missing); pass --bundle DIR")
 
 

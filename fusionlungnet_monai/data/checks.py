@@ -76,8 +76,7 @@ def _check_dicom_file(path: Path) -> tuple[int, ...]:
         raise InputError(path, f"truncated or corrupt DICOM, or pixel data that cannot be decoded ({type(e).__name__})") from None
     if arr.ndim not in (2, 3):
         raise InputError(path, f"unsupported DICOM pixel array of shape {arr.shape}")
-    if int(ds.get("SamplesPerPixel", 1) or 1) > 1:
-        check_grey_slice_size(path, components=int(ds.SamplesPerPixel))
+    check_grey_slice_size(path, components=int(ds.get("SamplesPerPixel", 1) or 1))  # RGB: no HU
     if str(ds.get("PhotometricInterpretation", "")).strip() == "MONOCHROME1" and ds.get("Modality") == "CT":
         raise InputError(path, "MONOCHROME1 pixel data (ITK would read inverted HU); convert it to MONOCHROME2")
     return tuple(arr.shape[::-1]) if arr.ndim == 2 else tuple(arr.shape[1:][::-1]) + (arr.shape[0],)

@@ -46,7 +46,6 @@ def sanity_warnings(mask: np.ndarray, ct: np.ndarray, affine: np.ndarray, total_
         w.append(f"the in-plane field of view is {plane[0]:.0f} x {plane[1]:.0f} mm, smaller than any chest: is the "
                  "voxel size in the file right (in mm)? The mask and the volumes in mL are not to be trusted")
     if head_foot_axis(affine) != 2 and mask.shape[2] > 1:  # the same rule the pipeline reorients by
-        spacing = lps_orientation(affine)[2]
         w.append(f"the volume is stored as coronal/sagittal slices: the 2D model saw axial planes reformatted from "
                  f"them ({spacing[0]:.2f} x {spacing[1]:.2f} mm pixels), and the mask was written back in the "
                  "file's own geometry")
