@@ -173,3 +173,40 @@ def test_learning_happens(png_dataset, tmp_path):
     print("val_iou per epoch", iou, "last-iteration loss per epoch", loss)
     assert max(iou[-2:]) > 0.5 and max(iou[-2:]) > iou[0] + 0.2
     assert loss[-1] < loss[0]
+
+
+def test_mask_writer_writes_the_mask_as_it_is_and_where_monais_does(tmp_path):
+    """post#save's writer: the same file as MONAI's NibabelWriter (voxels, dtype, affine of an oblique LPS grid),
+    without its float32 working copy (5x a uint8 mask) when nothing is resampled; NIfTI outputs only."""
+    import nibabel as nib
+    from monai.bundle import ConfigParser
+    from monai.data import MetaTensor, NibabelWriter
+    from monai.transforms import SaveImaged
+
+    from fusionlungnet_monai.outputs import MaskNibabelWriter
+
+    rng = np.random.default_rng(0)
+    mask = torch.as_tensor(rng.random((1, 30, 20, 7)) > 0.6, dtype=torch.uint8)
+    c, s = np.cos(0.3), np.sin(0.3)
+    affine = torch.tensor([[-0.7 * c, -0.7 * s, 0, 120.0], [0.7 * s, -0.7 * c, 0, -80.0], [0, 0, 2.5, -300.0],
+                           [0, 0, 0, 1]], dtype=torch.float64)
+    written = {}
+    for name, writer in (("monai", NibabelWriter), ("ours", MaskNibabelWriter)):
+        m = MetaTensor(mask.clone(), affine=affine, meta={"filename_or_obj": f"{name}.nii.gz"})
+        SaveImaged(keys="pred", output_dir=str(tmp_path), output_postfix="mask", output_dtype=np.uint8,
+                   resample=False, separate_folder=False, writer=writer, print_log=False)({"pred": m})
+        written[name] = nib.load(str(tmp_path / f"{name}_mask.nii.gz"))
+    assert written["ours"].get_data_dtype() == np.uint8 == written["monai"].get_data_dtype()
+    np.testing.assert_array_equal(np.asarray(written["ours"].dataobj), mask[0].numpy())
+    np.testing.assert_array_equal(np.asarray(written["monai"].dataobj), mask[0].numpy())
+    np.testing.assert_allclose(written["ours"].affine, written["monai"].affine, atol=1e-6)
+    np.testing.assert_allclose(written["ours"].affine, affine.numpy(), atol=1e-6)
+    w = MaskNibabelWriter(output_dtype=np.uint8)
+    w.set_data_array(MetaTensor(mask, affine=affine))
+    w.set_metadata({"affine": affine}, resample=False)
+    assert w.data_obj.dtype == np.uint8  # MONAI's set_metadata leaves a float32 copy here
+    p = ConfigParser()
+    p.read_config(str(BUNDLE / "configs" / "inference.json"))
+    assert p.get_parsed_content("post#save#writer") is MaskNibabelWriter
+    p["output_ext"] = ".png"
+    assert p.get_parsed_content("post#save#writer") is None  # MONAI picks the writer for other outputs

@@ -110,21 +110,25 @@ def test_dictionary_version_reads_the_hu_copy_and_names_a_missing_key():
 
 def test_inference_config_refines_between_invert_and_threshold():
     """Named steps in inference.json: HU copy right after loading (before any intensity change), refinement on the
-    inverted probability before the 0.5 threshold; pictures switch it off."""
+    inverted probability, thresholding itself (no float volume left for AsDiscreted); with refinement off (pictures,
+    ``refine_boundary`` false) AsDiscreted thresholds instead."""
     from monai.bundle import ConfigParser
 
 
-    def steps(files, key):
+    def steps(files, key, **over):
         p = ConfigParser()
         p.read_config([str(BUNDLE / "configs" / f) for f in files])
-        p["bundle_root"] = str(BUNDLE)
+        p.update({"bundle_root": str(BUNDLE), **over})
         return [type(t).__name__ for t in p.get_parsed_content(key).transforms]
 
     pre = steps(["inference.json"], "preprocessing")
     post = steps(["inference.json"], "postprocessing")
     assert pre.index("KeepHUd") < pre.index("Orientationd") < pre.index("CTIntensityNormalized")
-    assert post.index("Invertd") < post.index("HUBoundaryRefined") < post.index("AsDiscreted")
-    assert "HUBoundaryRefined" not in steps(["inference.json", "inference_2d.json"], "postprocessing")
+    assert post.index("Invertd") < post.index("HUBoundaryRefined") < post.index("RemoveAirwaysd")
+    assert "AsDiscreted" not in post
+    for off in (steps(["inference.json", "inference_2d.json"], "postprocessing"),
+                steps(["inference.json"], "postprocessing", refine_boundary=False)):
+        assert "HUBoundaryRefined" not in off and off.index("Invertd") < off.index("AsDiscreted")
     assert "KeepHUd" not in steps(["inference.json", "inference_2d.json"], "preprocessing")
     p = ConfigParser()
     p.read_config(str(BUNDLE / "configs" / "inference.json"))
@@ -141,6 +145,14 @@ def test_report_names_inputs_that_are_not_hu():
     assert not [w for w in sanity_warnings(mask, vol_hu, affine, 3000.0) if "HU" in w]
     warns = [w for w in sanity_warnings(mask, vol_hu + 1024.0, affine, 3000.0) if "HU" in w]
     assert len(warns) == 1 and "refinement skips" in warns[0]
+    # HU x 1000 (a DICOM RescaleSlope of 1000): air far below -500, so only the median shows it
+    warns = [w for w in sanity_warnings(mask * 0, vol_hu * 1000.0, affine, 0.0) if "HU" in w]
+    assert len(warns) == 1 and "scaled" in warns[0] and "median -1000000" in warns[0], warns
+    padded = vol_hu.copy()
+    yy, xx = np.mgrid[:48, :48]
+    padded[(yy - 23.5) ** 2 + (xx - 23.5) ** 2 > 24 ** 2] = -32768.0  # outside the reconstruction circle
+    padded[0, 0, 0] = np.nan
+    assert not [w for w in sanity_warnings(mask, padded, affine, 3000.0) if "HU" in w]
 
 
 def test_compact_hu_copy_is_int16_exact_for_scanner_values_and_keeps_meta():
@@ -243,6 +255,28 @@ def test_inplace_refinement_changes_the_probability_itself_and_gives_the_same_re
     img = MetaTensor(torch.as_tensor(hu, dtype=torch.int16)[None], meta={"filename_or_obj": "ct.nii.gz"})
     kept = KeepHUd(keys="image")({"image": img})["image_hu"]
     assert kept is not img and kept.data_ptr() == img.data_ptr() and kept.meta is not img.meta
+
+
+def test_refinement_with_a_threshold_returns_the_uint8_mask_of_the_refined_probability():
+    """post#refine thresholds itself (slab by slab: no second float volume, no whole-volume boolean): the mask is
+    the refined probability's at the threshold, as uint8 with its meta; images not in HU are thresholded only."""
+    hu, lungs = _chest(40)
+    rng = np.random.default_rng(1)
+    vol_hu = torch.as_tensor(np.stack([hu + rng.normal(0, 80, hu.shape) for _ in range(37)], -1))[None]
+    prob = torch.stack([_blurred_probability(lungs, f)[0] for f in (2, 3, 4) for _ in range(13)][:37], -1)[None]
+    expected = (HUBoundaryRefine()(prob, vol_hu) >= 0.5).to(torch.uint8)
+    pm = MetaTensor(prob.clone(), meta={"filename_or_obj": "ct.nii.gz"})
+    d = HUBoundaryRefined(keys="pred", threshold=0.5)({"pred": pm, "image_hu": vol_hu})
+    out = d["pred"]
+    assert isinstance(out, MetaTensor) and out.dtype == torch.uint8 and out.meta["filename_or_obj"] == "ct.nii.gz"
+    assert torch.equal(out.as_tensor(), expected) and torch.equal(pm.as_tensor(), prob)  # the probability is kept
+    assert not torch.equal(expected, (prob >= 0.5).to(torch.uint8))  # the refinement did change the border
+    np_out = HUBoundaryRefine(threshold=0.5)(prob.numpy(), vol_hu.numpy())
+    assert np_out.dtype == np.uint8 and np.array_equal(np_out, expected.numpy())
+    png = MetaTensor(torch.as_tensor(hu)[None], meta={"filename_or_obj": "slice.png"})
+    flat = _blurred_probability(lungs)
+    picture = HUBoundaryRefine(threshold=0.3)(flat, png)  # no HU: thresholded as it is
+    assert picture.dtype == torch.uint8 and torch.equal(picture, (flat >= 0.3).to(torch.uint8))
 
 
 def test_report_names_a_field_of_view_too_small_for_a_chest():

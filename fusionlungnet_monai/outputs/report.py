@@ -13,11 +13,14 @@ import numpy as np
 
 from fusionlungnet_monai.transforms.array import HU_AIR_CHECK, head_foot_axis, lps_orientation
 
-__all__ = ["MIN_CHEST_FOV_MM", "PLAUSIBLE_LUNG_ML", "SECOND_OPINION_DICE", "SECOND_OPINION_GRID_MM", "sanity_warnings",
-           "second_opinion", "write_json"]
+__all__ = ["CT_MEDIAN_HU", "MIN_CHEST_FOV_MM", "PLAUSIBLE_LUNG_ML", "SECOND_OPINION_DICE", "SECOND_OPINION_GRID_MM",
+           "sanity_warnings", "second_opinion", "write_json"]
 
 #: adult total lung volume range used for the plausibility warning (mL)
 PLAUSIBLE_LUNG_ML = (1000.0, 10000.0)
+#: the median of a CT in HU lies in this range (mostly air or soft tissue; padding such as -3024 or -32768 covers at
+#: most the corners outside the reconstruction circle, 21 % of a slice): beyond it the values are scaled, not HU
+CT_MEDIAN_HU = (-1500.0, 4000.0)
 #: a volume whose larger in-plane side spans less than this (mm) is no chest: its voxel size is likely wrong
 MIN_CHEST_FOV_MM = 80.0
 #: below this Dice between the network and the classical segmentation, the report says "check this case"
@@ -27,7 +30,8 @@ SECOND_OPINION_GRID_MM = 1.5
 
 
 def sanity_warnings(mask: np.ndarray, ct: np.ndarray, affine: np.ndarray, total_ml: float) -> list[str]:
-    """Warnings about a ``(x, y, z)`` mask and its CT: empty, implausible volume, not HU, not axial."""
+    """Warnings about a ``(x, y, z)`` mask and its CT: empty, implausible volume, not HU (no air, or scaled values),
+    a field of view too small for a chest, not axial."""
     w = []
     if not mask.any():
         w.append("empty mask: no lung found")
@@ -36,9 +40,14 @@ def sanity_warnings(mask: np.ndarray, ct: np.ndarray, affine: np.ndarray, total_
                  f"{PLAUSIBLE_LUNG_ML[0]:.0f}-{PLAUSIBLE_LUNG_ML[1]:.0f} mL (partial chest coverage, a child, "
                  "or a failed segmentation)")
     lo = float(np.min(ct))
+    mid = float(np.nanmedian(ct[::4, ::4]))  # every 16th voxel of each slice: enough for a median
     if lo >= HU_AIR_CHECK:
         w.append(f"intensities do not look like HU (minimum {lo:.0f}, no air below {HU_AIR_CHECK:.0f}): is the input "
                  "a CT in HU? (the HU boundary refinement skips such images)")
+    elif np.isfinite(mid) and not CT_MEDIAN_HU[0] <= mid <= CT_MEDIAN_HU[1]:
+        w.append(f"intensities are beyond any CT's HU range (median {mid:.0f}, where a CT's lies between "
+                 f"{CT_MEDIAN_HU[0]:.0f} and {CT_MEDIAN_HU[1]:.0f} HU): are the values scaled, by a rescale slope "
+                 "(DICOM) or scl_slope (NIfTI) other than the scanner's?")
     to_lps, _, spacing = lps_orientation(affine)
     fov = [n * spacing[int(to_lps[a, 0])] for a, n in enumerate(mask.shape)]  # mm, per stored axis
     plane = [v for a, v in enumerate(fov) if int(to_lps[a, 0]) != 2] if mask.shape[2] > 1 else fov[:2]

@@ -617,8 +617,10 @@ class HUBoundaryRefine(Transform):
     Args:
         threshold_hu: lung/tissue threshold in HU (the classical segmentation's, -320).
         band: ``(low, high)``: probabilities strictly between them are re-decided.
-        inplace: change the probability itself instead of a copy (a 600-slice 512² volume is 630 MB in float32;
-            the bundle's ``post#refine`` sets it, since ``Invertd`` has just made that probability).
+        inplace: change the probability itself instead of a copy (a 600-slice 512² volume is 630 MB in float32).
+        threshold: when given, return the refined mask ``prob >= threshold`` as ``uint8`` instead of the refined
+            probability, made a slab at a time: no second float volume and no whole-volume boolean (the bundle's
+            ``post#refine`` sets it, since ``Invertd`` has just made the probability and only the mask is kept).
 
     Raises:
         ValueError: when not ``0 <= low < high <= 1``.
@@ -627,38 +629,47 @@ class HUBoundaryRefine(Transform):
     backend = [TransformBackends.TORCH, TransformBackends.NUMPY]
 
     def __init__(self, threshold_hu: float = LUNG_HU_THRESHOLD, band: Sequence[float] = (0.01, 0.99),
-                 inplace: bool = False) -> None:
+                 inplace: bool = False, threshold: float | None = None) -> None:
         if len(band) != 2 or not 0.0 <= float(band[0]) < float(band[1]) <= 1.0:
             raise ValueError(f"band must be (low, high) with 0 <= low < high <= 1, got {band}.")
         self.threshold_hu, self.band = float(threshold_hu), (float(band[0]), float(band[1]))
         self.inplace = bool(inplace)
+        self.threshold = None if threshold is None else float(threshold)
 
     def __call__(self, prob: NdarrayOrTensor, hu: NdarrayOrTensor) -> NdarrayOrTensor:
         """Args: ``prob``: channel-first probability ``(1, H, W[, D])``; ``hu``: the CT in HU on the same grid (one
         channel). Returns: ``prob`` with its uncertain voxels set to 0 or 1 (type, dtype and meta kept; with
-        ``inplace``, its voxels are ``prob``'s own: ``prob`` is changed too).
+        ``inplace``, its voxels are ``prob``'s own: ``prob`` is changed too); with ``threshold``, the refined mask
+        as ``uint8`` (type and meta kept).
 
         Raises:
             ValueError: when the two grids differ.
         """
         if tuple(hu.shape[1:]) != tuple(prob.shape[1:]) or hu.shape[0] != 1:
             raise ValueError(f"the HU image {tuple(hu.shape)} is not on the probability's grid {tuple(prob.shape)}.")
-        if not is_hu_image(hu):
-            return prob
         p = convert_to_tensor(prob, track_meta=False)
-        h = convert_to_tensor(hu, track_meta=False, device=p.device)
-        if h.is_floating_point():
-            h = torch.nan_to_num(h, nan=-1024.0)  # NaN (missing data) reads as air
+        binary = self.threshold is not None
+        refine = is_hu_image(hu)
+        if not (refine or binary):
+            return prob
+        out = torch.empty(p.shape, dtype=torch.uint8, device=p.device) if binary else p if self.inplace else p.clone()
+        if refine:
+            h = convert_to_tensor(hu, track_meta=False, device=p.device)
+            if h.is_floating_point():
+                h = torch.nan_to_num(h, nan=-1024.0)  # NaN (missing data) reads as air
         lo, hi = self.band
-        out = p if self.inplace else p.clone()
         slab, *plane = axial_dims(prob)  # axial planes, whatever the storage order
-        for idx in _slab_index(out, dim=slab):  # volumes 16 planes at a time (less memory); parts are views of out
-            part = out[idx]
-            uncertain = (part > lo) & (part < hi)
-            if bool(uncertain.any()):  # torch.where: boolean-mask indexing is several times slower on the CPU
-                below = median3x3_below(h[idx], self.threshold_hu, dims=plane)
-                part.copy_(torch.where(uncertain, below.to(part.dtype), part))
-        return convert_to_dst_type(out, prob)[0]
+        for idx in _slab_index(p, dim=slab):  # volumes 16 planes at a time (less memory); parts are views
+            part = p[idx]
+            decided = part >= self.threshold if binary else part
+            if refine:
+                uncertain = (part > lo) & (part < hi)
+                if bool(uncertain.any()):  # torch.where: boolean-mask indexing is several times slower on the CPU
+                    below = median3x3_below(h[idx], self.threshold_hu, dims=plane)
+                    decided = torch.where(uncertain, below.to(decided.dtype), decided)
+            if decided is not part:  # else out already holds it (out is p, or p's clone)
+                out[idx].copy_(decided)
+        return convert_to_dst_type(out, prob, dtype=out.dtype)[0]
 
 
 class RemoveAirways(Transform):

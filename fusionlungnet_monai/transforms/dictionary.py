@@ -223,7 +223,7 @@ class HUBoundaryRefined(_WithHUd):
     Args:
         keys: probability keys (``"pred"``).
         hu_key: key of the CT in HU.
-        threshold_hu, band, inplace: see :class:`HUBoundaryRefine`.
+        threshold_hu, band, inplace, threshold: see :class:`HUBoundaryRefine`.
         allow_missing_keys: don't raise for missing keys.
 
     Raises:
@@ -233,8 +233,9 @@ class HUBoundaryRefined(_WithHUd):
     backend = HUBoundaryRefine.backend
 
     def __init__(self, keys: KeysCollection, hu_key: str = "image_hu", threshold_hu: float = LUNG_HU_THRESHOLD,
-                 band: Sequence[float] = (0.01, 0.99), inplace: bool = False, allow_missing_keys: bool = False) -> None:
-        super().__init__(keys, HUBoundaryRefine(threshold_hu, band, inplace), hu_key, allow_missing_keys)
+                 band: Sequence[float] = (0.01, 0.99), inplace: bool = False, threshold: float | None = None,
+                 allow_missing_keys: bool = False) -> None:
+        super().__init__(keys, HUBoundaryRefine(threshold_hu, band, inplace, threshold), hu_key, allow_missing_keys)
 
 
 class RemoveAirwaysd(_WithHUd):
