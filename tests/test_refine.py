@@ -236,8 +236,9 @@ def test_preprocessing_on_cuda_gives_the_same_mask():
 
 
 def test_inplace_refinement_changes_the_probability_itself_and_gives_the_same_result():
-    """post#refine runs in place (the probability Invertd has just made: no second float32 volume); the result is
-    the copying transform's, and the int16 HU image KeepHUd keeps shares the loaded image's voxels (no copy)."""
+    """``inplace`` (for callers that keep the probability; post#refine thresholds instead, see below) changes the
+    probability itself: no second float32 volume, and the copying transform's result; the int16 HU image KeepHUd
+    keeps shares the loaded image's voxels (no copy)."""
     hu, lungs = _chest(40)
     prob = _blurred_probability(lungs)
     expected = HUBoundaryRefine()(prob.clone(), torch.as_tensor(hu)[None])
