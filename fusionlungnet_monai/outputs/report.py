@@ -40,14 +40,15 @@ def sanity_warnings(mask: np.ndarray, ct: np.ndarray, affine: np.ndarray, total_
                  f"{PLAUSIBLE_LUNG_ML[0]:.0f}-{PLAUSIBLE_LUNG_ML[1]:.0f} mL (partial chest coverage, a child, "
                  "or a failed segmentation)")
     lo = float(np.min(ct))
-    mid = float(np.nanmedian(ct[::4, ::4]))  # every 16th voxel of each slice: enough for a median
     if lo >= HU_AIR_CHECK:
         w.append(f"intensities do not look like HU (minimum {lo:.0f}, no air below {HU_AIR_CHECK:.0f}): is the input "
                  "a CT in HU? (the HU boundary refinement skips such images)")
-    elif np.isfinite(mid) and not CT_MEDIAN_HU[0] <= mid <= CT_MEDIAN_HU[1]:
-        w.append(f"intensities are beyond any CT's HU range (median {mid:.0f}, where a CT's lies between "
-                 f"{CT_MEDIAN_HU[0]:.0f} and {CT_MEDIAN_HU[1]:.0f} HU): are the values scaled, by a rescale slope "
-                 "(DICOM) or scl_slope (NIfTI) other than the scanner's?")
+    else:
+        mid = float(np.nanmedian(ct[::4, ::4]))  # every 16th voxel of each slice: enough for a median
+        if np.isfinite(mid) and not CT_MEDIAN_HU[0] <= mid <= CT_MEDIAN_HU[1]:
+            w.append(f"intensities are beyond any CT's HU range (median {mid:.0f}, where a CT's lies between "
+                     f"{CT_MEDIAN_HU[0]:.0f} and {CT_MEDIAN_HU[1]:.0f} HU): are the values scaled, by a rescale "
+                     "slope (DICOM) or scl_slope (NIfTI) other than the scanner's?")
     to_lps, _, spacing = lps_orientation(affine)
     fov = [n * spacing[int(to_lps[a, 0])] for a, n in enumerate(mask.shape)]  # mm, per stored axis
     plane = [v for a, v in enumerate(fov) if int(to_lps[a, 0]) != 2] if mask.shape[2] > 1 else fov[:2]
