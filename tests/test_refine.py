@@ -109,27 +109,29 @@ def test_dictionary_version_reads_the_hu_copy_and_names_a_missing_key():
 
 
 def test_inference_config_refines_between_invert_and_threshold():
-    """Named steps in inference.json: HU copy right after loading (before any intensity change), refinement on the
-    inverted probability, thresholding itself (no float volume left for AsDiscreted); with refinement off (pictures,
-    ``refine_boundary`` false) AsDiscreted thresholds instead."""
+    """Named steps in inference.json: HU copy right after loading (before any intensity change), refinement on each
+    inverted slab of the probability, thresholding itself (no float volume left for AsDiscreted); with refinement
+    off (pictures, ``refine_boundary`` false) AsDiscreted thresholds instead. Then the volume steps."""
     from monai.bundle import ConfigParser
 
 
-    def steps(files, key, **over):
+    def parsed(files, key, **over):
         p = ConfigParser()
         p.read_config([str(BUNDLE / "configs" / f) for f in files])
         p.update({"bundle_root": str(BUNDLE), **over})
-        return [type(t).__name__ for t in p.get_parsed_content(key).transforms]
+        return p.get_parsed_content(key)
 
-    pre = steps(["inference.json"], "preprocessing")
-    post = steps(["inference.json"], "postprocessing")
+    def names(transforms):
+        return [type(t).__name__ for t in transforms]
+
+    pre = names(parsed(["inference.json"], "preprocessing").transforms)
+    post = names(parsed(["inference.json"], "postprocessing").transforms)
     assert pre.index("KeepHUd") < pre.index("Orientationd") < pre.index("CTIntensityNormalized")
-    assert post.index("Invertd") < post.index("HUBoundaryRefined") < post.index("RemoveAirwaysd")
-    assert "AsDiscreted" not in post
-    for off in (steps(["inference.json", "inference_2d.json"], "postprocessing"),
-                steps(["inference.json"], "postprocessing", refine_boundary=False)):
-        assert "HUBoundaryRefined" not in off and off.index("Invertd") < off.index("AsDiscreted")
-    assert "KeepHUd" not in steps(["inference.json", "inference_2d.json"], "preprocessing")
+    assert post.index("SlabwiseInvertd") < post.index("RemoveAirwaysd") and "AsDiscreted" not in post
+    assert names(parsed(["inference.json"], "post#invert").slab_transforms) == ["HUBoundaryRefined"]
+    for files, over in ((["inference.json", "inference_2d.json"], {}), (["inference.json"], {"refine_boundary": False})):
+        assert names(parsed(files, "post#invert", **over).slab_transforms) == ["AsDiscreted"]
+    assert "KeepHUd" not in names(parsed(["inference.json", "inference_2d.json"], "preprocessing").transforms)
     p = ConfigParser()
     p.read_config(str(BUNDLE / "configs" / "inference.json"))
     assert p["refine_threshold_hu"] == LUNG_HU_THRESHOLD  # one definition of lung in HU, shared with the classical

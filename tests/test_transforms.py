@@ -310,6 +310,10 @@ def test_keep_largest_components_is_monais_rule_on_less_memory():
                 continue  # a tie for the last place kept may be broken either way
             want = np.asarray(KeepLargestConnectedComponent(applied_labels=[1], num_components=k)(m))
             np.testing.assert_array_equal(KeepLargestComponents(k)(m), want)
+            m8 = torch.as_tensor(m).to(torch.uint8)  # read as a view since 0.3.8: it must stay as it was
+            got = KeepLargestComponents(k)(m8)
+            np.testing.assert_array_equal(got.numpy(), want)
+            assert got.dtype == torch.uint8 and torch.equal(m8, torch.as_tensor(m).to(torch.uint8))
             compared += 1
     assert compared >= 15
     mt = MetaTensor(torch.as_tensor(m).to(torch.uint8), meta={"filename_or_obj": "x.nii.gz"})
@@ -399,8 +403,10 @@ def test_fill_mask_holes_equals_monai_fill_holes(shape, touch):
     for seed in range(4):
         m = _blobs(shape, seed, touch)[None].astype(np.uint8)
         ref = FillHoles(applied_labels=[1])(torch.as_tensor(m.copy()))
+        before = m.copy()
         got = FillMaskHoles()(torch.as_tensor(m))
         assert got.dtype == torch.uint8
+        np.testing.assert_array_equal(m, before)  # the mask is read as a view since 0.3.8: it must stay as it was
         np.testing.assert_array_equal(got.numpy(), np.asarray(ref))
         filled += int(ref.sum()) - int(m.sum())
     assert filled > 0, "the random masks must have holes for this test to mean anything"

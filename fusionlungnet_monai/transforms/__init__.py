@@ -1,5 +1,5 @@
 """Paper preprocessing (§4.7) as MONAI transforms: array versions, dictionary versions and the chain; plus the HU
-boundary refinement and the airway removal of the network's output (post-processing, ours)."""
+boundary refinement, the airway removal and the slab-wise inverse of the network's output (post-processing, ours)."""
 
 from fusionlungnet_monai.transforms.array import (
     DEFAULT_HU_WINDOW,
@@ -32,6 +32,7 @@ from fusionlungnet_monai.transforms.dictionary import (
     SqueezeSingleSliced,
     paper_preprocessing,
 )
+from fusionlungnet_monai.transforms.invert import SlabwiseInvertd
 
 __all__ = [
     "DEFAULT_HU_WINDOW",
@@ -56,6 +57,7 @@ __all__ = [
     "RemoveAirwaysd",
     "MedianFilter",
     "MedianFilterd",
+    "SlabwiseInvertd",
     "SqueezeSingleSlice",
     "SqueezeSingleSliced",
     "compact_hu",

@@ -139,6 +139,18 @@ def bounding_box(mask: NdarrayOrTensor, margin: int = 0) -> tuple[slice, ...] | 
     return tuple(slice(max(int(h[0]) - margin, 0), int(h[-1]) + 1 + margin) for h in hits)
 
 
+def replace_in_box(img: NdarrayOrTensor, box: tuple[slice, ...], region: np.ndarray) -> NdarrayOrTensor:
+    """A copy of the channel-first mask ``img`` (type, dtype, device and meta kept) whose voxels in ``box`` are
+    ``region`` (bool, of the box's shape): one copy of the mask, not a whole-grid boolean beside it."""
+    out = img.clone() if isinstance(img, torch.Tensor) else np.array(img, copy=True)
+    where = (0, *box)
+    if isinstance(out, torch.Tensor):
+        out[where] = torch.as_tensor(region, device=out.device).to(out.dtype)
+    else:
+        out[where] = region
+    return out
+
+
 def in_plane_structure(slice_axis: int) -> np.ndarray:
     """3x3x3 labelling structure, 4-connected within a slice and not across slices (``slice_axis``): labelling a
     stack of slices with it gives every slice's own components in one call."""
@@ -174,17 +186,26 @@ def lung_like_components(dense: np.ndarray, labels: np.ndarray, n: int, chunk: i
     Returns:
         ``(sizes, lung_like)``: int64 and bool arrays of length ``n + 1``.
     """
-    count, above = np.zeros(n + 1, dtype=np.int64), np.zeros(n + 1, dtype=np.int64)
+    count, above = component_sizes(labels, n, chunk), np.zeros(n + 1, dtype=np.int64)
     keep = np.zeros(n + 1, dtype=bool)
     if n:
         lab3, dense3 = (labels[..., None], dense[..., None]) if labels.ndim == 2 else (labels, dense)
         for z0 in range(0, lab3.shape[2], chunk):
-            lk = lab3[:, :, z0 : z0 + chunk]
-            count += np.bincount(lk.ravel(), minlength=n + 1)
-            above += np.bincount(lk[dense3[:, :, z0 : z0 + chunk]], minlength=n + 1)
-        count[0] = 0
+            above += np.bincount(lab3[:, :, z0 : z0 + chunk][dense3[:, :, z0 : z0 + chunk]], minlength=n + 1)
         keep[1:] = above[1:] > min_dense_fraction * count[1:]
     return count, keep
+
+
+def component_sizes(labels: np.ndarray, n: int, chunk: int = 16) -> np.ndarray:
+    """Voxels per label of ``labels`` (``n`` components; index 0, the background, counts 0), ``chunk`` slices of
+    the last axis at a time: ``np.bincount`` counts an int64 copy of its input (8 bytes per voxel of the box)."""
+    count = np.zeros(n + 1, dtype=np.int64)
+    if n:
+        lab3 = labels[..., None] if labels.ndim == 2 else labels
+        for z0 in range(0, lab3.shape[2], chunk):
+            count += np.bincount(lab3[:, :, z0 : z0 + chunk].ravel(), minlength=n + 1)
+        count[0] = 0
+    return count
 
 
 def enclosed_background(mask: np.ndarray, structure: np.ndarray, border_axes: Sequence[int]) -> np.ndarray:
@@ -620,7 +641,7 @@ class HUBoundaryRefine(Transform):
         inplace: change the probability itself instead of a copy (a 600-slice 512² volume is 630 MB in float32).
         threshold: when given, return the refined mask ``prob >= threshold`` as ``uint8`` instead of the refined
             probability, made a slab at a time: no second float volume and no whole-volume boolean (the bundle's
-            ``post#refine`` sets it, since ``Invertd`` has just made the probability and only the mask is kept).
+            ``post#refine`` sets it: only the mask is kept).
 
     Raises:
         ValueError: when not ``0 <= low < high <= 1``.
@@ -773,18 +794,21 @@ class KeepLargestComponents(Transform):
         """
         if hu is not None and (tuple(hu.shape[1:]) != tuple(img.shape[1:]) or hu.shape[0] != 1):
             raise ValueError(f"the HU image {tuple(hu.shape)} is not on the mask's grid {tuple(img.shape)}.")
-        mask = convert_to_numpy(img, wrap_sequence=True)[0] > 0
+        mask = binary_view(convert_to_numpy(img, wrap_sequence=True)[0])  # read only: no copy of a 0/1 uint8 mask
         box = bounding_box(mask, margin=1)  # the margin gives the 3x3 median its true neighbours
         if box is None:
             return img
         labels, n = label_components(mask[box], structure=np.ones((3,) * mask.ndim, dtype=bool))
-        sizes = np.bincount(labels.ravel(), minlength=n + 1)
-        sizes[0] = 0
+        sizes = component_sizes(labels, n)
         single = mask.ndim == 2 or mask.shape[2] == 1
         if hu is not None and n and not single and is_hu_image(hu):
             h = convert_to_tensor(hu, track_meta=False)[(slice(None),) + box]
-            air = median3x3_below(h, self.air_hu, strict=False, dims=axial_dims(img)[1:])[0].cpu().numpy()
-            sizes, like = lung_like_components(~air, labels, n, min_dense_fraction=1.0 - self.max_air_fraction)
+            slab, *plane = axial_dims(img)
+            dense = torch.empty(h.shape, dtype=torch.bool)
+            for idx in _slab_index(h, dim=slab):  # 16 axial planes at a time: no box-sized temporaries
+                dense[idx] = ~median3x3_below(h[idx], self.air_hu, strict=False, dims=plane).cpu()
+            sizes, like = lung_like_components(dense[0].numpy(), labels, n,
+                                               min_dense_fraction=1.0 - self.max_air_fraction)
             sizes[~like] = 0
         keep = np.zeros(n + 1, dtype=bool)
         if single and self.slice_fraction is not None:
@@ -792,10 +816,9 @@ class KeepLargestComponents(Transform):
         else:
             order = np.argsort(sizes, kind="stable")[::-1][: self.num_components]
             keep[order[sizes[order] > 0]] = True
-        if not keep[1:].all():
-            mask[box] = keep[labels]
-        del labels
-        return convert_to_dst_type(mask[None], img, dtype=img.dtype)[0]
+        if keep[1:].all():
+            return convert_to_dst_type(mask[None], img, dtype=img.dtype)[0]
+        return replace_in_box(img, box, keep[labels])
 
 
 class FillMaskHoles(Transform):
@@ -813,17 +836,16 @@ class FillMaskHoles(Transform):
     def __call__(self, img: NdarrayOrTensor) -> NdarrayOrTensor:
         """Args: ``img``: a channel-first binary mask ``(1, H, W)`` or ``(1, X, Y, Z)``. Returns: the mask with its
         holes filled, same type and dtype (MetaTensor meta kept)."""
-        mask = convert_to_numpy(img, wrap_sequence=True)[0] > 0
+        mask = binary_view(convert_to_numpy(img, wrap_sequence=True)[0])  # read only: no copy of a 0/1 uint8 mask
         box = bounding_box(mask, margin=1)
         if box is None:
             return img
         flat = tuple(a for a in range(mask.ndim) if mask.shape[a] == 1)
-        sub = np.squeeze(mask[box], axis=flat)  # a view: filling it fills mask
+        sub = np.squeeze(mask[box], axis=flat)
         holes = enclosed_background(sub, np.ones((3,) * sub.ndim, dtype=bool), border_axes=range(sub.ndim))
         if not holes.any():
             return img
-        sub |= holes
-        return convert_to_dst_type(mask[None], img, dtype=img.dtype)[0]
+        return replace_in_box(img, box, (sub | holes).reshape(mask[box].shape))
 
 
 def compact_hu(img: NdarrayOrTensor) -> NdarrayOrTensor:

@@ -218,7 +218,7 @@ class _WithHUd(MapTransform):
 class HUBoundaryRefined(_WithHUd):
     """Dictionary :class:`HUBoundaryRefine`: refines the probability under ``keys`` with the HU image under
     ``hu_key`` (a copy of the image taken before preprocessing by :class:`KeepHUd`, on the probability's grid once
-    ``Invertd`` has run).
+    ``Invertd`` has run; in the bundle, :class:`SlabwiseInvertd` runs it on each inverted slab).
 
     Args:
         keys: probability keys (``"pred"``).
