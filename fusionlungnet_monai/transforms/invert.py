@@ -29,9 +29,9 @@ class SlabwiseInvertd(MapTransform):
     MONAI's ``Invertd`` with the trace of ``orig_keys`` (its sizes along that axis set to the slab's) and lands where
     it lies in the input's own voxel order, whatever the orientation step did (coronal, sagittal or flipped
     storage). The result equals ``Invertd`` followed by ``slab_transforms`` on the whole volume for transforms that
-    work in axial planes. The whole image is inverted at once for 2D images, when a traced transform changed the
-    number of slices, and when the network's slices are not axial (no orientation step on a coronal or sagittal
-    series).
+    work in axial planes. The whole image is inverted at once for 2D images, for a trace kept outside a MetaTensor,
+    when a traced transform changed the number of slices, and when the network's slices are not axial (no
+    orientation step on a coronal or sagittal series).
 
     Args:
         keys: keys of the network's output (``"pred"``).
@@ -77,9 +77,9 @@ class SlabwiseInvertd(MapTransform):
         trace = list(getattr(ref, "applied_operations", []))
         n = int(pred.shape[-1])
         after = _after_orientation(trace)
-        if (pred.ndim != 4 or n <= self.slab_slices or any(_slices(op) not in (None, n) for op in after)
-                or head_foot_axis(ref.affine) != 2):
-            return self._finish({**d, key: inverter({key: pred, orig_key: ref})[key]})[key]
+        if (pred.ndim != 4 or n <= self.slab_slices or not isinstance(ref, MetaTensor)
+                or any(_slices(op) not in (None, n) for op in after) or head_foot_axis(ref.affine) != 2):
+            return self._finish(inverter(d))[key]
         orient = trace[len(trace) - len(after) - 1] if len(after) < len(trace) else None
         out = meta = None
         for z0 in range(0, n, self.slab_slices):
