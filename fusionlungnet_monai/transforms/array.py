@@ -26,8 +26,8 @@ __all__ = ["ArtifactRemoval", "BinarizeMask", "FieldOfViewPad", "edge_line", "fi
            "MedianFilter", "HUBoundaryRefine", "RemoveAirways", "KeepLargestComponents", "FillMaskHoles", "compact_hu",
            "median3x3_below", "is_hu_image", "lps_orientation", "head_foot_axis", "axial_dims",
            "DEFAULT_HU_WINDOW", "EIGHT_BIT_SUFFIXES", "HU_AIR_CHECK", "LUNG_HU_THRESHOLD", "AIR_HU", "OUTSIDE_AIR_HU",
-           "bounding_box",
-           "in_plane_structure", "lung_like_components", "planewise_copy"]
+           "bounding_box", "replace_in_box",
+           "in_plane_structure", "lung_like_components", "component_sizes", "planewise_copy"]
 
 #: HU window mapped to [0, 1]; the PNG export of the phantoms uses the same window.
 DEFAULT_HU_WINDOW = (-1024.0, 600.0)
@@ -186,24 +186,23 @@ def lung_like_components(dense: np.ndarray, labels: np.ndarray, n: int, chunk: i
     Returns:
         ``(sizes, lung_like)``: int64 and bool arrays of length ``n + 1``.
     """
-    count, above = component_sizes(labels, n, chunk), np.zeros(n + 1, dtype=np.int64)
+    count, above = component_sizes(labels, n, chunk), component_sizes(labels, n, chunk, where=dense)
     keep = np.zeros(n + 1, dtype=bool)
-    if n:
-        lab3, dense3 = (labels[..., None], dense[..., None]) if labels.ndim == 2 else (labels, dense)
-        for z0 in range(0, lab3.shape[2], chunk):
-            above += np.bincount(lab3[:, :, z0 : z0 + chunk][dense3[:, :, z0 : z0 + chunk]], minlength=n + 1)
-        keep[1:] = above[1:] > min_dense_fraction * count[1:]
+    keep[1:] = above[1:] > min_dense_fraction * count[1:]
     return count, keep
 
 
-def component_sizes(labels: np.ndarray, n: int, chunk: int = 16) -> np.ndarray:
-    """Voxels per label of ``labels`` (``n`` components; index 0, the background, counts 0), ``chunk`` slices of
-    the last axis at a time: ``np.bincount`` counts an int64 copy of its input (8 bytes per voxel of the box)."""
+def component_sizes(labels: np.ndarray, n: int, chunk: int = 16, where: np.ndarray | None = None) -> np.ndarray:
+    """Voxels per label of ``labels`` (``n`` components; index 0, the background, counts 0), only those where the
+    bool ``where`` is true when given, ``chunk`` slices of the last axis at a time: ``np.bincount`` counts an int64
+    copy of its input (8 bytes per voxel of the box)."""
     count = np.zeros(n + 1, dtype=np.int64)
     if n:
         lab3 = labels[..., None] if labels.ndim == 2 else labels
+        sel3 = None if where is None else where[..., None] if where.ndim == 2 else where
         for z0 in range(0, lab3.shape[2], chunk):
-            count += np.bincount(lab3[:, :, z0 : z0 + chunk].ravel(), minlength=n + 1)
+            part = lab3[:, :, z0 : z0 + chunk]
+            count += np.bincount(part.ravel() if sel3 is None else part[sel3[:, :, z0 : z0 + chunk]], minlength=n + 1)
         count[0] = 0
     return count
 
@@ -799,7 +798,6 @@ class KeepLargestComponents(Transform):
         if box is None:
             return img
         labels, n = label_components(mask[box], structure=np.ones((3,) * mask.ndim, dtype=bool))
-        sizes = component_sizes(labels, n)
         single = mask.ndim == 2 or mask.shape[2] == 1
         if hu is not None and n and not single and is_hu_image(hu):
             h = convert_to_tensor(hu, track_meta=False)[(slice(None),) + box]
@@ -810,6 +808,8 @@ class KeepLargestComponents(Transform):
             sizes, like = lung_like_components(dense[0].numpy(), labels, n,
                                                min_dense_fraction=1.0 - self.max_air_fraction)
             sizes[~like] = 0
+        else:
+            sizes = component_sizes(labels, n)
         keep = np.zeros(n + 1, dtype=bool)
         if single and self.slice_fraction is not None:
             keep[1:] = sizes[1:] >= self.slice_fraction * sizes.max()

@@ -76,16 +76,17 @@ class SlabwiseInvertd(MapTransform):
         pred, ref = d[key], d[orig_key]
         trace = list(getattr(ref, "applied_operations", []))
         n = int(pred.shape[-1])
-        after = _after_orientation(trace)
+        first = _orientation_index(trace) + 1  # the ops from here work in the network's voxel order
         if (pred.ndim != 4 or n <= self.slab_slices or not isinstance(ref, MetaTensor)
-                or any(_slices(op) not in (None, n) for op in after) or head_foot_axis(ref.affine) != 2):
+                or any(_slices(op) not in (None, n) for op in trace[first:]) or head_foot_axis(ref.affine) != 2):
             return self._finish(inverter(d))[key]
-        orient = trace[len(trace) - len(after) - 1] if len(after) < len(trace) else None
+        orient = trace[first - 1] if first else None
+        axis = _slab_axis(ref, orient)
         out = meta = None
         for z0 in range(0, n, self.slab_slices):
             s = min(self.slab_slices, n - z0)
-            inv = inverter({key: pred[..., z0:z0 + s], orig_key: _slab_proxy(ref, trace, after, z0, s)})[key]
-            axis, start, whole = _placement(inv, ref, orient, z0)
+            inv = inverter({key: pred[..., z0:z0 + s], orig_key: _slab_proxy(ref, trace, first, z0, s)})[key]
+            start = _slab_start(inv, orient, axis, z0)
             where = (slice(None),) * (axis + 1) + (slice(start, start + s),)
             item = {key: inv, **{k: d[k][where] for k in self.slab_keys if k in d}}
             part = self._finish(item)[key]
@@ -94,18 +95,20 @@ class SlabwiseInvertd(MapTransform):
                 shape[axis + 1] = n
                 out = torch.empty(shape, dtype=part.dtype, device=part.device)
                 meta = deepcopy(inv.meta)
+                whole = torch.as_tensor(inv.affine, dtype=torch.float64).clone()
+                whole[:3, 3] -= whole[:3, axis] * start  # the input's first voxel, not the slab's
+                meta["affine"] = whole
             out[where] = part.as_tensor() if isinstance(part, MetaTensor) else torch.as_tensor(part)
-        meta["affine"] = torch.as_tensor(whole, dtype=torch.float64)
         return MetaTensor(out, meta=meta)
 
 
-def _after_orientation(trace: list) -> list:
-    """The traced transforms after the last orientation step (all of them when there is none): they work on the
-    network's voxel order, slices along the last axis."""
+def _orientation_index(trace: list) -> int:
+    """Index of the last orientation step in ``trace``; -1 when there is none (the ops after it work in the
+    network's voxel order, slices along the last axis)."""
     for i in range(len(trace) - 1, -1, -1):
         if trace[i].get(TraceKeys.CLASS_NAME) == "Orientation":
-            return trace[i + 1:]
-    return trace
+            return i
+    return -1
 
 
 def _slices(op: dict) -> int | None:
@@ -113,11 +116,11 @@ def _slices(op: dict) -> int | None:
     return int(size[-1]) if size is not None and len(size) == 3 else None
 
 
-def _slab_proxy(ref, trace: list, after: list, z0: int, s: int) -> MetaTensor:
-    """A stand-in for the preprocessed image of slices ``z0 .. z0 + s``: its trace with ``s`` slices after the
-    orientation step, and its affine moved to the slab's first slice."""
+def _slab_proxy(ref, trace: list, first: int, z0: int, s: int) -> MetaTensor:
+    """A stand-in for the preprocessed image of slices ``z0 .. z0 + s``: its trace with ``s`` slices from op
+    ``first`` on (those after the orientation step), and its affine moved to the slab's first slice."""
     ops = deepcopy(trace)
-    for op in ops[len(trace) - len(after):]:
+    for op in ops[first:]:
         if _slices(op) is not None:
             op[TraceKeys.ORIG_SIZE] = (*op[TraceKeys.ORIG_SIZE][:2], s)
     meta = deepcopy(ref.meta)
@@ -129,21 +132,30 @@ def _slab_proxy(ref, trace: list, after: list, z0: int, s: int) -> MetaTensor:
     return proxy
 
 
-def _placement(inv, ref, orient: dict | None, z0: int) -> tuple[int, int, np.ndarray]:
-    """``(axis, start, affine)``: the spatial axis of the input's voxel order that an inverted slab runs along, its
-    first index there, and the affine of the whole input."""
-    affine = np.asarray(torch.as_tensor(inv.affine, dtype=torch.float64))
-    if orient is None:  # no orientation step: the input's own last axis
-        axis, start = 2, z0
-    else:
-        full = np.asarray(orient[TraceKeys.EXTRA_INFO]["original_affine"], dtype=np.float64)
-        along = np.asarray(torch.as_tensor(ref.affine, dtype=torch.float64))[:3, 2]  # the network's slice direction
-        cols = full[:3, :3] / np.linalg.norm(full[:3, :3], axis=0)
-        axis = int(np.argmax(np.abs(cols.T @ along)))
-        voxel = np.linalg.solve(full, affine[:, 3])[:3]  # the slab's first voxel in the input's index space
-        start = int(round(float(voxel[axis])))
-        if np.abs(np.delete(voxel, axis)).max() > 1e-3 or abs(voxel[axis] - start) > 1e-3:
-            raise RuntimeError(f"slab {z0} inverted to voxel {voxel.round(3).tolist()}, not along axis {axis}.")
-    whole = affine.copy()
-    whole[:3, 3] -= affine[:3, axis] * start
-    return axis, start, whole
+def _slab_axis(ref, orient: dict | None) -> int:
+    """The spatial axis of the input's voxel order that the network's slices are stacked along: the input's own last
+    axis without an orientation step, else the one closest to the network's slice direction."""
+    if orient is None:
+        return 2
+    full = np.asarray(orient[TraceKeys.EXTRA_INFO]["original_affine"], dtype=np.float64)
+    along = np.asarray(torch.as_tensor(ref.affine, dtype=torch.float64))[:3, 2]
+    cols = full[:3, :3] / np.linalg.norm(full[:3, :3], axis=0)
+    return int(np.argmax(np.abs(cols.T @ along)))
+
+
+def _slab_start(inv, orient: dict | None, axis: int, z0: int) -> int:
+    """The index along ``axis`` of the input's voxel order where the inverted slab of network slices from ``z0``
+    begins (reversed order when the orientation step flipped that axis).
+
+    Raises:
+        RuntimeError: when the slab's first voxel does not lie on that axis at a whole index.
+    """
+    if orient is None:
+        return z0
+    full = np.asarray(orient[TraceKeys.EXTRA_INFO]["original_affine"], dtype=np.float64)
+    origin = np.asarray(torch.as_tensor(inv.affine, dtype=torch.float64))[:, 3]
+    voxel = np.linalg.solve(full, origin)[:3]  # the slab's first voxel in the input's index space
+    start = int(round(float(voxel[axis])))
+    if np.abs(np.delete(voxel, axis)).max() > 1e-3 or abs(voxel[axis] - start) > 1e-3:
+        raise RuntimeError(f"slab {z0} inverted to voxel {voxel.round(3).tolist()}, not along axis {axis}.")
+    return start
