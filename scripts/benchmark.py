@@ -66,8 +66,10 @@ def count_flops(module, x) -> float:
     return float(fc.get_total_flops())
 
 
-def bench_forward(size: int, batch: int, repeat: int, channels_last: bool) -> dict:
+def bench_forward(size: int, batch: int, repeat: int, channels_last: bool, fused: bool = False) -> dict:
+    """The eval forward; ``fused``: BatchNorm folded into the convs, as the bundle's inference runs it."""
     from fusionlungnet_monai import FusionLungNet
+    from fusionlungnet_monai.networks import fuse_conv_bn
 
     torch.manual_seed(0)
     net = FusionLungNet().eval()
@@ -75,11 +77,13 @@ def bench_forward(size: int, batch: int, repeat: int, channels_last: bool) -> di
     if channels_last:
         net = net.to(memory_format=torch.channels_last)
         x = x.contiguous(memory_format=torch.channels_last)
+    if fused:
+        fuse_conv_bn(net)
     with torch.inference_mode():
         s = timeit(lambda: net(x), repeat)
         enc = timeit(lambda: net.encoder(x), repeat)
     flops = count_flops(net, x[:1])
-    return {"size": size, "batch": batch, "channels_last": channels_last, "s_per_slice": s / batch,
+    return {"size": size, "batch": batch, "channels_last": channels_last, "fused": fused, "s_per_slice": s / batch,
             "slices_per_s": batch / s, "encoder_s_per_slice": enc / batch, "gflop_per_slice": flops / 1e9,
             "achieved_gflops": flops * batch / s / 1e9}
 
@@ -260,7 +264,8 @@ def markdown(res: dict) -> str:
     lines += ["| forward (eval, inference_mode) | batch | slices/s | encoder share | GFLOP/slice | GFLOP/s | ÷ GEMM |",
               "|---|---|---|---|---|---|---|"]
     for f in res["forward"]:
-        lines.append(f"| {f['size']}² {'channels_last' if f['channels_last'] else 'eager'} | {f['batch']} | "
+        kind = ("channels_last" if f["channels_last"] else "eager") + (", BN folded" if f.get("fused") else "")
+        lines.append(f"| {f['size']}² {kind} | {f['batch']} | "
                      f"{f['slices_per_s']:.2f} | {f['encoder_s_per_slice'] / f['s_per_slice']:.0%} | "
                      f"{f['gflop_per_slice']:.1f} | {f['achieved_gflops']:.0f} | "
                      f"{f['achieved_gflops'] / res['gemm']['gflops']:.2f} |")
@@ -312,10 +317,13 @@ def main() -> None:
     from fusionlungnet_monai.predict import fast_size
 
     fast = fast_size(ROOT / "bundle")
-    sizes = [(64, False)] if q else [(320, False), (320, True), (160, False), (160, True), (fast, True)]
-    res["forward"] = [bench_forward(s, 2 if q else a.batch, rep, cl) for s, cl in sizes]
+    sizes = ([(64, False, False), (64, True, True)] if q else
+             [(320, False, False), (320, True, False), (320, True, True), (160, False, False), (160, True, False),
+              (160, True, True), (fast, True, True)])
+    res["forward"] = [bench_forward(s, 2 if q else a.batch, rep, cl, fu) for s, cl, fu in sizes]
     for f in res["forward"]:
-        print(f"forward {f['size']} cl={f['channels_last']}: {f['slices_per_s']:.2f} slices/s", flush=True)
+        print(f"forward {f['size']} cl={f['channels_last']} fused={f['fused']}: {f['slices_per_s']:.2f} slices/s",
+              flush=True)
     fwd = {(f["size"], f["channels_last"]): f for f in res["forward"]}
     best = {s: max((f for f in res["forward"] if f["size"] == s), key=lambda f: f["slices_per_s"])
             for s in {f["size"] for f in res["forward"]}}

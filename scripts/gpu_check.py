@@ -209,15 +209,16 @@ def bundle_training(data: Path, out: Path, amp: bool, dtype: str, size: int, bat
 
 
 def inference_benchmark(device_name: str, smoke: bool, model: Path) -> dict:
-    """Inference speed with the shipped weights: the bare forward (eval, channels_last, bf16 autocast on CUDA) and
-    end to end on a phantom NIfTI volume through the bundle's workflow, with preprocessing on the CPU (default) and
-    on the device (``preprocess_on_device``), and through ``fusionlungnet predict``'s ``Predictor`` (slabs, 3D steps,
-    second opinion, QC, report); each after one warm-up run."""
+    """Inference speed with the shipped weights: the bare forward (eval, channels_last, BatchNorm folded, bf16
+    autocast on CUDA) and end to end on a phantom NIfTI volume through the bundle's workflow, with preprocessing on
+    the CPU (default) and on the device (``preprocess_on_device``), and through ``fusionlungnet predict``'s
+    ``Predictor`` (slabs, 3D steps, second opinion, QC, report); each after one warm-up run."""
     import tempfile
 
     import torch
 
     from fusionlungnet_monai import FusionLungNet
+    from fusionlungnet_monai.networks import fuse_conv_bn
     from fusionlungnet_monai.phantom import make_chest_phantom, write_nifti
     from fusionlungnet_monai.predict import Predictor
     from fusionlungnet_monai.workflow import infer_tensors, load_inference_workflow
@@ -227,6 +228,7 @@ def inference_benchmark(device_name: str, smoke: bool, model: Path) -> dict:
     size, batch, slices, matrix = (160, 2, 4, 96) if smoke else (160, 64, 64, 512)
     net = FusionLungNet(deep_supervision=False).to(device).eval().to(memory_format=torch.channels_last)
     net.load_state_dict({k: v.float() for k, v in torch.load(model, map_location=device, weights_only=True).items()})
+    fuse_conv_bn(net)  # as the bundle's inference runs it (fuse_conv_bn: true)
     x = torch.rand(batch, 1, size, size, device=device).contiguous(memory_format=torch.channels_last)
 
     def sync():

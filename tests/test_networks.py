@@ -155,3 +155,85 @@ def test_exported_from_package_root():
 
     assert fln.FusionLungNet is FusionLungNet and fln.ResidualRefinementModule is ResidualRefinementModule
     assert networks.CAA is networks.ChannelAggregationAttention
+
+
+def _bn_count(m):
+    return sum(isinstance(x, torch.nn.modules.batchnorm._BatchNorm) for x in m.modules())
+
+
+def _random_bn_stats(m, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    for bn in m.modules():
+        if isinstance(bn, torch.nn.modules.batchnorm._BatchNorm):
+            c = bn.num_features
+            bn.running_mean.copy_(torch.randn(c, generator=g) * 0.1)
+            bn.running_var.copy_(torch.rand(c, generator=g) + 0.5)
+            bn.weight.data.copy_(torch.rand(c, generator=g) + 0.5)
+            bn.bias.data.copy_(torch.randn(c, generator=g) * 0.1)
+    return m
+
+
+def test_fuse_conv_bn_folds_every_batchnorm_of_the_shipped_network():
+    """The bundle's inference folds BatchNorm into the convs: no BatchNorm left, the same logits, channels_last kept."""
+    from pathlib import Path
+
+    sd = torch.load(Path(__file__).parents[1] / "bundle" / "models" / "model.pt", map_location="cpu",
+                    weights_only=True)
+    net = FusionLungNet(deep_supervision=False).to(memory_format=torch.channels_last)
+    net.load_state_dict({k: v.float() for k, v in sd.items()})
+    net.eval()
+    x = torch.rand(2, 1, 96, 96).contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        ref = net(x)
+    assert _bn_count(net) == 80
+    assert networks.fuse_conv_bn(net) is net and not net.training
+    assert _bn_count(net) == 0
+    assert net.encoder.layer1[0].conv2.weight.is_contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        out = net(x)
+    torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-4)
+    assert ((out > 0) == (ref > 0)).float().mean() > 0.999
+    networks.fuse_conv_bn(net)  # idempotent
+    with torch.no_grad():
+        torch.testing.assert_close(net(x), out)
+
+
+@pytest.mark.parametrize("kwargs", [dict(spatial_dims=3, features=32, rrm_features=8),
+                                    dict(use_caa=False, use_mff=False, use_sr=False, use_rrm=False)])
+def test_fuse_conv_bn_3d_and_ablations(kwargs):
+    torch.manual_seed(0)
+    net = _random_bn_stats(FusionLungNet(deep_supervision=False, **kwargs)).eval()
+    size = (32, 32, 32) if kwargs.get("spatial_dims") == 3 else (64, 64)
+    x = torch.rand(1, 1, *size)
+    with torch.no_grad():
+        ref = net(x)
+        out = networks.fuse_conv_bn(net)(x)
+    assert _bn_count(net) == 0
+    torch.testing.assert_close(out, ref, rtol=1e-3, atol=1e-3 * float(ref.abs().max()))
+
+
+def test_fuse_conv_bn_leaves_what_it_cannot_fold():
+    """A MONAI ResNet with basic blocks folds; a norm before the conv, or after a transposed conv, stays."""
+    from monai.networks.blocks import Convolution
+    from monai.networks.nets import resnet18
+
+    net = _random_bn_stats(resnet18(spatial_dims=2, n_input_channels=1, num_classes=3)).eval()
+    x = torch.rand(2, 1, 64, 64)
+    with torch.no_grad():
+        ref = net(x)
+        out = networks.fuse_conv_bn(net)(x)
+    assert _bn_count(net) == 0
+    torch.testing.assert_close(out, ref, rtol=1e-3, atol=1e-3)
+
+    keep = torch.nn.Sequential(
+        Convolution(2, 1, 4, norm="BATCH", act="RELU", adn_ordering="AN"),  # ReLU before the norm
+        Convolution(2, 4, 4, strides=2, is_transposed=True, norm="BATCH", act="RELU"),  # transposed
+        torch.nn.BatchNorm2d(4), torch.nn.Conv2d(4, 2, 1),  # a norm before a conv
+    )
+    _random_bn_stats(keep).eval()
+    x = torch.rand(1, 1, 16, 16)
+    with torch.no_grad():
+        ref = keep(x)
+        out = networks.fuse_conv_bn(keep)(x)
+    assert _bn_count(keep) == 3
+    torch.testing.assert_close(out, ref)

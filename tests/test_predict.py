@@ -185,9 +185,11 @@ def test_fast_profile_is_four_fifths_of_the_bundle_input(tmp_path):
 
 
 def test_colour_pictures_and_a_nifti_without_voxel_size(model, phantom_dir, tmp_path):
-    """A slice exported as RGB PNG/JPG, CMYK JPG or grey + alpha PNG gets the grey PNG's mask (RGB pictures were
-    refused before 0.2.5: the mask's shape was compared with the image's colour axis); a NIfTI whose header gives
-    no voxel size is segmented with a warning that its volumes in mL are not to be trusted."""
+    """A slice exported as RGB PNG or grey + alpha PNG gets the grey PNG's mask, an RGB or CMYK JPG the mask of the
+    grey picture it decodes to (RGB pictures were refused before 0.2.5: the mask's shape was compared with the
+    image's colour axis; the test's two-epoch model turns JPEG's ±1 grey levels into a few % of other pixels, so the
+    JPGs are not compared with the PNG); a NIfTI whose header gives no voxel size is segmented with a warning that
+    its volumes in mL are not to be trusted."""
     import nibabel as nib
     from PIL import Image
 
@@ -211,8 +213,13 @@ def test_colour_pictures_and_a_nifti_without_voxel_size(model, phantom_dir, tmp_
             assert res.ok, res.error
             got = np.asarray(Image.open(tmp_path / "out" / name / "lungmask.png")) > 0
             assert got.shape == tuple(want.shape)[::-1]
-            agree = (got == (np.asarray(want).T > 0)).mean()
-            assert agree == 1.0 if name.endswith(".png") else agree > 0.97, (name, agree)  # JPEG is lossy
+            if name.endswith(".jpg"):  # JPEG is lossy: the reference is the grey picture it decodes to
+                path_grey = tmp_path / f"{name}.grey.png"
+                Image.open(path).convert("L").save(path_grey)  # ITU-R 601 luma, the weights the network's reader uses
+                _, want_here, _ = p.segment(path_grey)
+            else:
+                want_here = want
+            np.testing.assert_array_equal(got, np.asarray(want_here).T > 0, err_msg=name)
         res = p.predict(tmp_path / "bare.nii.gz", tmp_path / "out" / "bare")
         assert res.ok and any("no voxel size" in w for w in res.report["warnings"]), res.report["warnings"]
 

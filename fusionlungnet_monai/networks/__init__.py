@@ -7,6 +7,7 @@ from fusionlungnet_monai.networks.blocks import (
     SideHead,
     SumFusion,
 )
+from fusionlungnet_monai.networks.fuse import fuse_conv_bn
 from fusionlungnet_monai.networks.fusionlungnet import FusionLungNet, load_resnet50_weights
 from fusionlungnet_monai.networks.rrm import ResidualRefinementModule
 
@@ -28,5 +29,6 @@ __all__ = [
     "SelfRefinement",
     "SideHead",
     "SumFusion",
+    "fuse_conv_bn",
     "load_resnet50_weights",
 ]

@@ -19,10 +19,12 @@ __all__ = ["ChannelAggregationAttention", "MultiScaleFeatureFusion", "SelfRefine
 
 def conv_norm_act(spatial_dims: int, in_channels: int, out_channels: int, kernel_size: int | Sequence[int] = 3,
                   norm: bool = True, act: bool = True) -> Convolution:
-    """Conv (with bias, as in the official code) -> optional BatchNorm -> optional ReLU, 'same' padding."""
+    """Conv (with bias, as in the official code) -> optional BatchNorm -> optional ReLU (in place), 'same'
+    padding."""
     return Convolution(
         spatial_dims, in_channels, out_channels, kernel_size=kernel_size, strides=1, bias=True,
-        norm="BATCH" if norm else None, act="RELU" if act else None, conv_only=not (norm or act),
+        norm="BATCH" if norm else None, act=("relu", {"inplace": True}) if act else None,
+        conv_only=not (norm or act),
     )
 
 
