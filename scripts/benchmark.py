@@ -324,7 +324,6 @@ def main() -> None:
     for f in res["forward"]:
         print(f"forward {f['size']} cl={f['channels_last']} fused={f['fused']}: {f['slices_per_s']:.2f} slices/s",
               flush=True)
-    fwd = {(f["size"], f["channels_last"]): f for f in res["forward"]}
     best = {s: max((f for f in res["forward"] if f["size"] == s), key=lambda f: f["slices_per_s"])
             for s in {f["size"] for f in res["forward"]}}
     res["preprocess"] = bench_preprocess(2 if q else 10)
