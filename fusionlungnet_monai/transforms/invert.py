@@ -80,13 +80,15 @@ class SlabwiseInvertd(MapTransform):
         if (pred.ndim != 4 or n <= self.slab_slices or not isinstance(ref, MetaTensor)
                 or any(_slices(op) not in (None, n) for op in trace[first:]) or head_foot_axis(ref.affine) != 2):
             return self._finish(inverter(d))[key]
-        orient = trace[first - 1] if first else None
-        axis = _slab_axis(ref, orient)
+        # the input's own affine, as the orientation step recorded it (None without one)
+        full = (np.asarray(trace[first - 1][TraceKeys.EXTRA_INFO]["original_affine"], dtype=np.float64)
+                if first else None)
+        axis = _slab_axis(ref, full)
         out = meta = None
         for z0 in range(0, n, self.slab_slices):
             s = min(self.slab_slices, n - z0)
             inv = inverter({key: pred[..., z0:z0 + s], orig_key: _slab_proxy(ref, trace, first, z0, s)})[key]
-            start = _slab_start(inv, orient, axis, z0)
+            start = _slab_start(inv, full, axis, z0)
             where = (slice(None),) * (axis + 1) + (slice(start, start + s),)
             item = {key: inv, **{k: d[k][where] for k in self.slab_keys if k in d}}
             part = self._finish(item)[key]
@@ -132,27 +134,27 @@ def _slab_proxy(ref, trace: list, first: int, z0: int, s: int) -> MetaTensor:
     return proxy
 
 
-def _slab_axis(ref, orient: dict | None) -> int:
-    """The spatial axis of the input's voxel order that the network's slices are stacked along: the input's own last
-    axis without an orientation step, else the one closest to the network's slice direction."""
-    if orient is None:
+def _slab_axis(ref, full: np.ndarray | None) -> int:
+    """The spatial axis of the input's voxel order (affine ``full``) that the network's slices are stacked along:
+    the input's own last axis without an orientation step (``full`` None), else the one closest to the network's
+    slice direction."""
+    if full is None:
         return 2
-    full = np.asarray(orient[TraceKeys.EXTRA_INFO]["original_affine"], dtype=np.float64)
     along = np.asarray(torch.as_tensor(ref.affine, dtype=torch.float64))[:3, 2]
     cols = full[:3, :3] / np.linalg.norm(full[:3, :3], axis=0)
     return int(np.argmax(np.abs(cols.T @ along)))
 
 
-def _slab_start(inv, orient: dict | None, axis: int, z0: int) -> int:
-    """The index along ``axis`` of the input's voxel order where the inverted slab of network slices from ``z0``
-    begins (reversed order when the orientation step flipped that axis).
+def _slab_start(inv, full: np.ndarray | None, axis: int, z0: int) -> int:
+    """The index along ``axis`` of the input's voxel order (affine ``full``; None without an orientation step) where
+    the inverted slab of network slices from ``z0`` begins (reversed order when the orientation step flipped that
+    axis).
 
     Raises:
         RuntimeError: when the slab's first voxel does not lie on that axis at a whole index.
     """
-    if orient is None:
+    if full is None:
         return z0
-    full = np.asarray(orient[TraceKeys.EXTRA_INFO]["original_affine"], dtype=np.float64)
     origin = np.asarray(torch.as_tensor(inv.affine, dtype=torch.float64))[:, 3]
     voxel = np.linalg.solve(full, origin)[:3]  # the slab's first voxel in the input's index space
     start = int(round(float(voxel[axis])))
