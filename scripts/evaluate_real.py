@@ -11,7 +11,10 @@ the classical HU baseline, and reports IoU and Dice against the reference, per c
   TotalSegmentator's own lung-lobe labels (another model's output, not an expert's). It is in the release training
   set (``make_release_data.REAL_TRAINING``), so it shows how well the network fits thin basal slices, not how it
   generalises; its row says "seen in training" and the real mean leaves it out;
-- phantoms v2 with seeds from 10000 (never trained on): exact masks.
+- phantoms v2 with seeds from 10000 (never trained on): exact masks;
+- with ``--consolidation K``: the first K of those phantoms again with dependent consolidation (a dense band at the
+  back of the lower lungs with air bronchograms, which is lung; ``make_chest_phantom(..., consolidation=True)``),
+  the same case otherwise, so the pair of rows shows what dense lung at the border costs.
 
 Which real case is held out is read from ``make_release_data.py`` (``REAL_TRAINING``), not written here.
 
@@ -20,7 +23,8 @@ each slice (every slice of a volume under 20 slices, else every 4th, with at lea
 goes through the bundle's post-processing for a one-slice volume (``post#keep_lungs`` with its slice rule,
 ``keep_lungs_slice_fraction``, and the hole filling), against the two largest components; mean IoU per case.
 
-Usage: python scripts/evaluate_real.py --model bundle/models/model.pt [--input-size 160] [--phantoms 4] [--md OUT.md]
+Usage: python scripts/evaluate_real.py --model bundle/models/model.pt [--input-size 160] [--phantoms 4]
+       [--consolidation 2] [--md OUT.md]
        python scripts/evaluate_real.py --slices [--phantoms 6]
 """
 
@@ -105,6 +109,8 @@ def main() -> None:
     ap.add_argument("--model", default=str(ROOT / "bundle" / "models" / "model.pt"))
     ap.add_argument("--input-size", type=int, default=None)
     ap.add_argument("--phantoms", type=int, default=4)
+    ap.add_argument("--consolidation", type=int, default=0,
+                    help="also score the first K phantoms with dependent consolidation (lung at the border, dense)")
     ap.add_argument("--md", help="also write the markdown table here")
     ap.add_argument("--json", help="also write the per-case results here")
     ap.add_argument("--slices", action="store_true", help="score single slices (the slice rule of post#keep_lungs)")
@@ -119,12 +125,14 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="fln_eval_"))
     load = LoadCTImage(image_only=True)
     cases = real_cases(tmp)
-    for i in range(a.phantoms):
-        ph = make_chest_phantom(10_000 + i, size=512)
-        img = write_nifti(ph.image, ph.affine_ras, tmp / f"ph{i}_image.nii.gz")
-        lab = write_nifti(ph.mask, ph.affine_ras, tmp / f"ph{i}_label.nii.gz")
-        cases.append((f"phantom v2 seed {10_000 + i} ({ph.image.shape[2]} slices, {ph.spacing[2]:.2f} mm)", img, lab,
-                      "phantom"))
+    for i, consolidation in [(i, None) for i in range(a.phantoms)] + [(i, True) for i in range(a.consolidation)]:
+        ph = make_chest_phantom(10_000 + i, size=512, **({"consolidation": True} if consolidation else {}))
+        tag = "c" if consolidation else ""
+        img = write_nifti(ph.image, ph.affine_ras, tmp / f"ph{i}{tag}_image.nii.gz")
+        lab = write_nifti(ph.mask, ph.affine_ras, tmp / f"ph{i}{tag}_label.nii.gz")
+        name = f"phantom v2 seed {10_000 + i} ({ph.image.shape[2]} slices, {ph.spacing[2]:.2f} mm)"
+        cases.append((name + (", dependent consolidation" if consolidation else ""), img, lab,
+                      "phantom-consolidation" if consolidation else "phantom"))
     rows = [{"case": name, "kind": kind} for name, *_, kind in cases]
     if a.slices:
         with Predictor(model=a.model, input_size=a.input_size, progress=False) as pred:
@@ -162,7 +170,8 @@ def main() -> None:
         else:
             lines.append(f"| {r['case']} | " + " | ".join(f"{r[c][m]:.4f}" for c in columns for m in ("iou", "dice"))
                          + " |")
-    for label, kinds in (("held-out real", ("real", "real-pseudo")), ("phantoms", ("phantom",))):
+    for label, kinds in (("held-out real", ("real", "real-pseudo")), ("phantoms", ("phantom",)),
+                         ("phantoms with consolidation", ("phantom-consolidation",))):
         sel = [r for r in rows if r["kind"] in kinds and "error" not in r]
         if len(sel) > 1:
             lines.append(f"| mean of {len(sel)} {label} | " + " | ".join(

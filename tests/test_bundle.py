@@ -156,6 +156,29 @@ def test_multi_gpu_config_instantiates_on_cpu(png_dataset, monkeypatch, tmp_path
         assert not dist.is_initialized()
 
 
+def test_multi_gpu_inference_loads_and_folds_the_network_by_id():
+    """multi_gpu_inference.json takes inference.json's weight loading and BatchNorm folding by id (``%load_weights``,
+    ``%fold_batchnorm``), not as copies: after parsing, both initialize lists run the same expressions, and a change
+    to inference.json's step reaches the distributed run."""
+    from monai.bundle import ConfigParser
+
+    cfg = BUNDLE / "configs"
+    single, multi = ConfigParser(), ConfigParser()
+    single.read_config(str(cfg / "inference.json"))
+    multi.read_config([str(cfg / "inference.json"), str(cfg / "multi_gpu_inference.json")])
+    steps = [single.get(k) for k in ("load_weights", "fold_batchnorm")]
+    assert "checkpointloader" in steps[0] and "fuse_conv_bn" in steps[1]
+    for parser in (single, multi):
+        parser.parse()  # resolves the % macros
+        init = parser.get("initialize")
+        assert [s for s in init if s in steps] == steps, init
+    multi = ConfigParser()
+    multi.read_config([str(cfg / "inference.json"), str(cfg / "multi_gpu_inference.json")])
+    multi["fold_batchnorm"] = "$print('changed')"
+    multi.parse()
+    assert "$print('changed')" in multi.get("initialize")
+
+
 def _series(log: str, pattern: str) -> list[float]:
     import re
 

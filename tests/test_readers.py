@@ -227,3 +227,32 @@ def test_nifti_named_against_its_compression_says_how_to_rename_it(tmp_path):
             LoadCTImage(image_only=True)(str(tmp_path / name))
         with pytest.raises(InputError, match=words):
             check_input(tmp_path / name)
+
+
+def test_building_the_loaders_does_not_announce_monais_gpu_dicom_reader(caplog, recwarn):
+    """MONAI's LoadImage builds all of its readers, and its GPU DICOM reader says "nvImageCodec is not available" (a
+    log line and a warning) each time; the project's loaders never use that reader, so nothing is said. The logger's
+    own level is put back afterwards (a MONAI user who asked for the notice still gets it elsewhere)."""
+    import logging
+
+    from monai.transforms import LoadImage
+
+    from fusionlungnet_monai.data import LoadCTImaged
+
+    plugin = logging.getLogger("monai.data.nvimgcodec_pydicom_plugin")
+    before = plugin.level
+    with caplog.at_level(logging.INFO):
+        LoadCTImage(image_only=True)
+        LoadCTImaged("image")
+    said = [r.getMessage() for r in caplog.records if "nvImageCodec" in r.getMessage()]
+    said += [str(w.message) for w in recwarn if "NvImgCodec" in str(w.message)]
+    assert not said, said
+    assert plugin.level == before
+    try:
+        from monai.data.nvimgcodec_pydicom_plugin import is_nvimgcodec_available
+    except ImportError:
+        return
+    if not is_nvimgcodec_available():  # where the notice exists, MONAI's own LoadImage still gives it
+        with caplog.at_level(logging.INFO):
+            LoadImage(image_only=True)
+        assert any("nvImageCodec" in r.getMessage() for r in caplog.records)

@@ -496,6 +496,25 @@ def _compact(img: torch.Tensor) -> torch.Tensor:
     return img.to(torch.float32)
 
 
+class _QuietReaderRegistration:
+    """Context for building a MONAI ``LoadImage``: it constructs every reader MONAI knows as a fallback, and its GPU
+    DICOM reader announces, as a log line and a warning each time, that the optional nvImageCodec is absent. The
+    project's loaders read with :class:`CTSeriesReader` only, so that reader is never used: its notice is dropped."""
+
+    logger = logging.getLogger("monai.data.nvimgcodec_pydicom_plugin")
+
+    def __enter__(self) -> None:
+        self._warnings = warnings.catch_warnings()
+        self._warnings.__enter__()
+        warnings.filterwarnings("ignore", message="NvImgCodecPydicomReader")
+        self._level = self.logger.level
+        self.logger.setLevel(logging.ERROR)
+
+    def __exit__(self, *exc) -> None:
+        self.logger.setLevel(self._level)
+        self._warnings.__exit__(*exc)
+
+
 class LoadCTImage(LoadImage):
     """MONAI ``LoadImage`` that reads with :class:`CTSeriesReader` only, never falling back to MONAI's other readers.
 
@@ -516,7 +535,8 @@ class LoadCTImage(LoadImage):
         if self.compact:
             kwargs["dtype"] = None
         self.ct_reader = CTSeriesReader(series_uid=series_uid)
-        super().__init__(reader=self.ct_reader, **kwargs)
+        with _QuietReaderRegistration():
+            super().__init__(reader=self.ct_reader, **kwargs)
 
     def __call__(self, filename, reader=None):
         name = str(filename if isinstance(filename, (str, os.PathLike)) else ensure_tuple(filename)[0])
@@ -543,7 +563,8 @@ class LoadCTImaged(LoadImaged):
     def __init__(self, keys, series_uid: str | None = None, image_only: bool = True, allow_missing_keys: bool = False,
                  **kwargs) -> None:
         kwargs.pop("reader", None)
-        super().__init__(keys, image_only=image_only, allow_missing_keys=allow_missing_keys, **kwargs)
+        with _QuietReaderRegistration():
+            super().__init__(keys, image_only=image_only, allow_missing_keys=allow_missing_keys, **kwargs)
         loader_kwargs = {k: v for k, v in kwargs.items() if k in ("dtype", "ensure_channel_first", "simple_keys",
                                                                      "prune_meta_pattern", "prune_meta_sep",
                                                                      "expanduser")}

@@ -8,8 +8,9 @@ Every case draws its own patient and scanner from a seed (same seed, same case):
   its gas bubble) under the domes;
 - airways: the trachea and the main bronchi are air but **not lung**; small airways and vessels inside the lung
   **are lung**;
-- pathology inside the mask: ground glass to consolidation (often subpleural), nodules touching the pleura,
-  emphysema; outside the mask: pleural effusion (dependent, fluid HU);
+- pathology inside the mask: ground glass to consolidation (often subpleural), dependent consolidation (a dense band
+  at the back of the lower lungs with air bronchograms: lung, where an effusion would not be), nodules touching the
+  pleura, emphysema; outside the mask: pleural effusion (dependent, fluid HU);
 - scanner: pixel spacing 0.5-1 mm (field of view), slice thickness 0.6-5 mm, soft or sharp kernel, noise level,
   contrast or not, field-of-view padding (-3024/-2000/-1024 or none), a table, gantry tilt, burnt-in text.
 
@@ -61,6 +62,7 @@ def make_chest_phantom(seed: int = 0, num_slices: int | None = None, size: int =
             (capped at 64).
         size: in-plane matrix.
         overrides: fix any drawn parameter, e.g. ``slice_mm=5.0``, ``fov_mm=400``, ``effusion=True``,
+            ``consolidation=True``,
             ``noise_hu=10``, ``kernel="sharp"``, ``tilt_deg=0``, ``z_range=(0.0, 1.0)`` (in units of the chest
             length, 0 = lowest diaphragm point, 1 = apex).
 
@@ -81,6 +83,10 @@ def make_chest_phantom(seed: int = 0, num_slices: int | None = None, size: int =
         emphysema=bool(rng.random() < 0.25), pleural_nodules=int(rng.integers(0, 4)), vessels=int(rng.integers(30, 70)),
         z_range=None,
     )
+    # dependent consolidation is drawn from a generator of its own, so the cases drawn without it stay as they were
+    # before it existed (same seed, same image and mask)
+    rc = np.random.default_rng([seed, 7])
+    p["consolidation"] = bool(rc.random() < 0.2)
     p.update(overrides)
     sp = p["fov_mm"] / size
     dz = p["slice_mm"]
@@ -111,6 +117,12 @@ def make_chest_phantom(seed: int = 0, num_slices: int | None = None, size: int =
         nod.append((0.97 * ca * np.cos(ang), 0.97 * cb * np.sin(ang), u(0.15, 0.9) * L, u(3, 11)))
     emph = [(u(-0.8, 0.8) * ca, u(-0.8, 0.5) * cb, u(0.4, 1.0) * L, u(20, 60)) for _ in range(3 * p["emphysema"])]
     eff_side, eff_h = int(rng.integers(-1, 2)), u(0.2, 0.45)
+    cons_lo = rc.uniform(-0.05, 0.3)  # dependent consolidation: heights (chest lengths), side, depth, HU
+    cons_z, cons_side = (cons_lo, cons_lo + rc.uniform(0.2, 0.6)), int(rc.integers(-1, 2))
+    cons_depth, cons_hu = rc.uniform(0.15, 0.45), rc.uniform(-250, 40)
+    bronchograms = _segments(rc, 10, np.array([[s * 0.45 * ca, 0.75 * cb, (cons_z[0] + 0.2) * L] for s in
+                                                rc.choice([-1, 1], 10)]), np.array([0.35 * ca, 0.2 * cb, 0.3 * L]),
+                             (1.0, 2.5))
     low = rng.normal(size=(max(size // 16, 4), max(size // 16, 4), max(num_slices // 3, 2)))
     texture = ndimage.zoom(ndimage.gaussian_filter(low, 1.0), [size / low.shape[0], size / low.shape[1],
                                                              num_slices / low.shape[2]], order=1)
@@ -169,6 +181,12 @@ def make_chest_phantom(seed: int = 0, num_slices: int | None = None, size: int =
         sl[lungs] = (p["lung_hu"] + p["gradient_hu"] * Yk / cb
                      + 25.0 * texture[:, :, k])[lungs]
         mask_k = lungs.copy()
+        if p["consolidation"] and cons_z[0] <= t <= cons_z[1]:  # dependent consolidation: dense, but lung
+            cons = lungs & (Yk > cb * (0.9 - cons_depth) + 8.0 * texture[:, :, k])
+            if cons_side:
+                cons &= cons_side * X > 0
+            sl[cons] = (cons_hu + 30.0 * texture[:, :, k])[cons]
+            _draw_segments(X, Yk, z, bronchograms, cons, sl, -950.0)  # air bronchograms: open airways in it
         # structures inside the lung: vessels, small airways (lung), pathology (lung), emphysema (lung)
         _draw_segments(X, Yk, z, vs, lungs, sl, vessel_hu)
         _draw_segments(X, Yk, z, aw, lungs, sl, -980.0, wall=1.0, wall_value=-150.0)
