@@ -17,6 +17,8 @@ classical HU baseline. IoU against the reference, per case and variant:
   -930 to -960 HU: diffuse severe emphysema, or a scanner whose air reads low);
 - ``ground_glass``: +300 HU in the back (dependent) fifth of the lung's extent, every slice (lung median there about
   -550 to -600 HU: ground glass, which is lung);
+- ``consolidation``: the same back fifth made solid: lung voxels there to about -40 HU (15 % of their contrast kept, so
+  vessels stay a little brighter), air below -900 HU left open as air bronchograms (dependent consolidation, lung);
 - ``flipped``: stored right-to-left and head-first reversed (the reader reorients; the mask must come back).
 
 The references: resampled linearly and thresholded at 0.5 (fov, thick), unchanged otherwise. Transforms act on the
@@ -92,11 +94,16 @@ def variant(name: str, ct: np.ndarray, ref: np.ndarray, spacing: list[float], se
     elif name == "emphysema":
         lung = ref > 0.5
         ct[lung] = -1000.0 + (ct[lung] + 1000.0) * 0.5
-    elif name == "ground_glass":
+    elif name in ("ground_glass", "consolidation"):
         lung = ref > 0.5
         ys = np.flatnonzero(lung.any(axis=(0, 2)))
         if ys.size:  # LPS: y grows towards the patient's back
-            ct[lung & (np.arange(ct.shape[1])[None, :, None] > ys[-1] - 0.2 * (ys[-1] - ys[0]))] += 300.0
+            back = lung & (np.arange(ct.shape[1])[None, :, None] > ys[-1] - 0.2 * (ys[-1] - ys[0]))
+            if name == "ground_glass":
+                ct[back] += 300.0
+            else:
+                back &= ct > -900.0
+                ct[back] = -40.0 + 0.15 * (ct[back] + 850.0)
     elif name == "flipped":
         ct, ref = ct[::-1, :, ::-1], ref[::-1, :, ::-1]
     elif name != "native":
@@ -106,7 +113,7 @@ def variant(name: str, ct: np.ndarray, ref: np.ndarray, spacing: list[float], se
 
 
 VARIANTS = ("native", "fov_small", "fov_large", "low_dose", "soft_kernel", "sharp_kernel", "thick", "fov_circle",
-            "emphysema", "ground_glass", "flipped")
+            "emphysema", "ground_glass", "consolidation", "flipped")
 
 
 def save(ct: np.ndarray, spacing, path: Path, flipped: bool = False) -> Path:

@@ -170,3 +170,26 @@ def test_robustness_script_runs_every_variant_and_flipped_storage_changes_nothin
     assert by["thick"]["shape"][2] == by["native"]["shape"][2] // 2
     assert all(r["network_pipeline"]["iou"] > 0.8 for r in rows), rows
     assert (tmp_path / "table.md").read_text().count("\n") == len(VARIANTS) + 2
+
+
+def test_robustness_consolidation_makes_the_back_of_the_lung_solid_and_keeps_its_air():
+    """scripts/robustness.py ``consolidation``: the back fifth of the reference lung becomes solid (about -40 HU), its
+    air below -900 HU stays (air bronchograms), the rest of the CT and the reference do not change."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+    from robustness import variant
+
+    ct = np.full((20, 30, 4), 40, np.int16)
+    ref = np.zeros(ct.shape, bool)
+    ref[4:16, 5:25] = True  # lung rows y 5..24: the back fifth is y > 20.2
+    ct[ref] = -850
+    ct[10, 23, :] = -1000  # a bronchus in the back fifth
+    out, ref2, _ = variant("consolidation", ct, ref, [1.0, 1.0, 1.0])
+    assert (ref2 == ref).all()
+    back = ref.copy()
+    back[:, :21] = False
+    back[10, 23, :] = False
+    assert (np.abs(out[back].astype(int) + 40) <= 1).all()
+    assert (out[10, 23, :] == -1000).all()
+    rest = ~back
+    rest[10, 23, :] = False
+    assert (out[rest] == ct[rest]).all()
