@@ -498,7 +498,12 @@ class Predictor:
         if nan:
             report["warnings"].append(f"{nan} voxels are NaN (not a number) in the input; they were read as air "
                                       "(-1024 HU), which may add holes or lung where they lie")
-            ct = np.nan_to_num(ct, nan=-1024.0)
+        inf = int(np.isinf(ct).sum()) if ct.dtype.kind == "f" else 0
+        if inf:
+            report["warnings"].append(f"{inf} voxels are infinite in the input; they were read as the brightest "
+                                      "or darkest value of the network's HU window")
+        if nan or inf:
+            ct = np.nan_to_num(ct, nan=-1024.0, posinf=3071.0, neginf=-3024.0)
         report["warnings"] += outputs.sanity_warnings(mask, ct, affine, report["volumes_ml"]["total_ml"])
         report["second_opinion"], second, warn = outputs.second_opinion(mask, ct, spacing, affine=affine)
         report["warnings"] += warn
@@ -507,6 +512,9 @@ class Predictor:
             if kind not in ("series", "dicom"):
                 report["warnings"].append("DICOM SEG needs DICOM input; not written for this input")
             else:
-                report["outputs"]["dicom_seg"] = outputs.write_dicom_seg(labels, info.files, out / "seg.dcm",
-                                                                         split=self.split_lr)
+                try:
+                    report["outputs"]["dicom_seg"] = outputs.write_dicom_seg(labels, info.files, out / "seg.dcm",
+                                                                             split=self.split_lr)
+                except outputs.DicomSegUnavailable as e:  # the mask, volumes and picture still stand
+                    report["warnings"].append(f"DICOM SEG not written: {e}")
         return report

@@ -162,11 +162,14 @@ def test_4d_nifti_and_nan_voxels(model, phantom_dir, tmp_path):
     r = predict(four, tmp_path / "o4", "--model", model, "--input-size", "64", expect_rc=1)
     assert "four.nii.gz" in r.stderr and len(r.stderr.strip().splitlines()) == 1
     data[40:50, 40:50, 3] = np.nan
+    data[60:62, 60:62, 4] = [[np.inf, -np.inf], [np.inf, np.inf]]
     nan = tmp_path / "nan.nii.gz"
     nib.save(nib.Nifti1Image(data, img.affine), str(nan))
     predict(nan, tmp_path / "on", "--model", model, "--input-size", "64")
     report = json.loads((tmp_path / "on" / "report.json").read_text())
-    assert any("NaN" in w for w in report["warnings"])
+    assert any(w.startswith("100 voxels are NaN") for w in report["warnings"]), report["warnings"]
+    assert any(w.startswith("4 voxels are infinite") for w in report["warnings"]), report["warnings"]
+    assert 0.0 <= report["second_opinion"]["dice_with_network"] <= 1.0
 
 
 def test_sigterm_ends_a_batch_cleanly_with_exit_130(model, phantom_dir, tmp_path):

@@ -307,3 +307,33 @@ def test_a_multiframe_ct_gives_the_mask_and_seg_of_its_series(model, phantom_dir
                                                 source_frame_numbers=list(range(1, 13)), combine_segments=True)
         for k in range(12):
             np.testing.assert_array_equal(frames[k], labels[:, :, k].T)
+
+
+@pytest.mark.parametrize("drop", ["FrameOfReferenceUID", "PixelSpacing", "PatientID"])
+def test_a_series_that_cannot_carry_a_dicom_seg_still_gets_its_other_outputs(drop, model, phantom_dir, tmp_path):
+    """highdicom raised AttributeError/ValueError from deep inside on such a series, and the whole case failed:
+    now the SEG is skipped with a warning naming what is missing, and the mask, picture and report are written."""
+    import pydicom
+
+    from fusionlungnet_monai.data import select_ct_series
+    from fusionlungnet_monai.outputs import DicomSegUnavailable, write_dicom_seg
+
+    series = tmp_path / "series"
+    series.mkdir()
+    files = []
+    for f in select_ct_series(phantom_dir / "dicom" / "ph000").files:
+        ds = pydicom.dcmread(str(f))
+        delattr(ds, drop)
+        ds.save_as(str(series / f.name))
+        files.append(series / f.name)
+    with pytest.raises(DicomSegUnavailable, match=f"12 of 12 source images have no {drop}"):
+        write_dicom_seg(np.ones((128, 128, 12), np.uint8), files, tmp_path / "seg.dcm")
+    assert not (tmp_path / "seg.dcm").exists()
+    if drop != "FrameOfReferenceUID":
+        return  # one run through the CLI is enough
+    out = tmp_path / "out"
+    r = predict(series, out, "--model", model, "--input-size", "64", "--format", "dicom-seg")
+    report = json.loads((out / "report.json").read_text())
+    assert any(w.startswith("DICOM SEG not written") and drop in w for w in report["warnings"]), report["warnings"]
+    assert sorted(p.name for p in out.iterdir()) == ["lungmask.nii.gz", "qc.png", "report.json"]
+    assert "dicom_seg" not in report["outputs"] and "DICOM SEG not written" in r.stdout + r.stderr

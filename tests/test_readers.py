@@ -41,6 +41,22 @@ def test_truncated_empty_and_text_nifti_are_refused(tmp_path):
     _refused(tmp_path / "text.nii", "not a readable NIfTI")
 
 
+def test_a_singular_nifti_affine_is_refused_in_one_line(tmp_path):
+    """A zero sform gave MONAI's orientation step "Unable to find out axis 0.0 in start_ornt" (MONAI's header
+    correction rebuilds other singular matrices from ``pixdim``, and those are read)."""
+    for name, rows in (("zero", [[0] * 4] * 3), ("zero_rotation", [[0, 0, 0, -90], [0, 0, 0, 20], [0, 0, 0, 5]])):
+        img = nib.Nifti1Image(_ct(), None)
+        hdr = img.header
+        hdr["sform_code"], hdr["qform_code"] = 1, 0
+        hdr["srow_x"], hdr["srow_y"], hdr["srow_z"] = rows
+        path = tmp_path / f"{name}.nii.gz"
+        nib.save(img, str(path))
+        _refused(path, "voxel-to-world matrix (sform/qform) is singular or not finite")
+    ok = tmp_path / "ok.nii.gz"
+    nib.save(nib.Nifti1Image(_ct(), AFFINE), str(ok))
+    assert check_input(ok) == "volume"
+
+
 def test_rgb_and_complex_nifti_are_refused(tmp_path):
     rgb = np.zeros((8, 8, 2), dtype=[("R", "u1"), ("G", "u1"), ("B", "u1")])
     nib.save(nib.Nifti1Image(rgb, AFFINE), str(tmp_path / "rgb.nii.gz"))
@@ -126,18 +142,29 @@ def test_pictures_in_every_mode_read_as_grey_or_rgb(mode, suffix, tmp_path):
 
 
 def test_a_truncated_slice_is_named_and_itk_errors_read_in_one_line(phantom_dir, tmp_path):
-    """ITK says only that a series failed (its first line is a C++ source location): the bad slice is named."""
+    """A slice whose pixel bytes are cut (a file cut short, or PixelData shorter than Rows x Columns, which ITK reads
+    as zeros or garbage without a word) is refused from its header and named; ITK's own failures read in one line
+    (its first line is a C++ source location)."""
     import shutil
 
     import itk
+    import pydicom
 
-    series = tmp_path / "series"
-    shutil.copytree(phantom_dir / "dicom" / "ph000", series)
-    bad = sorted(series.glob("*.dcm"))[5]
-    bad.write_bytes(bad.read_bytes()[:3000])  # headers intact, pixels cut
-    with pytest.raises(InputError) as e:
-        LoadCTImage(image_only=True)(str(series))
-    assert e.value.path == str(bad) and "truncated or corrupt" in str(e.value) and ".cxx" not in str(e.value)
+    for how in ("file", "element"):
+        series = tmp_path / f"series_{how}"
+        shutil.copytree(phantom_dir / "dicom" / "ph000", series)
+        bad = sorted(series.glob("*.dcm"))[5]
+        if how == "file":
+            bad.write_bytes(bad.read_bytes()[:3000])  # headers intact, pixels cut
+        else:
+            ds = pydicom.dcmread(bad)
+            ds.PixelData = ds.PixelData[:1000]
+            ds.save_as(bad)
+        with pytest.raises(InputError) as e:
+            LoadCTImage(image_only=True)(str(series))
+        msg = str(e.value)
+        assert e.value.path == str(series) and bad.name in msg and "fewer pixel bytes" in msg, msg
+        assert "truncated" in msg and ".cxx" not in msg
     vol = itk.image_from_array(_ct((6, 20, 24)))
     itk.imwrite(vol, str(tmp_path / "v.mha"))
     cut = tmp_path / "cut.mha"
@@ -229,21 +256,29 @@ def test_nifti_named_against_its_compression_says_how_to_rename_it(tmp_path):
             check_input(tmp_path / name)
 
 
-def test_building_the_loaders_does_not_announce_monais_gpu_dicom_reader(caplog, recwarn):
+def test_building_the_loaders_does_not_announce_monais_gpu_dicom_reader(caplog, recwarn, tmp_path):
     """MONAI's LoadImage builds all of its readers, and its GPU DICOM reader says "nvImageCodec is not available" (a
     log line and a warning) each time; the project's loaders never use that reader, so nothing is said. The logger's
-    own level is put back afterwards (a MONAI user who asked for the notice still gets it elsewhere)."""
+    own level is put back afterwards (a MONAI user who asked for the notice still gets it elsewhere). The training
+    data checks' mask reader is one of them."""
     import logging
 
     from monai.transforms import LoadImage
 
-    from fusionlungnet_monai.data import LoadCTImaged
+    from PIL import Image
 
+    from fusionlungnet_monai.data import LoadCTImaged, check_pair
+
+    grey = np.zeros((24, 20), np.uint8)
+    Image.fromarray(grey).save(tmp_path / "image.png")
+    grey[5:9, 5:9] = 255
+    Image.fromarray(grey).save(tmp_path / "mask.png")
     plugin = logging.getLogger("monai.data.nvimgcodec_pydicom_plugin")
     before = plugin.level
     with caplog.at_level(logging.INFO):
         LoadCTImage(image_only=True)
         LoadCTImaged("image")
+        check_pair(tmp_path / "image.png", tmp_path / "mask.png", require_foreground=True)  # the training checks
     said = [r.getMessage() for r in caplog.records if "nvImageCodec" in r.getMessage()]
     said += [str(w.message) for w in recwarn if "NvImgCodec" in str(w.message)]
     assert not said, said

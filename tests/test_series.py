@@ -196,3 +196,26 @@ def test_a_multiframe_file_is_a_series_and_its_frames_must_be_in_order(tmp_path)
         check_input(path)
     with pytest.raises(InputError, match="frames are not in slice-position order"):
         select_ct_series(path.parent)
+
+
+@pytest.mark.parametrize("edit,words", [
+    (lambda ds, k: ds.__delattr__("ImagePositionPatient") if k == 5 else None,
+     r"1 of 12 slices have no ImagePositionPatient \(e.g. \S+\): their order and spacing are unknown"),
+    (lambda ds, k: ds.__delattr__("ImageOrientationPatient"), "no ImageOrientationPatient"),
+    (lambda ds, k: setattr(ds, "ImageOrientationPatient", [1, 0, 0, 1, 0, 0]), "gives no slice plane"),
+    (lambda ds, k: setattr(ds, "ImageOrientationPatient", [0] * 6), "gives no slice plane"),
+])
+def test_broken_slice_geometry_is_named(edit, words, phantom_dir, tmp_path):
+    """Headers without a position for one slice, or without a plane, were "missing ImageOrientationPatient/
+    ImagePositionPatient" or "oblique slices (slice normal [0, 0, 0])": now what is wrong, and where."""
+    from fusionlungnet_monai.data import check_input
+
+    folder = tmp_path / "series"
+    folder.mkdir()
+    for k, f in enumerate(select_ct_series(phantom_dir / "dicom" / "ph000").files):
+        ds = pydicom.dcmread(str(f))
+        edit(ds, k)
+        ds.save_as(str(folder / f.name))
+    with pytest.raises(InputError, match=words) as e:
+        check_input(folder)
+    assert "\n" not in str(e.value)

@@ -153,9 +153,9 @@ def check_pair(image: str | os.PathLike, mask: str | os.PathLike, require_foregr
     if tuple(isz) != tuple(msz):
         raise InputError(mask, f"mask size {tuple(msz)} does not match image size {tuple(isz)} of {image}")
     if require_foreground:
-        from monai.transforms import LoadImage
+        from fusionlungnet_monai.data.series import LoadCTImage
 
-        m = np.asarray(LoadImage(image_only=True)(str(mask)))
+        m = np.asarray(LoadCTImage(image_only=True)(str(mask)))
         if not np.any(m > 0):
             raise InputError(mask, "mask has no foreground pixel (all zero)")
 

@@ -23,6 +23,7 @@ import zlib
 
 import numpy as np
 from monai.data import NibabelReader, PILReader
+from monai.utils import ensure_tuple
 
 from fusionlungnet_monai.data.errors import InputError
 
@@ -72,11 +73,14 @@ class CTNiftiReader(NibabelReader):
         level = log.level
         log.setLevel(logging.ERROR)
         try:
-            return super().read(data, **kwargs)
+            imgs = super().read(data, **kwargs)
         except (nib.filebasedimages.ImageFileError, OSError, EOFError, ValueError) as e:
             raise InputError(data, _misnamed(data) or f"not a readable NIfTI file ({_first_line(e)})") from None
         finally:
             log.setLevel(level)
+        for img in ensure_tuple(imgs):
+            _check_affine(img)
+        return imgs
 
     def _get_array_data(self, img, filename=None):
         name = filename or img.get_filename()
@@ -98,6 +102,19 @@ class CTNiftiReader(NibabelReader):
         meta = super()._get_meta_dict(img)
         meta[SPACING_UNKNOWN] = bool(np.any(_stored_pixdim(img.get_filename())[1:4] == 0))
         return meta
+
+
+def _check_affine(img) -> None:
+    """Refuse a NIfTI whose voxel-to-world matrix (the sform or qform nibabel picks) is not finite or is singular:
+    it gives no orientation and no voxel size, and MONAI's orientation step fails on it from deep inside.
+
+    Raises:
+        InputError: naming the file.
+    """
+    affine = np.asarray(img.affine, dtype=float)
+    if not np.all(np.isfinite(affine)) or abs(np.linalg.det(affine[:3, :3])) < 1e-9:
+        raise InputError(img.get_filename(), "its voxel-to-world matrix (sform/qform) is singular or not finite: it "
+                                             "gives no orientation or voxel size; fix the header")
 
 
 def check_one_volume(name, size) -> None:

@@ -71,6 +71,7 @@ class SeriesInfo:
     warnings: list = field(default_factory=list)
     sizes: set = field(default_factory=set)  # (Rows, Columns) of its slices
     no_pixels: list = field(default_factory=list)  # files without PixelData
+    short_pixels: list = field(default_factory=list)  # files whose PixelData is shorter than Rows x Columns say
     photometric: set = field(default_factory=set)  # PhotometricInterpretation of its slices
     frame_positions: list = field(default_factory=list)  # a multi-frame file's ImagePositionPatient per frame
     samples: set = field(default_factory=set)  # SamplesPerPixel of its slices (3: RGB)
@@ -113,6 +114,32 @@ def _usable_spacing(value) -> bool:
     except (TypeError, ValueError):
         return False
     return len(sizes) == 2 and all(np.isfinite(v) and v > 0 for v in sizes)
+
+
+def _short_pixel_data(ds, path: Path) -> bool:
+    """Whether uncompressed ``PixelData`` holds fewer bytes than ``Rows x Columns x frames`` need, or runs past the
+    end of the file (a truncated copy): the readers would fill the slice with zeros or garbage without a word. Read
+    from the header alone (the pixels are a deferred element)."""
+    elem = ds.get_item("PixelData", keep_deferred=True)
+    meta = getattr(ds, "file_meta", None)
+    syntax = meta.get("TransferSyntaxUID") if meta is not None else None
+    if elem is None or (syntax is not None and syntax.is_compressed):
+        return False
+    length = getattr(elem, "length", None)
+    if length is None:  # a value pydicom has already converted (under ``defer_size``)
+        length = len(elem.value or b"")
+    if length == 0xFFFFFFFF:  # undefined length: encapsulated frames, whatever the transfer syntax says
+        return False
+    tell = getattr(elem, "value_tell", None)
+    if tell is not None and tell + length > path.stat().st_size:
+        return True
+    try:
+        bits = int(ds.get("BitsAllocated", 0) or 0)
+        need = int(ds.Rows) * int(ds.Columns) * int(ds.get("SamplesPerPixel", 1) or 1) * int(
+            ds.get("NumberOfFrames", 1) or 1)
+    except (AttributeError, TypeError, ValueError):
+        return False
+    return bits % 8 == 0 and length < need * bits // 8
 
 
 def _plane_geometry(ds) -> tuple[tuple, list]:
@@ -210,6 +237,8 @@ def _scan_files(folder: Path, files: list[Path]) -> list[SeriesInfo]:
         info.no_rescale += _functional(ds, "RescaleIntercept", "PixelValueTransformationSequence") is None
         if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
             info.no_pixels.append(path)
+        elif _short_pixel_data(ds, path):
+            info.short_pixels.append(path)
     if n_dicom == 0:
         raise InputError(folder, f"no DICOM files found ({len(files)} file(s) checked)")
     for info in groups.values():
@@ -217,6 +246,9 @@ def _scan_files(folder: Path, files: list[Path]) -> list[SeriesInfo]:
             info.rejected = ("no image pixels" if len(info.no_pixels) == len(info.files) else
                              f"{len(info.no_pixels)} of {len(info.files)} slices have no pixel data (e.g. "
                              f"{info.no_pixels[0].name}): the mask would not line up with the CT in z")
+        if info.short_pixels and not info.rejected:
+            info.rejected = (f"{len(info.short_pixels)} of {len(info.files)} slices hold fewer pixel bytes than their "
+                             f"Rows x Columns need (e.g. {info.short_pixels[0].name}): truncated or damaged files")
         if len(info.sizes) > 1 and not info.rejected:
             info.rejected = "slices of different sizes " + ", ".join(f"{r}x{c}" for r, c in sorted(info.sizes))
         _validate(info)
@@ -264,8 +296,13 @@ def _validate(info: SeriesInfo) -> None:
         info.rejected = (f"{max(info.samples)} values per pixel (RGB: a secondary capture or screenshot), not CT "
                          "values in HU")
         return
-    if len(info.orientation) != 6 or any(p is None or len(p) != 3 for p in info.positions):
-        info.rejected = "missing ImageOrientationPatient/ImagePositionPatient"
+    if len(info.orientation) != 6:
+        info.rejected = "no ImageOrientationPatient: the slices' plane is unknown"
+        return
+    missing = [f for f, p in zip(info.files, info.positions) if p is None or len(p) != 3]
+    if missing:
+        info.rejected = (f"{len(missing)} of {len(info.files)} slices have no ImagePositionPatient (e.g. "
+                         f"{missing[0].name}): their order and spacing are unknown")
         return
     if info.frame_positions and len(info.files) > 1:
         info.rejected = (f"{len(info.files)} multi-frame files in one series: give one of them (e.g. "
@@ -280,6 +317,10 @@ def _validate(info: SeriesInfo) -> None:
         if not (np.all(steps > 0) or np.all(steps < 0)):
             info.rejected = "a multi-frame image whose frames are not in slice-position order"
             return
+    if np.linalg.norm(n) < 0.5:
+        info.rejected = (f"ImageOrientationPatient {list(info.orientation)} gives no slice plane (its row and column "
+                         "directions are zero or parallel)")
+        return
     main = int(np.argmax(np.abs(n)))
     if abs(n[main]) < 0.9:
         info.rejected = f"oblique slices (slice normal {np.round(n, 3).tolist()}, not near one patient axis)"

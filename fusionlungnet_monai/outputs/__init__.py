@@ -1,7 +1,7 @@
 """What ``fusionlungnet predict`` writes for a case: the mask as NIfTI or PNG, an optional DICOM SEG, a QC picture and
 the report (lung volumes, sanity warnings, the classical second opinion)."""
 
-from fusionlungnet_monai.outputs.dicom_seg import write_dicom_seg
+from fusionlungnet_monai.outputs.dicom_seg import DicomSegUnavailable, write_dicom_seg
 from fusionlungnet_monai.outputs.masks import MaskNibabelWriter, affine_3d, write_mask_nifti, write_mask_png
 from fusionlungnet_monai.outputs.qc import LUNG_DISPLAY_WINDOW, qc_overlay
 from fusionlungnet_monai.outputs.report import (
@@ -15,6 +15,6 @@ from fusionlungnet_monai.outputs.report import (
     write_json,
 )
 
-__all__ = ["write_dicom_seg", "MaskNibabelWriter", "affine_3d", "write_mask_nifti", "write_mask_png",
+__all__ = ["DicomSegUnavailable", "write_dicom_seg", "MaskNibabelWriter", "affine_3d", "write_mask_nifti", "write_mask_png",
            "LUNG_DISPLAY_WINDOW", "qc_overlay", "CT_MEDIAN_HU", "MIN_CHEST_FOV_MM", "PLAUSIBLE_LUNG_ML",
            "SECOND_OPINION_DICE", "SECOND_OPINION_GRID_MM", "sanity_warnings", "second_opinion", "write_json"]

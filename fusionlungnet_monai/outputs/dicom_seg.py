@@ -9,12 +9,37 @@ import numpy as np
 
 from fusionlungnet_monai.version import __version__
 
-__all__ = ["write_dicom_seg"]
+__all__ = ["DicomSegUnavailable", "write_dicom_seg"]
 
 _SEGMENTS = {
     1: ("Lung", "39607008", "Lung"),
 }
 _SIDES = {1: ("Right lung", "3341006", "Right lung"), 2: ("Left lung", "44029006", "Left lung")}
+
+#: what highdicom copies from every source image into a SEG (a missing one raises from deep inside it)
+REQUIRED_SOURCE_ATTRIBUTES = ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID", "PatientID",
+                              "FrameOfReferenceUID")
+
+
+class DicomSegUnavailable(ValueError):
+    """The source series lacks what a DICOM SEG must reference or copy: the SEG is skipped, the other outputs stand."""
+
+
+def _missing_attributes(src: Sequence, files: Sequence) -> str | None:
+    """Which attributes a SEG needs are absent from the source images (one line naming a file), or ``None``."""
+    from fusionlungnet_monai.data.series import _functional
+
+    lacking = []
+    for ds, f in zip(src, files):
+        missing = [k for k in REQUIRED_SOURCE_ATTRIBUTES if k not in ds]
+        if _functional(ds, "PixelSpacing", "PixelMeasuresSequence") is None:
+            missing.append("PixelSpacing")
+        if missing:
+            lacking.append((os.path.basename(str(f)), missing))
+    if not lacking:
+        return None
+    name, missing = lacking[0]
+    return f"{len(lacking)} of {len(src)} source images have no {', '.join(missing)} (e.g. {name})"
 
 
 def write_dicom_seg(labels: np.ndarray, source_files: Sequence[str | os.PathLike], path: str | os.PathLike,
@@ -31,6 +56,11 @@ def write_dicom_seg(labels: np.ndarray, source_files: Sequence[str | os.PathLike
 
     Returns:
         the written path.
+
+    Raises:
+        DicomSegUnavailable: when the source images lack what a SEG must reference or copy (no
+            FrameOfReferenceUID, PixelSpacing, patient or study identifiers ...).
+        FileExistsError: when ``path`` exists.
     """
     import highdicom as hd
     import pydicom
@@ -40,6 +70,9 @@ def write_dicom_seg(labels: np.ndarray, source_files: Sequence[str | os.PathLike
     if os.path.exists(path):
         raise FileExistsError(f"{path}: already exists; refusing to overwrite")
     src = [pydicom.dcmread(str(f)) for f in source_files]
+    missing = _missing_attributes(src, source_files)
+    if missing:
+        raise DicomSegUnavailable(f"the source series lacks what a SEG must reference: {missing}")
     lab = np.asarray(labels)
     # a multi-frame (enhanced) CT is one source file; ITK stacks its frames in the file's order, as the SEG does
     slices = int(src[0].get("NumberOfFrames", 1) or 1) if len(src) == 1 else len(src)
@@ -59,12 +92,16 @@ def write_dicom_seg(labels: np.ndarray, source_files: Sequence[str | os.PathLike
                                   algorithm_identification=algo)
         for n, (label, code, meaning) in table.items()
     ]
-    seg = hd.seg.Segmentation(
-        source_images=src, pixel_array=frames, segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
-        segment_descriptions=descriptions, series_instance_uid=hd.UID(), series_number=900,
-        sop_instance_uid=hd.UID(), instance_number=1, manufacturer="fusionlungnet-monai",
-        manufacturer_model_name="FusionLungNet", software_versions=__version__, device_serial_number="0",
-        series_description="Lung segmentation (FusionLungNet)", omit_empty_frames=False,
-    )
+    try:
+        seg = hd.seg.Segmentation(
+            source_images=src, pixel_array=frames, segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
+            segment_descriptions=descriptions, series_instance_uid=hd.UID(), series_number=900,
+            sop_instance_uid=hd.UID(), instance_number=1, manufacturer="fusionlungnet-monai",
+            manufacturer_model_name="FusionLungNet", software_versions=__version__, device_serial_number="0",
+            series_description="Lung segmentation (FusionLungNet)", omit_empty_frames=False,
+        )
+    except (AttributeError, KeyError, TypeError, ValueError) as e:  # what else highdicom finds missing or invalid
+        reason = str(e).strip().splitlines()[0][:200] if str(e).strip() else ""
+        raise DicomSegUnavailable(f"highdicom refused the source series ({type(e).__name__}: {reason})") from e
     seg.save_as(str(path))
     return str(path)
