@@ -11,6 +11,37 @@ from fusionlungnet_monai.version import __version__
 __all__ = ["main", "build_parser"]
 
 
+def _int_at_least(low: int):
+    """An argparse ``type``: a whole number of at least ``low`` (argparse then says which option is wrong)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be {low} or more, got {value}")
+        return value
+
+    return parse
+
+
+def _phantom_formats(text: str) -> tuple[str, ...]:
+    """An argparse ``type``: a comma list of ``dicom``, ``nifti``, ``png``."""
+    formats = tuple(f.strip() for f in text.split(",") if f.strip())
+    bad = sorted(set(formats) - {"dicom", "nifti", "png"})
+    if bad or not formats:
+        raise argparse.ArgumentTypeError(f"expected a comma list of dicom, nifti, png, got {text!r}")
+    return formats
+
+
+def _case_prefix(text: str) -> str:
+    """An argparse ``type``: a case id prefix, which names files and folders, so without path separators."""
+    if "/" in text or "\\" in text:
+        raise argparse.ArgumentTypeError(f"a case id prefix names files: no path separators, got {text!r}")
+    return text
+
+
 def _cmd_phantom(args: argparse.Namespace) -> int:
     from fusionlungnet_monai.phantom import write_phantom_case
 
@@ -22,7 +53,7 @@ def _cmd_phantom(args: argparse.Namespace) -> int:
             seed=args.seed + i,
             num_slices=args.slices,
             size=args.size,
-            formats=tuple(args.formats.split(",")),
+            formats=args.formats,
             localizer=not args.no_localizer,
             png_every=args.png_every,
             overwrite=args.overwrite,
@@ -192,13 +223,13 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="example: fusionlungnet phantom outputs/phantoms --cases 3 --slices 48 --formats dicom,png",
     )
     ph.add_argument("output", help="output folder (created)")
-    ph.add_argument("--cases", type=int, default=1, help="number of phantoms (default 1)")
-    ph.add_argument("--slices", type=int, default=64, help="axial slices per phantom (default 64)")
-    ph.add_argument("--size", type=int, default=512, help="in-plane matrix size (default 512)")
-    ph.add_argument("--seed", type=int, default=0, help="seed of the first case; case i uses seed+i (default 0)")
-    ph.add_argument("--formats", default="dicom,nifti,png", help="comma list of dicom,nifti,png (default all)")
-    ph.add_argument("--png-every", type=int, default=1, help="write every n-th slice as PNG (default 1)")
-    ph.add_argument("--prefix", default="phantom", help="case id prefix (default 'phantom')")
+    ph.add_argument("--cases", type=_int_at_least(1), default=1, help="number of phantoms (default 1)")
+    ph.add_argument("--slices", type=_int_at_least(1), default=64, help="axial slices per phantom (default 64)")
+    ph.add_argument("--size", type=_int_at_least(64), default=512, help="in-plane matrix size (default 512)")
+    ph.add_argument("--seed", type=_int_at_least(0), default=0, help="seed of the first case; case i uses seed+i (default 0)")
+    ph.add_argument("--formats", type=_phantom_formats, default=("dicom", "nifti", "png"), help="comma list of dicom,nifti,png (default all)")
+    ph.add_argument("--png-every", type=_int_at_least(1), default=1, help="write every n-th slice as PNG (default 1)")
+    ph.add_argument("--prefix", type=_case_prefix, default="phantom", help="case id prefix (default 'phantom')")
     ph.add_argument("--no-localizer", action="store_true", help="do not add a localizer series to the DICOM folder")
     ph.add_argument("--overwrite", action="store_true", help="replace existing files")
     ph.set_defaults(func=_cmd_phantom)

@@ -3,20 +3,36 @@
 
 import argparse
 import json
+import sys
 
-from fusionlungnet_monai.data import make_datalist
+from fusionlungnet_monai.data import InputError, make_datalist
+
+
+def fraction(text: str) -> float:
+    """An argparse ``type``: a fraction in [0, 1)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0.0 <= value < 1.0:
+        raise argparse.ArgumentTypeError(f"must be at least 0 and below 1, got {value}")
+    return value
 
 
 def main() -> None:
+    """Parse the arguments, write the datalist, print its section sizes (exit 1 with one line on bad input)."""
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("dataset", help="folder holding images/ and masks/")
     p.add_argument("--output", help="datalist path (default DATASET/datalist.json)")
-    p.add_argument("--val-fraction", type=float, default=0.2)
-    p.add_argument("--test-fraction", type=float, default=0.0)
+    p.add_argument("--val-fraction", type=fraction, default=0.2, help="share of patients for validation (default 0.2)")
+    p.add_argument("--test-fraction", type=fraction, default=0.0, help="share of patients for testing (default 0)")
     p.add_argument("--overwrite", action="store_true")
     a = p.parse_args()
     out = a.output or f"{a.dataset}/datalist.json"
-    dl = make_datalist(a.dataset, out, a.val_fraction, a.test_fraction, overwrite=a.overwrite)
+    try:
+        dl = make_datalist(a.dataset, out, a.val_fraction, a.test_fraction, overwrite=a.overwrite)
+    except (InputError, ValueError) as e:  # one line naming the folder or file, no traceback
+        sys.exit(f"error: {e}")
     print(json.dumps({k: len(v) for k, v in dl.items()}), "->", out)
 
 

@@ -94,6 +94,37 @@ def test_bundle_training_names_a_missing_datalist_or_listed_file(tmp_path):
     _one_line_error(r, str(tmp_path / "a.png"), "missing")
 
 
+@pytest.mark.parametrize("bad", ["mask_size", "rgb_mask", "16bit_image"])
+def test_bundle_training_refuses_a_pair_that_does_not_fit(bad, phantom_dir, tmp_path):
+    """A mask of another size was resized with its image and trained on, misaligned, without a word; an RGB mask
+    ended in a traceback; a 16-bit image was trained on clipped (the CLI refused it). One line each, naming the file."""
+    from PIL import Image
+
+    from fusionlungnet_monai.data import make_datalist
+
+    src = phantom_dir / "png"
+    for sub in ("images", "masks"):
+        (tmp_path / sub).mkdir()
+    names = sorted(p.name for p in (src / "images").glob("*.png"))
+    for n in names:
+        image, mask = np.asarray(Image.open(src / "images" / n)), np.asarray(Image.open(src / "masks" / n))
+        Image.fromarray(image.astype(np.uint16) * 200 if bad == "16bit_image" else image).save(tmp_path / "images" / n)
+        if bad == "mask_size":
+            mask = mask[:-5]
+        elif bad == "rgb_mask":
+            mask = np.stack([mask] * 3, -1)
+        Image.fromarray(mask).save(tmp_path / "masks" / n)
+    make_datalist(tmp_path, tmp_path / "datalist.json")
+    r = _run("training", "--config_file", "configs/train.json", "--dataset_dir", str(tmp_path),
+             "--bundle_root", str(tmp_path / "run"), "--max_epochs", "1", "--spatial_size", "[64,64]",
+             "--num_workers", "0")
+    words = {"mask_size": ["/masks/", "mask size (128, 123) does not match image size (128, 128)"],
+             "rgb_mask": ["/masks/", "mask must be a single-channel image, got 3 values per pixel"],
+             "16bit_image": ["/images/", "16-bit image not supported"]}[bad]
+    _one_line_error(r, *words)
+    assert not (tmp_path / "run" / "models" / "model.pt").exists()
+
+
 def test_input_error_is_found_behind_monai_wrappers():
     from fusionlungnet_monai.data import InputError, find_input_error
 

@@ -46,7 +46,16 @@ def test_missing_empty_and_non_dicom_folders(tmp_path):
     expect("empty folder", check_input, tmp_path / "empty", path=tmp_path / "empty")
     (tmp_path / "docs").mkdir()
     (tmp_path / "docs" / "readme.txt").write_text("hi")
-    expect("no DICOM files", check_input, tmp_path / "docs", path=tmp_path / "docs")
+    msg = expect("no DICOM files", check_input, tmp_path / "docs", path=tmp_path / "docs")
+    assert "image file" not in msg
+    (tmp_path / "pictures").mkdir()
+    Image.fromarray(np.zeros((20, 20), np.uint8)).save(tmp_path / "pictures" / "a.png")
+    (tmp_path / "pictures" / "b.nii.gz").write_bytes(b"")
+    from fusionlungnet_monai.data import scan_dicom_folder
+
+    # the bundle's input (a folder is read as one DICOM series) given a folder of pictures or volumes: say what it holds
+    expect(r"no DICOM files found \(2 file\(s\) checked\); it holds 2 image file\(s\) such as a.png: give one file",
+           scan_dicom_folder, tmp_path / "pictures", path=tmp_path / "pictures")
 
 
 def test_only_localizers(tmp_path, phantom_dir):
@@ -112,6 +121,24 @@ def test_datalist_pairs_and_checks(tmp_path, phantom_dir):
     make_datalist(phantom_dir / "png", out)
     expect("already exists", make_datalist, phantom_dir / "png", out, path=out)
     os.remove(out)
+
+
+def test_datalist_fractions_that_leave_nothing_to_train_on(phantom_dir, tmp_path):
+    """Fractions of 1.5 or -0.1, or validation + test of 0.9 on two patients, wrote a datalist without a training
+    section that training then refused; the script printed tracebacks for a missing folder."""
+    import subprocess
+    import sys
+
+    for val, test in ((1.5, 0.0), (-0.1, 0.0), (0.6, 0.6)):
+        with pytest.raises(ValueError, match="below 1"):
+            make_datalist(phantom_dir / "png", val_fraction=val, test_fraction=test)
+    expect("2 patient\\(s\\) and fractions validation 0.5, test 0.4 leave none to train on", make_datalist,
+           phantom_dir / "png", None, 0.5, 0.4, path=phantom_dir / "png")
+    script = [sys.executable, str(Path(__file__).parents[1] / "scripts" / "make_datalist.py")]
+    r = subprocess.run([*script, str(tmp_path / "nothing")], capture_output=True, text=True)
+    assert r.returncode == 1 and r.stderr.strip() == f"error: {tmp_path / 'nothing' / 'images'}: no such folder"
+    r = subprocess.run([*script, str(phantom_dir / "png"), "--val-fraction", "1.5"], capture_output=True, text=True)
+    assert r.returncode == 2 and "argument --val-fraction: must be at least 0 and below 1, got 1.5" in r.stderr
 
 
 def test_output_dir_checks(tmp_path):

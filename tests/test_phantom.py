@@ -91,3 +91,24 @@ def test_cli_version_and_phantom(tmp_path):
                           "--size", "64", "--formats", "png"], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert len(list((tmp_path / "png" / "images").glob("*.png"))) == 3
+
+
+@pytest.mark.parametrize("opts,words", [
+    (["--cases", "0"], "argument --cases: must be 1 or more, got 0"),  # wrote nothing and said nothing
+    (["--cases", "-1"], "argument --cases: must be 1 or more, got -1"),
+    (["--slices", "0"], "argument --slices: must be 1 or more"),  # ValueError: num_slices must be >= 1
+    (["--size", "17"], "argument --size: must be 64 or more, got 17"),
+    (["--seed", "-5"], "argument --seed: must be 0 or more"),  # ValueError: expected non-negative integer
+    (["--png-every", "0"], "argument --png-every: must be 1 or more"),  # wrote every slice silently
+    (["--formats", "dicom,foo"], "argument --formats: expected a comma list of dicom, nifti, png"),
+    (["--prefix", "a/b"], "argument --prefix: a case id prefix names files: no path separators"),
+])
+def test_cli_phantom_refuses_bad_numbers_and_names(opts, words, tmp_path, capsys):
+    """The phantom command's options are checked by argparse: exit 2, the option named, nothing written."""
+    from fusionlungnet_monai.cli import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["phantom", str(tmp_path / "out"), *opts])
+    assert e.value.code == 2 and words in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+

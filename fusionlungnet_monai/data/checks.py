@@ -8,9 +8,11 @@ import os
 from pathlib import Path
 
 import numpy as np
+from monai.config import KeysCollection
+from monai.transforms import MapTransform
 
 from fusionlungnet_monai.data.errors import InputError
-from fusionlungnet_monai.data.readers import check_one_volume
+from fusionlungnet_monai.data.readers import check_one_volume, picture_mode_problem
 from fusionlungnet_monai.data.series import (
     IMAGE_SUFFIXES,
     PICTURE_SUFFIXES,
@@ -21,8 +23,8 @@ from fusionlungnet_monai.data.series import (
     select_ct_series,
 )
 
-__all__ = ["IMAGE_SUFFIXES", "PICTURE_SUFFIXES", "VOLUME_SUFFIXES", "check_input", "check_output_dir", "check_pair",
-           "file_stem", "image_size"]
+__all__ = ["IMAGE_SUFFIXES", "PICTURE_SUFFIXES", "VOLUME_SUFFIXES", "CheckPaird", "check_input", "check_output_dir",
+           "check_pair", "file_stem", "image_size"]
 
 
 
@@ -56,9 +58,8 @@ def _check_picture(path: Path, mask: bool = False) -> tuple[int, int]:
             alpha = np.asarray(im.getchannel("A")) if mode in ("RGBA", "LA") else None
     except (UnidentifiedImageError, OSError, SyntaxError) as e:
         raise InputError(path, f"not a readable image ({type(e).__name__})") from None
-    if mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        raise InputError(path, f"{'16-bit' if mode.startswith('I;16') else mode + '-mode'} image not supported: "
-                               "export 8-bit PNG/JPG, or use DICOM/NIfTI for HU data")
+    if picture_mode_problem(mode):
+        raise InputError(path, picture_mode_problem(mode))
     if alpha is not None and alpha.min() < 255:
         raise InputError(path, f"{mode} image with transparency not supported: flatten it to grey or RGB")
     if mask and mode not in ("L", "1", "P", "LA"):
@@ -115,7 +116,12 @@ def image_size(path: str | os.PathLike, mask: bool = False) -> tuple[int, ...]:
         size = _check_volume(path)
     else:
         raise InputError(path, "not an image file (supported: DICOM, NIfTI/MHA/NRRD, PNG/JPG/BMP/TIFF)")
-    return size[:2] if len(size) == 3 and size[2] == 1 else size
+    return _one_slice_as_2d(size)
+
+
+def _one_slice_as_2d(size: tuple) -> tuple:
+    """A one-slice volume's size as a 2D picture's: ``(x, y, 1)`` -> ``(x, y)``."""
+    return tuple(size[:2]) if len(size) == 3 and size[2] == 1 else tuple(size)
 
 
 def check_input(path: str | os.PathLike, series_uid: str | None = None) -> str:
@@ -149,15 +155,58 @@ def check_pair(image: str | os.PathLike, mask: str | os.PathLike, require_foregr
     Raises:
         InputError: naming the file at fault.
     """
-    isz, msz = image_size(image), image_size(mask, mask=True)
-    if tuple(isz) != tuple(msz):
-        raise InputError(mask, f"mask size {tuple(msz)} does not match image size {tuple(isz)} of {image}")
+    _check_sizes(image, mask, image_size(image), image_size(mask, mask=True))
     if require_foreground:
         from fusionlungnet_monai.data.series import LoadCTImage
 
         m = np.asarray(LoadCTImage(image_only=True)(str(mask)))
         if not np.any(m > 0):
             raise InputError(mask, "mask has no foreground pixel (all zero)")
+
+
+def _check_sizes(image, mask, isz, msz) -> None:
+    if tuple(isz) != tuple(msz):
+        raise InputError(mask, f"mask size {tuple(msz)} does not match image size {tuple(isz)} of {image}")
+
+
+class CheckPaird(MapTransform):
+    """:func:`check_pair`'s rule on a loaded training item, right after the loader: the label has one value per pixel
+    and the image's spatial size (a mask of another size was resized with its image and trained on misaligned).
+
+    Args:
+        keys: the image's key and the label's, in this order.
+        allow_missing_keys: pass items without one of them through.
+
+    Raises:
+        InputError: naming the label file.
+    """
+
+    def __init__(self, keys: KeysCollection = ("image", "label"), allow_missing_keys: bool = False) -> None:
+        super().__init__(keys, allow_missing_keys)
+        if len(self.keys) != 2:
+            raise ValueError(f"CheckPaird takes two keys, the image's and the label's; got {self.keys}")
+
+    @staticmethod
+    def _spatial(x):
+        meta = getattr(x, "meta", {})
+        shape = meta.get("spatial_shape")
+        return _one_slice_as_2d(tuple(int(n) for n in (shape if shape is not None else x.shape)))
+
+    def __call__(self, data):
+        d = dict(data)
+        image_key, label_key = self.keys
+        if image_key not in d or label_key not in d:
+            if self.allow_missing_keys:
+                return d
+            raise KeyError(f"CheckPaird: the item has no {image_key if image_key not in d else label_key!r}")
+        image, label = d[image_key], d[label_key]
+        name = lambda x, k: getattr(x, "meta", {}).get("filename_or_obj", k)  # noqa: E731
+        channel = getattr(label, "meta", {}).get("original_channel_dim")
+        if isinstance(channel, (int, np.integer)):  # a colour picture (PIL: -1); NaN when it has no channel axis
+            raise InputError(name(label, label_key), f"mask must be a single-channel image, got "
+                                                     f"{label.shape[int(channel)]} values per pixel")
+        _check_sizes(name(image, image_key), name(label, label_key), self._spatial(image), self._spatial(label))
+        return d
 
 
 def check_output_dir(path: str | os.PathLike, inputs: tuple = ()) -> Path:

@@ -37,16 +37,30 @@ def pair_images_and_masks(images_dir: str | os.PathLike, masks_dir: str | os.Pat
     return out
 
 
-def _patient(path: str, pattern: str) -> str:
+#: a slice file's patient id: the name before ``_s<number>`` (``phantom003_s012.png`` -> ``phantom003``)
+PATIENT_PATTERN = r"(.+?)_s\d+"
+
+
+def _patient(path: str, pattern: str = PATIENT_PATTERN) -> str:
     m = re.match(pattern, Path(path).name)
     return m.group(1) if m else file_stem(Path(path))
 
 
 def split_by_patient(items: Sequence[dict], val_fraction: float = 0.2, test_fraction: float = 0.0,
-                     patient_pattern: str = r"(.+?)_s\d+") -> dict[str, list[dict]]:
+                     patient_pattern: str = PATIENT_PATTERN) -> dict[str, list[dict]]:
     """Deterministic split: every patient (file name prefix by ``patient_pattern``) lands in one subset,
     chosen by a hash of the patient id, so adding data never moves a patient. Validation gets at least one
-    patient when there are two or more."""
+    patient when there are two or more.
+
+    Raises:
+        ValueError: when a fraction is outside [0, 1) or both together reach 1 (nothing left to train on).
+    """
+    for name, f in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
+        if not 0.0 <= f < 1.0:
+            raise ValueError(f"{name} must be at least 0 and below 1, got {f}")
+    if val_fraction + test_fraction >= 1.0:
+        raise ValueError(f"val_fraction + test_fraction must be below 1 (the rest trains), got "
+                         f"{val_fraction} + {test_fraction}")
     patients = sorted({_patient(it["image"], patient_pattern) for it in items},
                       key=lambda p: hashlib.sha1(p.encode()).hexdigest())
     n = len(patients)
@@ -66,12 +80,21 @@ def make_datalist(root: str | os.PathLike, output: str | os.PathLike | None = No
 
     Paths are stored relative to ``root`` when ``relative`` (load with
     ``monai.data.load_decathlon_datalist(path, True, "training", base_dir=root)``).
+
+    Raises:
+        InputError: missing or empty ``images``/``masks`` folders, an image without its mask, no patient left for
+            training, or ``output`` existing without ``overwrite``.
+        ValueError: fractions out of range (see :func:`split_by_patient`).
     """
     root = Path(root)
     items = pair_images_and_masks(root / "images", root / "masks")
     if relative:
         items = [{k: os.path.relpath(v, root) for k, v in it.items()} for it in items]
     datalist = split_by_patient(items, val_fraction, test_fraction)
+    if not datalist["training"]:
+        n = len({_patient(it["image"]) for it in items})
+        raise InputError(root, f"{n} patient(s) and fractions validation {val_fraction}, test {test_fraction} leave "
+                               "none to train on; add cases or lower the fractions")
     if output is not None:
         output = Path(output)
         if output.exists() and not overwrite:

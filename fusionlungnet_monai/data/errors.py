@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 
 __all__ = ["InputError", "find_input_error", "report_input_errors"]
@@ -38,7 +39,9 @@ def report_input_errors() -> None:
     instead of the tracebacks of MONAI's config parser and ignite (the exit status stays 1). Other errors keep
     their traceback, and ``FUSIONLUNGNET_DEBUG=1`` keeps every traceback. The bundle configs call this in
     ``initialize``; it acts only in a ``python -m monai.bundle`` process (a Python program that runs a bundle
-    workflow keeps its own exception hook), and calling it again does nothing."""
+    workflow keeps its own exception hook), and calling it again does nothing. After the line, the process ends at
+    once with status 1 (``os._exit``, logs flushed): loader threads still reading must not run into the interpreter's
+    shutdown."""
     import sys
 
     spec = getattr(sys.modules.get("__main__"), "__spec__", None)
@@ -53,6 +56,13 @@ def report_input_errors() -> None:
         if err is None:
             return previous(kind, value, tb)
         print(f"error: {err} (FUSIONLUNGNET_DEBUG=1 shows the traceback)", file=sys.stderr)
+        # end here: a bad item met by CacheDataset's loading threads leaves the others reading (ITK, torch), and
+        # the interpreter's shutdown under them aborted the process ("terminate called without an active exception",
+        # SIGABRT instead of exit status 1)
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(1)
 
     hook._fln = True  # type: ignore[attr-defined]
     sys.excepthook = hook

@@ -27,7 +27,7 @@ from monai.utils import ensure_tuple
 
 from fusionlungnet_monai.data.errors import InputError
 
-__all__ = ["CTNiftiReader", "check_one_volume", "picture_reader", "read_failure", "metaimage_messages", "SPACING_UNKNOWN"]
+__all__ = ["CTNiftiReader", "check_one_volume", "picture_mode_problem", "picture_reader", "read_failure", "metaimage_messages", "SPACING_UNKNOWN"]
 
 #: image meta key, ``True`` when the file gives no voxel size (NIfTI ``pixdim`` 0) and 1 mm was assumed
 SPACING_UNKNOWN = "fln_spacing_unknown"
@@ -40,9 +40,26 @@ def _first_line(error: Exception, limit: int = 120) -> str:
     return f"{type(error).__name__}: {(str(error).splitlines() or [''])[0][:limit]}"
 
 
+def picture_mode_problem(mode: str) -> str | None:
+    """Why a picture of PIL ``mode`` cannot be read as a CT slice (16-bit or 32-bit values, which the picture's 0-255
+    window would clip: HU belong in DICOM or NIfTI), or ``None``."""
+    if mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        return (f"{'16-bit' if mode.startswith('I;16') else mode + '-mode'} image not supported: export 8-bit PNG/JPG, "
+                "or use DICOM/NIfTI for HU data")
+    return None
+
+
 def _grey_or_rgb(image):
     """A PIL image in a mode the intensity step reads: grey + alpha -> grey, CMYK and other colour spaces -> RGB
-    (transparency was refused by the input checks); other modes unchanged."""
+    (transparency was refused by the input checks); other modes unchanged.
+
+    Raises:
+        InputError: for 16-bit and 32-bit pictures (:func:`picture_mode_problem`), without the file's name (the
+            loader adds it).
+    """
+    problem = picture_mode_problem(image.mode)
+    if problem:
+        raise InputError(None, problem)
     mode = _CONVERT.get(image.mode)
     return image.convert(mode) if mode else image
 

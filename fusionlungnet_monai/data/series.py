@@ -240,7 +240,11 @@ def _scan_files(folder: Path, files: list[Path]) -> list[SeriesInfo]:
         elif _short_pixel_data(ds, path):
             info.short_pixels.append(path)
     if n_dicom == 0:
-        raise InputError(folder, f"no DICOM files found ({len(files)} file(s) checked)")
+        images = [p for p in files if p.name.lower().endswith(PICTURE_SUFFIXES + VOLUME_SUFFIXES)]
+        hint = (f"; it holds {len(images)} image file(s) such as {images[0].name}: give one file as the input (or a "
+                "list of files), or run `fusionlungnet predict` on the folder, which takes a folder of cases"
+                if images else "")
+        raise InputError(folder, f"no DICOM files found ({len(files)} file(s) checked){hint}")
     for info in groups.values():
         if info.no_pixels and not info.rejected:
             info.rejected = ("no image pixels" if len(info.no_pixels) == len(info.files) else

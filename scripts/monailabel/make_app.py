@@ -105,6 +105,22 @@ def make_app(app: Path, bundle: Path, name: str, model: Path | str | None, data:
         raise SystemExit(f"--name must contain 'segmentation' (MONAI Label reads the task type from it), got {name}")
     if app.exists() and any(app.iterdir()):
         raise SystemExit(f"{app}: exists and is not empty; refusing to overwrite")
+    if not (bundle / "configs" / "inference.json").is_file():
+        raise SystemExit(f"{bundle}: no MONAI bundle here (no configs/inference.json)")
+    if model is not None and str(model) != "none":
+        from fusionlungnet_monai.data import InputError
+        from fusionlungnet_monai.predict import check_weights
+
+        if not Path(model).is_file():
+            raise SystemExit(f"{model}: no such weights file")
+        try:
+            check_weights(Path(model))
+        except InputError as e:
+            raise SystemExit(str(e)) from None
+    configs = [json.loads(f.read_text()) for f in sorted((bundle / "configs").glob("*.json"))]
+    unknown = sorted(k for k in (settings or {}) if not any(k in c for c in configs))
+    if unknown:
+        raise SystemExit(f"--set {unknown[0]}: no config of {bundle} has this id (nothing would change)")
     target = app / "model" / name
     shutil.copytree(bundle, target, ignore=shutil.ignore_patterns("models", "eval", "predictions", "__pycache__"))
     cfg = target / "configs"
@@ -153,8 +169,13 @@ def main() -> None:
     a = p.parse_args()
     settings = {}
     for item in a.set:
-        key, _, value = item.partition("=")
-        settings[key] = json.loads(value)
+        key, eq, value = item.partition("=")
+        try:
+            if not key or not eq:
+                raise ValueError("expected ID=JSON")
+            settings[key] = json.loads(value)
+        except ValueError as e:  # json.JSONDecodeError is one
+            p.error(f"--set {item!r}: {e} (e.g. --set \"spatial_size=[160,160]\")")
     model = None if a.model is None else ("none" if a.model == "none" else Path(a.model))
     app = make_app(Path(a.app).resolve(), Path(a.bundle).resolve(), a.name, model,
                    a.data, settings)
