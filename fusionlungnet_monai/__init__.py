@@ -14,7 +14,7 @@ Public API (everything the bundle configs reference by ``_target_`` is importabl
 """
 
 from fusionlungnet_monai.classical import classical_lung_mask
-from fusionlungnet_monai.config import amp_dtype, as_bool
+from fusionlungnet_monai.config import amp_dtype, as_bool, check_checkpoint, check_training_settings
 from fusionlungnet_monai.data import CTSeriesReader, InputError, make_datalist, scan_dicom_folder, select_ct_series
 from fusionlungnet_monai.phantom import make_chest_phantom, make_phantom, write_phantom_case
 from fusionlungnet_monai.losses import HybridLoss, SeparableSSIMLoss
@@ -79,6 +79,8 @@ __all__ = [
     "__version__",
     "amp_dtype",
     "as_bool",
+    "check_checkpoint",
+    "check_training_settings",
     "classical_lung_mask",
     "compute_segmentation_metrics",
     "infer_tensors",

@@ -1,4 +1,5 @@
-"""Small helpers that the bundle configs call to read their own knobs: booleans and the AMP dtype.
+"""Small helpers that the bundle configs call to read their own knobs: booleans, the AMP dtype, and the training
+settings' ranges (checked before anything is built, so a bad value is one line, not a traceback from ignite).
 
 ``python -m monai.bundle run ... --amp false`` hands the config the *string* ``'false'`` (python-fire parses only
 ``False``), which Python treats as true. Every boolean knob of the configs is therefore read through
@@ -8,11 +9,14 @@ run with a one-line error for anything else.
 
 from __future__ import annotations
 
-from typing import Any
+import os
+from typing import Any, Sequence
 
 import torch
 
-__all__ = ["as_bool", "amp_dtype", "default_amp_dtype"]
+from fusionlungnet_monai.data.errors import InputError
+
+__all__ = ["as_bool", "amp_dtype", "default_amp_dtype", "check_training_settings", "check_checkpoint"]
 
 _TRUE = {"true", "1", "yes", "on", "y", "t"}
 _FALSE = {"false", "0", "no", "off", "n", "f", "none", "null", ""}
@@ -22,7 +26,7 @@ def as_bool(value: Any, name: str = "value") -> bool:
     """A config knob as a bool: ``True``/``False``, ``1``/``0`` or their spellings as strings.
 
     Raises:
-        ValueError: for anything else, naming the knob.
+        InputError: (a ``ValueError``) for anything else, naming the knob: a bundle run ends in that one line.
     """
     if isinstance(value, bool):
         return value
@@ -32,7 +36,7 @@ def as_bool(value: Any, name: str = "value") -> bool:
         return bool(value)
     if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
         return value.strip().lower() in _TRUE
-    raise ValueError(f"{name}: expected true/false (or 1/0), got {value!r}")
+    raise InputError(name, f"expected true/false (or 1/0), got {value!r}")
 
 
 def default_amp_dtype() -> str:
@@ -51,7 +55,7 @@ def amp_dtype(name: str | torch.dtype | None = None) -> torch.dtype:
     ``None``/``"auto"`` for :func:`default_amp_dtype`.
 
     Raises:
-        ValueError: for any other value.
+        InputError: (a ``ValueError``) for any other value.
     """
     if isinstance(name, torch.dtype):
         if name in (torch.bfloat16, torch.float16):
@@ -63,5 +67,69 @@ def amp_dtype(name: str | torch.dtype | None = None) -> torch.dtype:
     table = {"bfloat16": torch.bfloat16, "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16,
              "half": torch.float16}
     if key not in table:
-        raise ValueError(f"amp_dtype: expected bfloat16 or float16 (or auto), got {name!r}")
+        raise InputError("amp_dtype", f"expected bfloat16 or float16 (or auto), got {name!r}")
     return table[key]
+
+
+def _whole(name: str, value: Any, low: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value or value < low:
+        raise InputError(name, f"expected a whole number of at least {low}, got {value!r}")
+    return int(value)
+
+
+def check_training_settings(max_epochs: Any, batch_size: Any, val_batch_size: Any, learning_rate: Any,
+                            val_interval: Any, spatial_size: Any, num_workers: Any, resume: bool = False,
+                            resume_path: str | os.PathLike | None = None) -> None:
+    """Check train.json's settings before the run builds anything (its ``initialize`` calls this): each bad value is
+    one line naming its config id, instead of a traceback from ignite, the DataLoader or the optimizer at the first
+    epoch.
+
+    Args:
+        max_epochs, batch_size, val_batch_size, val_interval: whole numbers, at least 1.
+        learning_rate: a positive number.
+        spatial_size: the network input, two whole numbers of at least 32 (the encoder divides by 32).
+        num_workers: a whole number, at least 0.
+        resume: whether the run resumes from ``resume_path``, which must then exist.
+
+    Raises:
+        InputError: naming the config id.
+    """
+    for name, value in (("max_epochs", max_epochs), ("batch_size", batch_size), ("val_batch_size", val_batch_size),
+                        ("val_interval", val_interval)):
+        _whole(name, value, 1)
+    _whole("num_workers", num_workers, 0)
+    if isinstance(learning_rate, bool) or not isinstance(learning_rate, (int, float)) or not learning_rate > 0:
+        raise InputError("learning_rate", f"expected a positive number, got {learning_rate!r}")
+    size = list(spatial_size) if isinstance(spatial_size, Sequence) and not isinstance(spatial_size, str) else None
+    if size is None or len(size) != 2:
+        raise InputError("spatial_size", f"expected two sizes, e.g. [160, 160], got {spatial_size!r}")
+    if not all(isinstance(n, int) and not isinstance(n, bool) and n >= 32 for n in size):
+        raise InputError("spatial_size", f"expected two whole numbers of at least 32 (the encoder divides by 32), got "
+                                         f"{spatial_size!r}")
+    if resume and (resume_path is None or not os.path.isfile(resume_path)):
+        raise InputError(resume_path, "no checkpoint to resume from (resume is true): run once without it, or give "
+                                      "--resume_path")
+
+
+def check_checkpoint(path: str | os.PathLike, option: str = "ckpt_path") -> str:
+    """Check that ``path`` holds FusionLungNet weights before a bundle workflow loads them (its ``initialize`` calls
+    this), so a missing or foreign file is one line instead of a ``FileNotFoundError`` from inside a handler.
+
+    Args:
+        path: a state dict, or a checkpoint holding one under ``"model"``.
+        option: the config id that gives the path, for the message.
+
+    Returns:
+        the path, as a string.
+
+    Raises:
+        InputError: naming the file.
+    """
+    from pathlib import Path
+
+    from fusionlungnet_monai.predict import check_weights
+
+    if not os.path.isfile(path):
+        raise InputError(path, f"no weights file here: train first, or give --{option} PATH")
+    check_weights(Path(path))
+    return str(path)

@@ -205,7 +205,10 @@ def test_boolean_overrides_through_monai_bundle_run(spelling, expected, png_data
     show.write_text(json.dumps(_SHOW_TRAIN))
     knobs = ["amp", "compile", "compile_loss", "progress_bar", "resume", "channels_last", "ablation#use_caa", "ablation#use_mff",
              "ablation#use_sr", "ablation#use_rrm", "train#decollate"]
-    args = ["--dataset_dir", str(png_dataset), "--bundle_root", str(tmp_path), *SMALL, "--cache_rate", "0"]
+    last = tmp_path / "checkpoint_last.pt"  # resume true needs a checkpoint to exist (it is not loaded here)
+    last.write_bytes(b"")
+    args = ["--dataset_dir", str(png_dataset), "--bundle_root", str(tmp_path), *SMALL, "--cache_rate", "0",
+            "--resume_path", str(last)]
     for k in knobs:
         args += [f"--{k}", spelling]
     got = _show(["configs/train.json", str(show)], args, tmp_path)

@@ -125,6 +125,52 @@ def test_bundle_training_refuses_a_pair_that_does_not_fit(bad, phantom_dir, tmp_
     assert not (tmp_path / "run" / "models" / "model.pt").exists()
 
 
+@pytest.mark.parametrize("override,words", [
+    (["--max_epochs", "0"], "max_epochs: expected a whole number of at least 1, got 0"),  # was: ignite's ValueError
+    (["--batch_size", "0"], "batch_size: expected a whole number of at least 1"),  # was: the DataLoader's
+    (["--learning_rate", "-1"], "learning_rate: expected a positive number, got -1"),  # was: Adam's
+    (["--spatial_size", "[16,16]"], "spatial_size: expected two whole numbers of at least 32"),  # was: BatchNorm's
+    (["--resume", "true"], "checkpoint_last.pt: no checkpoint to resume from"),  # was: FileNotFoundError
+    (["--amp", "maybe"], "amp: expected true/false (or 1/0), got 'maybe'"),  # was: a traceback with it inside
+])
+def test_bundle_training_settings_out_of_range_are_one_line(override, words, png_dataset, tmp_path):
+    r = _run("training", "--config_file", "configs/train.json", "--dataset_dir", str(png_dataset),
+             "--bundle_root", str(tmp_path / "run"), "--num_workers", "0", "--cache_rate", "0", *override)
+    _one_line_error(r, words)
+    assert not (tmp_path / "run" / "models").exists() or not any((tmp_path / "run" / "models").iterdir())
+
+
+def test_missing_or_foreign_weights_are_one_line(phantom_dir, png_dataset, tmp_path):
+    """inference.json with a --ckpt_path that is missing or not weights, and evaluate.json before any training, ended
+    in FileNotFoundError/RuntimeError tracebacks from the checkpoint loader."""
+    nifti = phantom_dir / "nifti" / "ph000_image.nii.gz"
+    r = _run("--config_file", "configs/inference.json", "--input", str(nifti), "--output_dir", str(tmp_path / "o"),
+             "--ckpt_path", str(tmp_path / "nope.pt"))
+    _one_line_error(r, str(tmp_path / "nope.pt"), "no weights file here", "--ckpt_path")
+    (tmp_path / "text.pt").write_text("not weights")
+    r = _run("--config_file", "configs/inference.json", "--input", str(nifti), "--output_dir", str(tmp_path / "o"),
+             "--ckpt_path", str(tmp_path / "text.pt"))
+    _one_line_error(r, str(tmp_path / "text.pt"), "not a PyTorch weights file")
+    assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())
+    r = _run("evaluating", "--config_file", "['configs/train.json','configs/evaluate.json']", "--dataset_dir",
+             str(png_dataset), "--bundle_root", str(tmp_path / "run"), "--num_workers", "0")
+    _one_line_error(r, str(tmp_path / "run" / "models" / "model.pt"), "no weights file here", "--eval_ckpt")
+
+
+def test_check_training_settings_accepts_the_shipped_configs():
+    from monai.bundle import ConfigParser
+
+    from fusionlungnet_monai import check_training_settings
+
+    for files in (["train.json"], ["train.json", "train_release.json"], ["train.json", "train_volumes.json"]):
+        p = ConfigParser()
+        p.read_config([str(BUNDLE / "configs" / f) for f in files])
+        p["bundle_root"] = str(BUNDLE)
+        check_training_settings(**{k: p.get_parsed_content(k) for k in (
+            "max_epochs", "batch_size", "val_batch_size", "learning_rate", "val_interval", "spatial_size",
+            "num_workers")})
+
+
 def test_input_error_is_found_behind_monai_wrappers():
     from fusionlungnet_monai.data import InputError, find_input_error
 
