@@ -115,7 +115,10 @@ def _binary_pred(pred):
 
 
 def _is_dicom_entry(p: Path) -> bool:
-    return p.is_file() and (p.suffix.lower() == ".dcm" or ("." not in p.name and is_dicom_file(p)))
+    """A ``.dcm`` file, or a file of another name that holds DICOM (``IM000001``, ``CT.1.3.12.2...16573``), but not
+    a file named as another image kind."""
+    return p.is_file() and (p.suffix.lower() == ".dcm" or (not p.name.lower().endswith(IMAGE_SUFFIXES)
+                                                           and is_dicom_file(p)))
 
 
 def _is_multiframe(p: Path) -> bool:
@@ -141,6 +144,7 @@ def list_cases(path: str | os.PathLike, skipped: list | None = None) -> list[Pat
     """
     path = Path(path)
     skipped = [] if skipped is None else skipped
+    already = len(skipped)
     if not path.exists():
         raise InputError(path, "no such file or folder")
     if path.is_file():
@@ -166,6 +170,7 @@ def list_cases(path: str | os.PathLike, skipped: list | None = None) -> list[Pat
         else:
             skipped.append((p, "not an image file or case folder"))
     if not cases and not dicoms:
+        del skipped[already:]  # the folder is the one case: its files were not skipped
         return [path]  # let the series selection give its own error (empty folder, nested study layouts ...)
     return cases
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import BUNDLE
+from conftest import BUNDLE, DATA
 
 
 def predict(*args, expect_rc=0):
@@ -326,7 +326,7 @@ def test_a_series_that_cannot_carry_a_dicom_seg_still_gets_its_other_outputs(dro
         delattr(ds, drop)
         ds.save_as(str(series / f.name))
         files.append(series / f.name)
-    with pytest.raises(DicomSegUnavailable, match=f"12 of 12 source images have no {drop}"):
+    with pytest.raises(DicomSegUnavailable, match=fr"12 of 12 source images have no \(or an empty\) {drop}"):
         write_dicom_seg(np.ones((128, 128, 12), np.uint8), files, tmp_path / "seg.dcm")
     assert not (tmp_path / "seg.dcm").exists()
     if drop != "FrameOfReferenceUID":
@@ -337,3 +337,15 @@ def test_a_series_that_cannot_carry_a_dicom_seg_still_gets_its_other_outputs(dro
     assert any(w.startswith("DICOM SEG not written") and drop in w for w in report["warnings"]), report["warnings"]
     assert sorted(p.name for p in out.iterdir()) == ["lungmask.nii.gz", "qc.png", "report.json"]
     assert "dicom_seg" not in report["outputs"] and "DICOM SEG not written" in r.stdout + r.stderr
+
+
+def test_a_real_series_with_empty_uids_gets_no_seg_but_a_reason():
+    """The TotalSegmentator sample's DICOM files have empty SOP, study and series UIDs: highdicom raised KeyError('')
+    and `predict --format dicom-seg` failed the whole case with "KeyError: ''" (0.3.10)."""
+    from fusionlungnet_monai.data import select_ct_series
+    from fusionlungnet_monai.outputs import DicomSegUnavailable, write_dicom_seg
+
+    files = select_ct_series(DATA / "totalseg_example_ct" / "dicom").files
+    with pytest.raises(DicomSegUnavailable, match=r"20 of 20 source images have no \(or an empty\) SOPClassUID, "
+                                                  r"SOPInstanceUID, StudyInstanceUID, SeriesInstanceUID \(e.g. "):
+        write_dicom_seg(np.zeros((512, 512, 20), np.uint8), files, "/nonexistent/seg.dcm")

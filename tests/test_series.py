@@ -219,3 +219,23 @@ def test_broken_slice_geometry_is_named(edit, words, phantom_dir, tmp_path):
     with pytest.raises(InputError, match=words) as e:
         check_input(folder)
     assert "\n" not in str(e.value)
+
+
+def test_a_series_of_dotted_file_names_is_one_case_and_nothing_is_skipped(tmp_path):
+    """The TotalSegmentator sample names its files ``CT.1.3.12.2...16573``: `predict` listed every file as
+    "skipped: not an image file or case folder" and then segmented the folder anyway (20 wrong lines)."""
+    import shutil
+
+    from fusionlungnet_monai.predict import list_cases
+
+    folder = DATA / "totalseg_example_ct" / "dicom"
+    skipped: list = []
+    assert list_cases(folder, skipped) == [folder] and skipped == []
+    batch = tmp_path / "batch"
+    (batch / "case").mkdir(parents=True)
+    first = sorted(folder.iterdir())[0]
+    shutil.copy(first, batch / first.name)  # next to a case folder: a loose DICOM file, said as such
+    (batch / "notes.txt").write_text("x")
+    assert list_cases(batch, skipped) == [batch / "case"]
+    assert [(p.name, why.split(":")[0]) for p, why in skipped] == [
+        (first.name, "loose DICOM file next to case folders"), ("notes.txt", "not an image file or case folder")]

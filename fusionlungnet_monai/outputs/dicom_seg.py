@@ -31,7 +31,8 @@ def _missing_attributes(src: Sequence, files: Sequence) -> str | None:
 
     lacking = []
     for ds, f in zip(src, files):
-        missing = [k for k in REQUIRED_SOURCE_ATTRIBUTES if k not in ds]
+        missing = [k for k in REQUIRED_SOURCE_ATTRIBUTES  # a UID must also have a value (PatientID may be empty)
+                   if k not in ds or (k.endswith("UID") and not str(ds.get(k) or "").strip())]
         if _functional(ds, "PixelSpacing", "PixelMeasuresSequence") is None:
             missing.append("PixelSpacing")
         if missing:
@@ -39,7 +40,7 @@ def _missing_attributes(src: Sequence, files: Sequence) -> str | None:
     if not lacking:
         return None
     name, missing = lacking[0]
-    return f"{len(lacking)} of {len(src)} source images have no {', '.join(missing)} (e.g. {name})"
+    return f"{len(lacking)} of {len(src)} source images have no (or an empty) {', '.join(missing)} (e.g. {name})"
 
 
 def write_dicom_seg(labels: np.ndarray, source_files: Sequence[str | os.PathLike], path: str | os.PathLike,
