@@ -226,8 +226,10 @@ def build_parser() -> argparse.ArgumentParser:
     ph.add_argument("--cases", type=_int_at_least(1), default=1, help="number of phantoms (default 1)")
     ph.add_argument("--slices", type=_int_at_least(1), default=64, help="axial slices per phantom (default 64)")
     ph.add_argument("--size", type=_int_at_least(64), default=512, help="in-plane matrix size (default 512)")
-    ph.add_argument("--seed", type=_int_at_least(0), default=0, help="seed of the first case; case i uses seed+i (default 0)")
-    ph.add_argument("--formats", type=_phantom_formats, default=("dicom", "nifti", "png"), help="comma list of dicom,nifti,png (default all)")
+    ph.add_argument("--seed", type=_int_at_least(0), default=0,
+                    help="seed of the first case; case i uses seed+i (default 0)")
+    ph.add_argument("--formats", type=_phantom_formats, default=("dicom", "nifti", "png"),
+                    help="comma list of dicom,nifti,png (default all)")
     ph.add_argument("--png-every", type=_int_at_least(1), default=1, help="write every n-th slice as PNG (default 1)")
     ph.add_argument("--prefix", type=_case_prefix, default="phantom", help="case id prefix (default 'phantom')")
     ph.add_argument("--no-localizer", action="store_true", help="do not add a localizer series to the DICOM folder")

@@ -27,7 +27,8 @@ from monai.utils import ensure_tuple
 
 from fusionlungnet_monai.data.errors import InputError
 
-__all__ = ["CTNiftiReader", "check_one_volume", "picture_mode_problem", "picture_reader", "read_failure", "metaimage_messages", "SPACING_UNKNOWN"]
+__all__ = ["CTNiftiReader", "check_one_volume", "picture_mode_problem", "picture_reader",
+           "read_failure", "metaimage_messages", "SPACING_UNKNOWN"]
 
 #: image meta key, ``True`` when the file gives no voxel size (NIfTI ``pixdim`` 0) and 1 mm was assumed
 SPACING_UNKNOWN = "fln_spacing_unknown"
