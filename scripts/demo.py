@@ -36,9 +36,8 @@ def bundle(*args: str) -> None:
 
 def segment_real_sample(out: Path) -> Path | None:
     """Segment the real elastix chest CT crop with the shipped weights and print the Dice against its mask."""
-    from monai.transforms import LoadImage
-
     from fusionlungnet_monai.classical import dice_score
+    from fusionlungnet_monai.data import LoadCTImage
     from fusionlungnet_monai.predict import Predictor
 
     model = ROOT / "bundle" / "models" / "model.pt"
@@ -54,7 +53,7 @@ def segment_real_sample(out: Path) -> Path | None:
     import nibabel as nib
 
     pred = np.asarray(nib.load(str(dst / "lungmask.nii.gz")).dataobj) > 0
-    ref = np.asarray(LoadImage(image_only=True)(str(data / "3DCT_lung_baseline_small_mask.mha"))) > 0
+    ref = np.asarray(LoadCTImage(image_only=True)(str(data / "3DCT_lung_baseline_small_mask.mha"))) > 0
     pred = pred.reshape(ref.shape)
     dice = dice_score(pred, ref)
     second = res.report["second_opinion"]["dice_with_network"]
