@@ -38,7 +38,7 @@ from fusionlungnet_monai.transforms.array import (
     median3x3_below,
 )
 
-__all__ = ["classical_lung_mask", "airway_mask", "dice_score"]
+__all__ = ["classical_lung_mask", "airway_mask", "dice_score", "finite_hu"]
 
 
 def _disk(radius_px: float) -> np.ndarray:
@@ -157,6 +157,14 @@ def _airways(dark: np.ndarray, cand: np.ndarray, ct: np.ndarray, spacing: Sequen
     return ndimage.binary_dilation(out, structure=_disk(1.0)[..., None]) & cand
 
 
+def finite_hu(ct: np.ndarray) -> np.ndarray:
+    """``ct`` with NaN read as air (-1024 HU) and +/-inf as the ends of a CT's range (3071, -3024 HU); ``ct`` itself
+    when it is not floating point or already finite."""
+    if np.issubdtype(ct.dtype, np.floating) and not np.isfinite(ct).all():
+        return np.nan_to_num(ct, nan=-1024.0, posinf=3071.0, neginf=-3024.0)
+    return ct
+
+
 def _as_volume(ct: np.ndarray, spacing: Sequence[float]) -> tuple[np.ndarray, list[float], bool]:
     """``(ct as (x, y, z) with NaN/inf replaced, spacing as 3 floats, whether a 2D slice was given)``."""
     ct = np.asarray(ct)
@@ -165,9 +173,7 @@ def _as_volume(ct: np.ndarray, spacing: Sequence[float]) -> tuple[np.ndarray, li
         ct = ct[..., None]
     if ct.ndim != 3:
         raise ValueError(f"ct must be 2D or 3D, got shape {ct.shape}.")
-    if np.issubdtype(ct.dtype, np.floating) and not np.isfinite(ct).all():
-        ct = np.nan_to_num(ct, nan=-1024.0, posinf=3071.0, neginf=-3024.0)
-    return ct, [float(s) for s in (list(spacing) + [1.0] * 3)[:3]], squeeze
+    return finite_hu(ct), [float(s) for s in (list(spacing) + [1.0] * 3)[:3]], squeeze
 
 
 def _candidates(ct: np.ndarray, threshold: float, air_hu: float) -> np.ndarray:

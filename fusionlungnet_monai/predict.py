@@ -21,6 +21,7 @@ from typing import Sequence
 import numpy as np
 
 from fusionlungnet_monai import outputs
+from fusionlungnet_monai.classical import finite_hu
 from fusionlungnet_monai.data.checks import IMAGE_SUFFIXES, check_input, check_output_dir, file_stem
 from fusionlungnet_monai.data.errors import InputError
 from fusionlungnet_monai.data.series import is_dicom_file
@@ -499,16 +500,15 @@ class Predictor:
         if image.meta.get(SPACING_UNKNOWN):
             report["warnings"].append("the file gives no voxel size (NIfTI pixdim 0): 1 mm was assumed, so the "
                                       "volumes in mL and the field-of-view padding are not to be trusted")
-        nan = int(np.isnan(ct).sum()) if ct.dtype.kind == "f" else 0
-        if nan:
-            report["warnings"].append(f"{nan} voxels are NaN (not a number) in the input; they were read as air "
-                                      "(-1024 HU), which may add holes or lung where they lie")
-        inf = int(np.isinf(ct).sum()) if ct.dtype.kind == "f" else 0
-        if inf:
-            report["warnings"].append(f"{inf} voxels are infinite in the input; they were read as the brightest "
-                                      "or darkest value of the network's HU window")
-        if nan or inf:
-            ct = np.nan_to_num(ct, nan=-1024.0, posinf=3071.0, neginf=-3024.0)
+        if ct.dtype.kind == "f" and not np.isfinite(ct).all():  # one pass over the volume when it is finite
+            nan, inf = int(np.isnan(ct).sum()), int(np.isinf(ct).sum())
+            if nan:
+                report["warnings"].append(f"{nan} voxels are NaN (not a number) in the input; they were read as air "
+                                          "(-1024 HU), which may add holes or lung where they lie")
+            if inf:
+                report["warnings"].append(f"{inf} voxels are infinite in the input; they were read as the brightest "
+                                          "or darkest value of the network's HU window")
+            ct = finite_hu(ct)
         report["warnings"] += outputs.sanity_warnings(mask, ct, affine, report["volumes_ml"]["total_ml"])
         report["second_opinion"], second, warn = outputs.second_opinion(mask, ct, spacing, affine=affine)
         report["warnings"] += warn

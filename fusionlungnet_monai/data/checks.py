@@ -58,8 +58,9 @@ def _check_picture(path: Path, mask: bool = False) -> tuple[int, int]:
             alpha = np.asarray(im.getchannel("A")) if mode in ("RGBA", "LA") else None
     except (UnidentifiedImageError, OSError, SyntaxError) as e:
         raise InputError(path, f"not a readable image ({type(e).__name__})") from None
-    if picture_mode_problem(mode):
-        raise InputError(path, picture_mode_problem(mode))
+    problem = picture_mode_problem(mode)
+    if problem:
+        raise InputError(path, problem)
     if alpha is not None and alpha.min() < 255:
         raise InputError(path, f"{mode} image with transparency not supported: flatten it to grey or RGB")
     if mask and mode not in ("L", "1", "P", "LA"):
