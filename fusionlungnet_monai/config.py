@@ -72,7 +72,7 @@ def amp_dtype(name: str | torch.dtype | None = None) -> torch.dtype:
 
 
 def _whole(name: str, value: Any, low: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value or value < low:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not float(value).is_integer() or value < low:
         raise InputError(name, f"expected a whole number of at least {low}, got {value!r}")
     return int(value)
 
