@@ -24,6 +24,7 @@ from fusionlungnet_monai import outputs
 from fusionlungnet_monai.classical import finite_hu
 from fusionlungnet_monai.data.checks import IMAGE_SUFFIXES, check_input, check_output_dir, file_stem
 from fusionlungnet_monai.data.errors import InputError
+from fusionlungnet_monai.data.readers import quiet_logger, read_dicom
 from fusionlungnet_monai.data.series import is_dicom_file
 from fusionlungnet_monai.outputs import PLAUSIBLE_LUNG_ML, SECOND_OPINION_DICE
 from fusionlungnet_monai.version import __version__
@@ -124,10 +125,8 @@ def _is_dicom_entry(p: Path) -> bool:
 
 def _is_multiframe(p: Path) -> bool:
     """Whether a DICOM file holds several frames (an enhanced CT: a series in one file)."""
-    import pydicom
-
     try:
-        return int(pydicom.dcmread(str(p), stop_before_pixels=True).get("NumberOfFrames", 1) or 1) > 1
+        return int(read_dicom(p, stop_before_pixels=True).get("NumberOfFrames", 1) or 1) > 1
     except Exception:
         return False
 
@@ -164,6 +163,9 @@ def list_cases(path: str | os.PathLike, skipped: list | None = None) -> list[Pat
             cases.append(p)
         elif p in dicoms and _is_multiframe(p):
             cases.append(p)  # a multi-frame (enhanced) CT holds a whole series
+        elif p in dicoms and p.name.upper() == "DICOMDIR":
+            skipped.append((p, "the index of a DICOM disc or export, not an image; the series in the folders "
+                               "beside it are read"))
         elif p in dicoms:
             skipped.append((p, "loose DICOM file next to case folders: put a series in a folder of its own"))
         elif p.name.lower().endswith(IMAGE_SUFFIXES):
@@ -275,12 +277,9 @@ class Predictor:
 
                 overrides.update({f"post#{k}#_disabled_": True for k in VOLUME_STEPS})  # run on the stitched mask
                 preload_itk()  # ITK's readers load on first use: here, not in the first case
-            quiet = logging.getLogger("monai.bundle.workflows")
-            level, quiet.level = quiet.level, logging.ERROR  # "logging file is set to False" is not news here
-            try:  # builds the network and loads the checkpoint once
+            with quiet_logger("monai.bundle.workflows"):  # "logging file is set to False" is not news here
+                # builds the network and loads the checkpoint once
                 wf = load_inference_workflow(self.bundle, overrides, pictures=key == "picture", save=False)
-            finally:
-                quiet.setLevel(level)
             self._workflows[key] = wf
         return self._workflows[key]
 

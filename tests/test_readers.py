@@ -141,6 +141,29 @@ def test_pictures_in_every_mode_read_as_grey_or_rgb(mode, suffix, tmp_path):
     assert img.ndim == 2 or img.shape[2] == 3, f"{mode} read with shape {tuple(img.shape)}"
 
 
+@pytest.mark.parametrize("mode", ["LA", "RGBA"])
+def test_the_picture_reader_refuses_transparency_as_the_input_checks_do(mode, tmp_path):
+    """The grey under transparent pixels is arbitrary (a mask exported as an overlay keeps its colour only where it is
+    opaque): the bundle's reader converted grey + alpha to grey and read it anyway, while the CLI's checks refused
+    it. Both refuse it now; a fully opaque alpha channel is dropped, as before."""
+    from PIL import Image
+
+    grey = np.full((20, 24), 90, np.uint8)
+    alpha = np.full((20, 24), 255, np.uint8)
+    alpha[5:9, 5:9] = 0
+    opaque, clear = tmp_path / "opaque.png", tmp_path / "clear.png"
+    base = Image.fromarray(grey, mode="L").convert(mode)
+    base.save(opaque)
+    base.putalpha(Image.fromarray(alpha, mode="L"))
+    base.save(clear)
+    assert Image.open(clear).mode == mode
+    img = LoadCTImage(image_only=True)(str(opaque))
+    assert tuple(img.shape[:2]) == (24, 20) and check_input(opaque) == "picture"
+    for read in (lambda p: LoadCTImage(image_only=True)(str(p)), check_input):
+        with pytest.raises(InputError, match=f"clear.png: {mode} image with transparency not supported"):
+            read(clear)
+
+
 def test_a_truncated_slice_is_named_and_itk_errors_read_in_one_line(phantom_dir, tmp_path):
     """A slice whose pixel bytes are cut (a file cut short, or PixelData shorter than Rows x Columns, which ITK reads
     as zeros or garbage without a word) is refused from its header and named; ITK's own failures read in one line

@@ -239,3 +239,157 @@ def test_a_series_of_dotted_file_names_is_one_case_and_nothing_is_skipped(tmp_pa
     assert list_cases(batch, skipped) == [batch / "case"]
     assert [(p.name, why.split(":")[0]) for p, why in skipped] == [
         (first.name, "loose DICOM file next to case folders"), ("notes.txt", "not an image file or case folder")]
+    shutil.copy(first, batch / "DICOMDIR")  # a disc's index beside its folders: said as such (0.3.12)
+    skipped.clear()
+    assert list_cases(batch, skipped) == [batch / "case"]
+    assert (batch / "DICOMDIR", "the index of a DICOM disc or export, not an image; the series in the folders beside "
+                                "it are read") in skipped
+
+
+def test_dicom_without_preamble_is_read_like_the_original(tmp_path):
+    """Older exports store the dataset alone: no 128-byte preamble, no ``DICM`` marker (implicit VR, or with the file
+    meta group first). GDCM/ITK read them; the series scan used to find "no DICOM files" in such a folder. Now the
+    series, one file, and a folder of files without suffix read as the original; a file meta group without the
+    preamble (which ITK cannot read) is refused by name; bytes that merely begin like a tag are still not DICOM."""
+    from pydicom.filebase import DicomBytesIO
+    from pydicom.filewriter import write_dataset
+
+    from fusionlungnet_monai.data import LoadCTImage, check_input, is_dicom_file
+    from fusionlungnet_monai.data.readers import read_dicom
+    from fusionlungnet_monai.predict import list_cases
+
+    src = sorted((DATA / "lidc_idri_slabs" / "LIDC-IDRI-0003").rglob("*.dcm"))
+    raw, meta = tmp_path / "raw", tmp_path / "meta"
+    raw.mkdir(), meta.mkdir()
+    for i, f in enumerate(src):
+        ds = pydicom.dcmread(str(f))
+        fp = DicomBytesIO()
+        fp.is_little_endian, fp.is_implicit_VR = True, True
+        write_dataset(fp, ds)  # the dataset alone, implicit VR
+        (raw / f"IM{i:04d}").write_bytes(fp.getvalue())
+        ds.preamble = None  # the file meta group first, no preamble
+        ds.save_as(meta / f"{i}.dcm", enforce_file_format=False)
+    assert (raw / "IM0000").read_bytes()[:2] == b"\x08\x00" and (meta / "0.dcm").read_bytes()[:2] == b"\x02\x00"
+    original = LoadCTImage(image_only=True)(str(src[0].parent))
+    for folder in (raw,):
+        assert is_dicom_file(next(folder.iterdir())) and list_cases(folder) == [folder]
+        assert not select_ct_series(folder).rejected and check_input(folder) == "series"
+        image = LoadCTImage(image_only=True)(str(folder))
+        assert image.shape == original.shape and torch_equal(image, original)
+        assert np.allclose(image.affine, original.affine)
+    assert check_input(raw / "IM0003") == "dicom" and read_dicom(raw / "IM0003").pixel_array.shape == (512, 512)
+    # the file meta group without the preamble: pydicom reads it when forced, ITK does not, so it is refused by name
+    assert pydicom.dcmread(meta / "0.dcm", force=True).pixel_array.shape == (512, 512)
+    layout = "DICOM file meta group without the 128-byte preamble and 'DICM' marker before it, a layout ITK cannot read"
+    with pytest.raises(InputError, match=re.escape(f"no DICOM files found (11 file(s) checked); 11 file(s) such as "
+                                                   f"0.dcm hold a {layout}")):
+        select_ct_series(meta)
+    with pytest.raises(InputError, match=re.escape(f"0.dcm: {layout}")):
+        check_input(meta / "0.dcm")
+    junk = tmp_path / "junk"
+    junk.write_bytes(b"\x08\x00\x10\x00" + bytes(range(256)) * 4)  # a tag's first bytes, then noise
+    assert not is_dicom_file(junk)
+    with pytest.raises(pydicom.errors.InvalidDicomError):
+        read_dicom(junk)
+
+
+def torch_equal(a, b) -> bool:
+    return bool((np.asarray(a) == np.asarray(b)).all())
+
+
+def test_a_zero_rescale_slope_is_said_and_a_negative_one_refused(tmp_path):
+    """ITK reads RescaleSlope 0 as 1 (the same HU as slope 1: now said in a warning) and applies a negative slope,
+    which turned the CT's HU upside down without a word: such a series, or file, is now refused by name."""
+    from fusionlungnet_monai.data import LoadCTImage, check_input
+
+    src = sorted((DATA / "lidc_idri_slabs" / "LIDC-IDRI-0003").rglob("*.dcm"))
+    folders = {}
+    for slope in ("0", "-1"):
+        folders[slope] = tmp_path / f"slope{slope}"
+        folders[slope].mkdir()
+        for i, f in enumerate(src):
+            ds = pydicom.dcmread(str(f))
+            ds.RescaleSlope = slope
+            ds.save_as(folders[slope] / f"{i}.dcm")
+    with pytest.warns(UserWarning, match=re.escape("RescaleSlope 0 (invalid) in 11 of 11 files: read as 1")):
+        assert not select_ct_series(folders["0"]).rejected
+    zero, one = (np.asarray(LoadCTImage(image_only=True)(str(d))) for d in (folders["0"], src[0].parent))
+    assert np.array_equal(zero, one)
+    assert "11 of 11 slices have a negative RescaleSlope (e.g. 0.dcm)" in scan_dicom_folder(folders["-1"])[0].rejected
+    with pytest.raises(InputError, match="no axial CT series.*negative RescaleSlope"):
+        select_ct_series(folders["-1"])
+    with pytest.raises(InputError, match=re.escape("3.dcm: negative RescaleSlope -1: its HU would be read inverted")):
+        check_input(folders["-1"] / "3.dcm")
+
+
+def _resave(src: list, folder: Path, syntax: str) -> None:
+    """``src`` re-saved under ``folder`` in transfer syntax ``syntax`` (a pydicom UID name, or ``"jpeg_lossless"``:
+    JPEG Lossless SV1, which pydicom cannot encode, written by ITK's GDCM with the source's tags)."""
+    import locale
+
+    import itk
+    import pydicom.uid as uids
+
+    folder.mkdir()
+    for i, f in enumerate(src):
+        if syntax == "jpeg_lossless":
+            io = itk.GDCMImageIO.New()
+            img = itk.imread(str(f), itk.SS, imageio=io)
+            tags = io.GetMetaDataDictionary()
+            for key in list(tags.GetKeys()):
+                if key.startswith("0002|"):  # the source's transfer syntax would override the compression
+                    tags.Erase(key)
+            writer = itk.GDCMImageIO.New(UseCompression=True, CompressionType=itk.GDCMImageIOEnums.Compression_JPEG)
+            writer.SetMetaDataDictionary(tags)
+            writer.KeepOriginalUIDOn()
+            img.SetMetaDataDictionary(tags)
+            saved = locale.setlocale(locale.LC_ALL, None)
+            try:
+                itk.imwrite(img, str(folder / f"{i}.dcm"), imageio=writer, compression=True)
+            finally:  # GDCM's writer sets the process's locale to "C": Python's default encoding became ASCII
+                locale.setlocale(locale.LC_ALL, saved)
+            continue
+        ds, uid = pydicom.dcmread(str(f)), getattr(uids, syntax)
+        if uid.is_compressed:
+            ds.compress(uid)
+        elif uid == uids.ExplicitVRBigEndian:  # pydicom does not swap the pixel bytes itself
+            arr = ds.pixel_array
+            ds.file_meta.TransferSyntaxUID = uid
+            ds.PixelData = arr.astype(arr.dtype.newbyteorder(">")).tobytes()
+            pydicom.dcmwrite(folder / f"{i}.dcm", ds, little_endian=False, implicit_vr=False, force_encoding=True)
+            continue
+        else:
+            ds.file_meta.TransferSyntaxUID = uid
+        ds.save_as(folder / f"{i}.dcm", implicit_vr=uid.is_implicit_VR, little_endian=uid.is_little_endian)
+
+
+@pytest.mark.parametrize("syntax", ["jpeg_lossless", "RLELossless", "JPEG2000Lossless", "JPEGLSLossless",
+                                    "DeflatedExplicitVRLittleEndian", "ExplicitVRBigEndian", "ImplicitVRLittleEndian"])
+def test_every_transfer_syntax_reads_as_the_original(syntax, tmp_path):
+    """A real series in every lossless transfer syntax reads with the original's voxels and affine, as a series and
+    as one file. Before 0.3.12 a deflated series was refused as "truncated" (the file-size check read offsets in the
+    inflated stream as offsets in the file) and one JPEG Lossless file, the most common compressed CT, as "cannot be
+    decoded" (pydicom has no decoder for it without a GPL plugin; ITK reads it). A corrupt slice of a JPEG Lossless
+    series is named (the search decoded the first file with pydicom, failed, and named it)."""
+    import pydicom.uid as uids
+
+    from fusionlungnet_monai.data import LoadCTImage, check_input
+
+    src = sorted((DATA / "lidc_idri_slabs" / "LIDC-IDRI-0003").rglob("*.dcm"))
+    folder = tmp_path / syntax
+    _resave(src, folder, syntax)
+    expected = uids.JPEGLosslessSV1 if syntax == "jpeg_lossless" else getattr(uids, syntax)
+    assert pydicom.dcmread(folder / "0.dcm").file_meta.TransferSyntaxUID == expected
+    original = LoadCTImage(image_only=True)(str(src[0].parent))
+    assert check_input(folder) == "series" and not select_ct_series(folder).rejected
+    image = LoadCTImage(image_only=True)(str(folder))
+    assert np.array_equal(np.asarray(image), np.asarray(original)) and np.allclose(image.affine, original.affine)
+    assert check_input(folder / "3.dcm") == "dicom"
+    one = LoadCTImage(image_only=True)(str(folder / "3.dcm"))
+    assert np.array_equal(np.asarray(one).squeeze(), np.asarray(LoadCTImage(image_only=True)(str(src[3]))).squeeze())
+    if syntax == "jpeg_lossless":
+        bad = bytearray((folder / "3.dcm").read_bytes())
+        bad[len(bad) // 2: len(bad) // 2 + 2000] = b"\xff\x00" * 1000  # compressed bytes broken mid-stream
+        (folder / "3.dcm").write_bytes(bytes(bad))
+        with pytest.raises(InputError, match=re.escape(f"{folder / '3.dcm'}: slice of the series {folder} is truncated")):
+            LoadCTImage(image_only=True)(str(folder))

@@ -12,7 +12,8 @@ from monai.config import KeysCollection
 from monai.transforms import MapTransform
 
 from fusionlungnet_monai.data.errors import InputError
-from fusionlungnet_monai.data.readers import check_one_volume, picture_mode_problem
+from fusionlungnet_monai.data.readers import (MetaWithoutPreamble, check_one_volume, picture_problem, pydicom_decodes,
+                                              read_dicom)
 from fusionlungnet_monai.data.series import (
     IMAGE_SUFFIXES,
     PICTURE_SUFFIXES,
@@ -20,6 +21,7 @@ from fusionlungnet_monai.data.series import (
     check_grey_slice_size,
     is_dicom_file,
     multiframe_info,
+    rescale_slope,
     select_ct_series,
 )
 
@@ -54,34 +56,34 @@ def _check_picture(path: Path, mask: bool = False) -> tuple[int, int]:
     try:
         with Image.open(path) as im:
             im.load()
-            mode, size = im.mode, im.size
-            alpha = np.asarray(im.getchannel("A")) if mode in ("RGBA", "LA") else None
+            mode, size, problem = im.mode, im.size, picture_problem(im)
     except (UnidentifiedImageError, OSError, SyntaxError) as e:
         raise InputError(path, f"not a readable image ({type(e).__name__})") from None
-    problem = picture_mode_problem(mode)
     if problem:
         raise InputError(path, problem)
-    if alpha is not None and alpha.min() < 255:
-        raise InputError(path, f"{mode} image with transparency not supported: flatten it to grey or RGB")
     if mask and mode not in ("L", "1", "P", "LA"):
         raise InputError(path, f"mask must be a single-channel image, got mode {mode}")
     return size  # (width, height) = (x, y)
 
 
 def _check_dicom_file(path: Path) -> tuple[int, ...]:
-    import pydicom
-
     try:
-        ds = pydicom.dcmread(str(path))
-        arr = ds.pixel_array
-    except Exception as e:  # truncated, corrupt, or no decoder
+        ds = read_dicom(path)
+        if pydicom_decodes(ds):  # decoded once here, to refuse a truncated or corrupt file in one line
+            ds.pixel_array
+        frames, shape = int(ds.get("NumberOfFrames", 1) or 1), (int(ds.Columns), int(ds.Rows))
+    except MetaWithoutPreamble as e:
+        raise InputError(path, e.problem) from None
+    except Exception as e:  # truncated, corrupt, no decoder, no Rows/Columns
         raise InputError(path, f"truncated or corrupt DICOM, or pixel data that cannot be decoded ({type(e).__name__})") from None
-    if arr.ndim not in (2, 3):
-        raise InputError(path, f"unsupported DICOM pixel array of shape {arr.shape}")
     check_grey_slice_size(path, components=int(ds.get("SamplesPerPixel", 1) or 1))  # RGB: no HU
     if str(ds.get("PhotometricInterpretation", "")).strip() == "MONOCHROME1" and ds.get("Modality") == "CT":
         raise InputError(path, "MONOCHROME1 pixel data (ITK would read inverted HU); convert it to MONOCHROME2")
-    return tuple(arr.shape[::-1]) if arr.ndim == 2 else tuple(arr.shape[1:][::-1]) + (arr.shape[0],)
+    slope = rescale_slope(ds)
+    if slope is not None and slope < 0:
+        raise InputError(path, f"negative RescaleSlope {slope:g}: its HU would be read inverted; fix the header")
+    return shape if frames == 1 else shape + (frames,)
+
 
 
 def _check_volume(path: Path) -> tuple[int, ...]:

@@ -5,7 +5,11 @@ their MONAI base would read wrongly or raise on from deep inside.
   word (the missing half comes back as zeros), reads NaN as 0 HU, and cannot open ``int8`` volumes or sheared
   affines. nibabel raises on a truncated stream, keeps NaN (the intensity step reads it as air) and reads both.
 - Pictures in modes the network's intensity step has no meaning for (grey + alpha, CMYK, YCbCr, LAB, HSV) are
-  converted to grey or RGB by PIL; grey, RGB, 1-bit and palette pictures (label masks) are read as stored.
+  converted to grey or RGB by PIL; grey, RGB, 1-bit and palette pictures (label masks) are read as stored. 16-bit
+  and 32-bit pictures, and pictures with transparent pixels, are refused (:func:`picture_problem`), as the input
+  checks refuse them.
+- DICOM datasets stored without the 128-byte preamble, ``DICM`` marker and file meta group (older exports, which
+  GDCM/ITK read) are read by :func:`read_dicom` too: pydicom refuses them unless forced.
 - ITK's MetaImage reader writes why it failed to the process's stderr, not into its exception:
   :func:`metaimage_messages` collects those lines, so that the one-line error carries them instead.
 """
@@ -24,11 +28,12 @@ import zlib
 import numpy as np
 from monai.data import NibabelReader, PILReader
 from monai.utils import ensure_tuple
+from pydicom.errors import InvalidDicomError
 
 from fusionlungnet_monai.data.errors import InputError
 
-__all__ = ["CTNiftiReader", "check_one_volume", "picture_mode_problem", "picture_reader",
-           "read_failure", "metaimage_messages", "SPACING_UNKNOWN"]
+__all__ = ["CTNiftiReader", "check_one_volume", "picture_problem", "picture_reader", "read_dicom",
+           "MetaWithoutPreamble", "pydicom_decodes", "quiet_logger", "read_failure", "metaimage_messages", "SPACING_UNKNOWN"]
 
 #: image meta key, ``True`` when the file gives no voxel size (NIfTI ``pixdim`` 0) and 1 mm was assumed
 SPACING_UNKNOWN = "fln_spacing_unknown"
@@ -36,29 +41,104 @@ SPACING_UNKNOWN = "fln_spacing_unknown"
 _CONVERT = {"LA": "L", "RGBA": "RGB", "PA": "RGB", "CMYK": "RGB", "YCbCr": "RGB", "LAB": "RGB", "HSV": "RGB"}
 
 
+@contextlib.contextmanager
+def quiet_logger(name: str, level: int = logging.ERROR):
+    """Within the context, logger ``name`` passes only records of ``level`` and above (a library's notices that
+    the caller reports in its own words, or that are not news)."""
+    log = logging.getLogger(name)
+    old = log.level
+    log.setLevel(level)
+    try:
+        yield log
+    finally:
+        log.setLevel(old)
+
+
+class MetaWithoutPreamble(InvalidDicomError):
+    """A DICOM file meta group stored without the 128-byte preamble and ``DICM`` marker before it: pydicom reads
+    this layout, GDCM and ITK do not."""
+
+    problem = ("DICOM file meta group without the 128-byte preamble and 'DICM' marker before it, a layout ITK cannot "
+               "read: re-save with them (pydicom: dcmread(path, force=True).save_as(new, enforce_file_format=True))")
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        super().__init__(f"{path}: {self.problem}")
+
+
+def read_dicom(path: str | os.PathLike, **kwargs):
+    """``pydicom.dcmread``, also for a dataset stored alone, without the 128-byte preamble, ``DICM`` marker and file
+    meta group (older exports; GDCM and ITK read these). Its transfer syntax is then the little-endian one pydicom
+    found while reading, kept in ``file_meta`` so that its pixels decode.
+
+    Args:
+        path: the file.
+        kwargs: for ``pydicom.dcmread`` (``stop_before_pixels``, ``defer_size`` ...).
+
+    Raises:
+        InvalidDicomError: when the file is not DICOM; :class:`MetaWithoutPreamble` for a file meta group stored
+            without the preamble before it, which ITK cannot read. ``OSError`` and pydicom's errors for files it
+            cannot read.
+    """
+    import pydicom
+    from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
+
+    try:
+        return pydicom.dcmread(str(path), **kwargs)
+    except InvalidDicomError:
+        with open(path, "rb") as f:
+            head = f.read(4)
+        group = int.from_bytes(head[:2], "little") if len(head) == 4 else None
+        if group == 0x0002:
+            raise MetaWithoutPreamble(path) from None
+        if group != 0x0008 or int.from_bytes(head[2:4], "little") >= 0x0100:
+            raise  # a dataset opens with a little-endian tag of group 0x0008 (identification)
+    with quiet_logger("pydicom"):  # a forced read logs what it could not parse; the result is checked below
+        ds = pydicom.dcmread(str(path), force=True, **kwargs)
+    if "SOPClassUID" not in ds and "Rows" not in ds:  # bytes that merely began like a tag
+        raise InvalidDicomError(f"{path}: no DICOM preamble, and no SOPClassUID or Rows in what follows")
+    if "TransferSyntaxUID" not in ds.file_meta:
+        implicit = getattr(ds, "original_encoding", (True, True))[0]
+        ds.file_meta.TransferSyntaxUID = ImplicitVRLittleEndian if implicit else ExplicitVRLittleEndian
+    return ds
+
+
+def pydicom_decodes(ds) -> bool:
+    """Whether pydicom has a decoder for the dataset's transfer syntax here. ITK decodes more: JPEG Lossless, the most
+    common compressed CT, needs a GPL plugin in pydicom, so files pydicom cannot decode are left to ITK's reader."""
+    try:
+        from pydicom.pixels import get_decoder
+
+        return get_decoder(ds.file_meta.TransferSyntaxUID).is_available
+    except Exception:  # pydicom 2, or a syntax pydicom does not know: pixel_array says what it can
+        return True
+
+
 def _first_line(error: Exception, limit: int = 120) -> str:
     """``Type: first line of the message`` of an exception, for one-line errors."""
     return f"{type(error).__name__}: {(str(error).splitlines() or [''])[0][:limit]}"
 
 
-def picture_mode_problem(mode: str) -> str | None:
-    """Why a picture of PIL ``mode`` cannot be read as a CT slice (16-bit or 32-bit values, which the picture's 0-255
-    window would clip: HU belong in DICOM or NIfTI), or ``None``."""
+def picture_problem(image) -> str | None:
+    """Why a PIL ``image`` cannot be read as a CT slice or mask, or ``None``: 16-bit or 32-bit values (which the
+    picture's 0-255 window would clip: HU belong in DICOM or NIfTI), or transparency (the grey or colour under
+    transparent pixels is arbitrary)."""
+    mode = image.mode
     if mode in ("I;16", "I;16B", "I;16L", "I", "F"):
         return (f"{'16-bit' if mode.startswith('I;16') else mode + '-mode'} image not supported: export 8-bit PNG/JPG, "
                 "or use DICOM/NIfTI for HU data")
+    if "A" in image.getbands() and image.getchannel("A").getextrema()[0] < 255:
+        return f"{mode} image with transparency not supported: flatten it to grey or RGB"
     return None
 
 
 def _grey_or_rgb(image):
     """A PIL image in a mode the intensity step reads: grey + alpha -> grey, CMYK and other colour spaces -> RGB
-    (transparency was refused by the input checks); other modes unchanged.
+    (an alpha channel only when fully opaque); other modes unchanged.
 
     Raises:
-        InputError: for 16-bit and 32-bit pictures (:func:`picture_mode_problem`), without the file's name (the
-            loader adds it).
+        InputError: for what :func:`picture_problem` refuses, without the file's name (the loader adds it).
     """
-    problem = picture_mode_problem(image.mode)
+    problem = picture_problem(image)
     if problem:
         raise InputError(None, problem)
     mode = _CONVERT.get(image.mode)
@@ -87,15 +167,11 @@ class CTNiftiReader(NibabelReader):
 
         # quiet: nibabel logs "pixdim[1,2,3] should be non-zero" (a header fix) on every load, and the SPACING_UNKNOWN
         # meta flag already reports it once, in the case's warnings
-        log = logging.getLogger("nibabel.global")
-        level = log.level
-        log.setLevel(logging.ERROR)
         try:
-            imgs = super().read(data, **kwargs)
+            with quiet_logger("nibabel.global"):
+                imgs = super().read(data, **kwargs)
         except (nib.filebasedimages.ImageFileError, OSError, EOFError, ValueError) as e:
             raise InputError(data, _misnamed(data) or f"not a readable NIfTI file ({_first_line(e)})") from None
-        finally:
-            log.setLevel(level)
         for img in ensure_tuple(imgs):
             _check_affine(img)
         return imgs
@@ -257,11 +333,15 @@ def read_failure(name: str, error: Exception, files=(), messages=()) -> InputErr
     reason = _metaimage_reason(list(messages)) or _itk_reason(str(error))
     if reason is None:
         return InputError(name, f"cannot be read as an image ({_first_line(error, 200)})")
-    import pydicom
-
-    for f in files:
+    for f in files:  # the slice that fails, decoded by pydicom, or alone by ITK where pydicom has no decoder
         try:
-            pydicom.dcmread(str(f)).pixel_array
+            ds = read_dicom(f)
+            if pydicom_decodes(ds):
+                ds.pixel_array
+            else:
+                import itk
+
+                itk.imread(str(f))
         except Exception as e:
             return InputError(f, f"slice of the series {name} is truncated or corrupt, or its pixel data cannot be "
                                  f"decoded ({type(e).__name__}); remove it or pick another series")

@@ -23,10 +23,12 @@ from monai.transforms import LoadImage, LoadImaged
 from monai.utils import ensure_tuple
 
 from fusionlungnet_monai.data.errors import InputError
-from fusionlungnet_monai.data.readers import CTNiftiReader, metaimage_messages, picture_reader, read_failure
+from fusionlungnet_monai.data.readers import (CTNiftiReader, MetaWithoutPreamble, metaimage_messages,
+                                              picture_reader, quiet_logger, read_dicom, read_failure)
 
 __all__ = ["SeriesInfo", "scan_dicom_folder", "select_ct_series", "multiframe_info", "CTSeriesReader", "LoadCTImage",
-           "LoadCTImaged", "is_dicom_file", "load_ct_lps"]
+           "LoadCTImaged", "is_dicom_file", "load_ct_lps", "functional_value",
+           "rescale_slope"]
 
 logger = logging.getLogger(__name__)
 
@@ -38,7 +40,7 @@ _NON_IMAGE_SOP = {
 
 
 def is_dicom_file(path: str | os.PathLike) -> bool:
-    """True when the file has the DICM preamble marker (or parses as DICOM without it)."""
+    """True when the file has the DICM preamble marker, or parses as DICOM without it (:func:`read_dicom`)."""
     try:
         with open(path, "rb") as f:
             head = f.read(132)
@@ -46,10 +48,8 @@ def is_dicom_file(path: str | os.PathLike) -> bool:
         return False
     if len(head) >= 132 and head[128:132] == b"DICM":
         return True
-    import pydicom
-
     try:
-        pydicom.dcmread(str(path), stop_before_pixels=True, force=False)
+        read_dicom(path, stop_before_pixels=True)
         return True
     except Exception:
         return False
@@ -77,6 +77,8 @@ class SeriesInfo:
     samples: set = field(default_factory=set)  # SamplesPerPixel of its slices (3: RGB)
     no_spacing: int = 0  # slices without a usable PixelSpacing (absent, zero or negative: ITK assumes 1 mm)
     no_rescale: int = 0  # slices without RescaleIntercept (stored values read as HU)
+    zero_slope: int = 0  # slices with RescaleSlope 0 (invalid: ITK reads it as 1)
+    negative_slope: list = field(default_factory=list)  # files with a negative RescaleSlope (HU would come inverted)
     kind: str = "series"  # what check_input calls the input: series, dicom, volume or picture
 
     @property
@@ -94,7 +96,7 @@ class SeriesInfo:
                 f"'{self.description}', {len(self.files)} file(s)) {status}")
 
 
-def _functional(ds, name: str, sequence: str, frame: int = 0):
+def functional_value(ds, name: str, sequence: str, frame: int = 0):
     """The value of ``name``: top-level in a single-frame image; in a multi-frame (enhanced) one, in ``sequence`` of
     the shared functional groups or of frame ``frame``'s (``None`` when absent)."""
     if name in ds:
@@ -105,6 +107,16 @@ def _functional(ds, name: str, sequence: str, frame: int = 0):
         if inner and name in inner[0]:
             return inner[0].get(name)
     return None
+
+
+def rescale_slope(ds) -> float | None:
+    """A DICOM image's ``RescaleSlope`` (multi-frame: its functional groups' first), ``None`` when absent or not a
+    number."""
+    value = functional_value(ds, "RescaleSlope", "PixelValueTransformationSequence")
+    try:
+        return None if value is None or value == "" else float(value)
+    except (TypeError, ValueError):
+        return None
 
 
 def _usable_spacing(value) -> bool:
@@ -130,8 +142,8 @@ def _short_pixel_data(ds, path: Path) -> bool:
         length = len(elem.value or b"")
     if length == 0xFFFFFFFF:  # undefined length: encapsulated frames, whatever the transfer syntax says
         return False
-    tell = getattr(elem, "value_tell", None)
-    if tell is not None and tell + length > path.stat().st_size:
+    tell = getattr(elem, "value_tell", None)  # in a deflated file: a place in the inflated stream, not in the file
+    if tell is not None and not (syntax is not None and syntax.is_deflated) and tell + length > path.stat().st_size:
         return True
     try:
         bits = int(ds.get("BitsAllocated", 0) or 0)
@@ -144,9 +156,9 @@ def _short_pixel_data(ds, path: Path) -> bool:
 
 def _plane_geometry(ds) -> tuple[tuple, list]:
     """``(ImageOrientationPatient, [ImagePositionPatient of each frame])`` of a single- or multi-frame image."""
-    ori = _functional(ds, "ImageOrientationPatient", "PlaneOrientationSequence")
+    ori = functional_value(ds, "ImageOrientationPatient", "PlaneOrientationSequence")
     frames = len(ds.get("PerFrameFunctionalGroupsSequence") or []) or 1
-    positions = [_functional(ds, "ImagePositionPatient", "PlanePositionSequence", i) for i in range(frames)]
+    positions = [functional_value(ds, "ImagePositionPatient", "PlanePositionSequence", i) for i in range(frames)]
     positions = [[float(v) for v in p] if p else None for p in positions]
     return tuple(round(float(v), 4) for v in (ori or [])), positions if any(positions) else []
 
@@ -194,14 +206,15 @@ _SCANNED_MAX = 4
 
 
 def _scan_files(folder: Path, files: list[Path]) -> list[SeriesInfo]:
-    import pydicom
-
     groups: dict[str, SeriesInfo] = {}
     seen_sop: set = set()
-    n_dicom = 0
+    n_dicom, no_preamble = 0, []
     for path in files:
         try:
-            ds = pydicom.dcmread(str(path), defer_size="1 KB")  # headers + whether PixelData is there, not its bytes
+            ds = read_dicom(path, defer_size="1 KB")  # headers + whether PixelData is there, not its bytes
+        except MetaWithoutPreamble:
+            no_preamble.append(path)
+            continue
         except Exception:
             continue
         n_dicom += 1
@@ -233,8 +246,12 @@ def _scan_files(folder: Path, files: list[Path]) -> list[SeriesInfo]:
             info.sizes.add((int(ds.Rows), int(ds.get("Columns", 0))))
         info.photometric.add(str(ds.get("PhotometricInterpretation", "")).strip())
         info.samples.add(int(ds.get("SamplesPerPixel", 1) or 1))
-        info.no_spacing += not _usable_spacing(_functional(ds, "PixelSpacing", "PixelMeasuresSequence"))
-        info.no_rescale += _functional(ds, "RescaleIntercept", "PixelValueTransformationSequence") is None
+        info.no_spacing += not _usable_spacing(functional_value(ds, "PixelSpacing", "PixelMeasuresSequence"))
+        info.no_rescale += functional_value(ds, "RescaleIntercept", "PixelValueTransformationSequence") is None
+        slope = rescale_slope(ds)
+        info.zero_slope += slope == 0
+        if slope is not None and slope < 0:
+            info.negative_slope.append(path)
         if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
             info.no_pixels.append(path)
         elif _short_pixel_data(ds, path):
@@ -244,6 +261,8 @@ def _scan_files(folder: Path, files: list[Path]) -> list[SeriesInfo]:
         hint = (f"; it holds {len(images)} image file(s) such as {images[0].name}: give one file as the input (or a "
                 "list of files), or run `fusionlungnet predict` on the folder, which takes a folder of cases"
                 if images else "")
+        if no_preamble:
+            hint = f"; {len(no_preamble)} file(s) such as {no_preamble[0].name} hold a {MetaWithoutPreamble.problem}"
         raise InputError(folder, f"no DICOM files found ({len(files)} file(s) checked){hint}")
     for info in groups.values():
         if info.no_pixels and not info.rejected:
@@ -253,6 +272,9 @@ def _scan_files(folder: Path, files: list[Path]) -> list[SeriesInfo]:
         if info.short_pixels and not info.rejected:
             info.rejected = (f"{len(info.short_pixels)} of {len(info.files)} slices hold fewer pixel bytes than their "
                              f"Rows x Columns need (e.g. {info.short_pixels[0].name}): truncated or damaged files")
+        if info.negative_slope and not info.rejected:
+            info.rejected = (f"{len(info.negative_slope)} of {len(info.files)} slices have a negative RescaleSlope (e.g. "
+                             f"{info.negative_slope[0].name}): their HU would be read inverted; fix the header")
         if len(info.sizes) > 1 and not info.rejected:
             info.rejected = "slices of different sizes " + ", ".join(f"{r}x{c}" for r, c in sorted(info.sizes))
         _validate(info)
@@ -350,6 +372,9 @@ def _validate(info: SeriesInfo) -> None:
     if info.no_rescale:
         info.warnings.append(f"no RescaleIntercept in {info.no_rescale} of {len(info.files)} files (a CT image "
                              "must have one): the stored values were read as HU")
+    if info.zero_slope:
+        info.warnings.append(f"RescaleSlope 0 (invalid) in {info.zero_slope} of {len(info.files)} files: read as 1, "
+                             "as ITK does")
     if abs(n[main]) < 0.9999:
         info.warnings.append(f"gantry tilt / oblique slices (slice normal {np.round(n, 4).tolist()})")
     if len(z) > 2:
@@ -546,17 +571,15 @@ class _QuietReaderRegistration:
     DICOM reader announces, as a log line and a warning each time, that the optional nvImageCodec is absent. The
     project's loaders read with :class:`CTSeriesReader` only, so that reader is never used: its notice is dropped."""
 
-    logger = logging.getLogger("monai.data.nvimgcodec_pydicom_plugin")
-
     def __enter__(self) -> None:
         self._warnings = warnings.catch_warnings()
         self._warnings.__enter__()
         warnings.filterwarnings("ignore", message="NvImgCodecPydicomReader")
-        self._level = self.logger.level
-        self.logger.setLevel(logging.ERROR)
+        self._quiet = quiet_logger("monai.data.nvimgcodec_pydicom_plugin")
+        self._quiet.__enter__()
 
     def __exit__(self, *exc) -> None:
-        self.logger.setLevel(self._level)
+        self._quiet.__exit__(*exc)
         self._warnings.__exit__(*exc)
 
 

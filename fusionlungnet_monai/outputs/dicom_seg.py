@@ -7,6 +7,8 @@ from typing import Sequence
 
 import numpy as np
 
+from fusionlungnet_monai.data.readers import read_dicom
+from fusionlungnet_monai.data.series import functional_value
 from fusionlungnet_monai.version import __version__
 
 __all__ = ["DicomSegUnavailable", "write_dicom_seg"]
@@ -27,13 +29,11 @@ class DicomSegUnavailable(ValueError):
 
 def _missing_attributes(src: Sequence, files: Sequence) -> str | None:
     """Which attributes a SEG needs are absent from the source images (one line naming a file), or ``None``."""
-    from fusionlungnet_monai.data.series import _functional
-
     lacking = []
     for ds, f in zip(src, files):
         missing = [k for k in REQUIRED_SOURCE_ATTRIBUTES  # a UID must also have a value (PatientID may be empty)
                    if k not in ds or (k.endswith("UID") and not str(ds.get(k) or "").strip())]
-        if _functional(ds, "PixelSpacing", "PixelMeasuresSequence") is None:
+        if functional_value(ds, "PixelSpacing", "PixelMeasuresSequence") is None:
             missing.append("PixelSpacing")
         if missing:
             lacking.append((os.path.basename(str(f)), missing))
@@ -64,13 +64,12 @@ def write_dicom_seg(labels: np.ndarray, source_files: Sequence[str | os.PathLike
         FileExistsError: when ``path`` exists.
     """
     import highdicom as hd
-    import pydicom
     from pydicom.sr.codedict import codes
     from pydicom.sr.coding import Code
 
     if os.path.exists(path):
         raise FileExistsError(f"{path}: already exists; refusing to overwrite")
-    src = [pydicom.dcmread(str(f)) for f in source_files]
+    src = [read_dicom(f) for f in source_files]
     missing = _missing_attributes(src, source_files)
     if missing:
         raise DicomSegUnavailable(f"the source series lacks what a SEG must reference: {missing}")
