@@ -44,6 +44,10 @@ def test_tcia_folder_rejects_reformats_and_duplicates():
     picked = select_ct_series(folder)
     assert "ORIGINAL" in picked.image_type  # the derived axial reformat loses the tie
     assert picked.num_slices == 1
+    other = next(s for s in series if not s.rejected and s.uid != picked.uid)
+    note = [w for w in picked.warnings if w.startswith("the folder holds 2 usable CT series; segmented ")]
+    assert note and f"--series-uid picks another: {other.uid} ('{other.description}', 1 slices)" in note[0]  # 0.3.12
+    assert not [w for w in select_ct_series(DATA / "lidc_idri_slabs" / "LIDC-IDRI-0003").warnings if "usable" in w]
 
 
 def test_series_uid_override_and_errors(tmp_path, phantom_dir):

@@ -407,6 +407,13 @@ def select_ct_series(folder: str | os.PathLike, series_uid: str | None = None) -
             raise InputError(folder, f"no axial CT series to segment; found: {report}")
         picked = max(usable, key=lambda s: (s.is_axial, s.num_slices, "ORIGINAL" in s.image_type.upper(),
                                             -s.slice_thickness))
+        others = [s for s in usable if s is not picked]
+        if others:  # a study folder with several reconstructions: say which one was segmented, and how to pick
+            name = lambda s: f"{s.uid or '<empty UID>'} ('{s.description}', {s.num_slices} slices)"  # noqa: E731
+            picked.warnings.append(f"the folder holds {len(usable)} usable CT series; segmented {name(picked)} (the "
+                                   "most slices, then ORIGINAL before DERIVED, then the thinnest); --series-uid picks "
+                                   "another: "
+                                   + ", ".join(name(s) for s in others[:5]) + (" ..." if len(others) > 5 else ""))
     logger.info("%s: %d series found (%s); picked %s", folder, len(series), report, picked.uid or "<empty UID>")
     for w in picked.warnings:
         warnings.warn(f"{folder}: series {picked.uid or '<empty UID>'}: {w}", stacklevel=2)
