@@ -15,7 +15,7 @@ from conftest import BUNDLE, ROOT
     (["--set", "x"], 2, "--set 'x': expected ID=JSON"),  # was: ValueError traceback from json.loads
     (["--set", "spatial_size=[1,"], 2, "--set 'spatial_size=[1,': Expecting value"),
     (["--set", "nonsense_id=1"], 1, "--set nonsense_id: no config of"),  # was: ignored without a word
-    (["--model", "/no/such/model.pt"], 1, "/no/such/model.pt: no such weights file"),  # was: a half-written app
+    (["--model", "/no/such/model.pt"], 1, "/no/such/model.pt: no weights file here"),  # was: a half-written app
     (["--model", str(ROOT / "README.md")], 1, "not a PyTorch weights file"),
     (["--bundle", str(ROOT / "docs")], 1, "no MONAI bundle here"),
 ])

@@ -108,13 +108,11 @@ def make_app(app: Path, bundle: Path, name: str, model: Path | str | None, data:
     if not (bundle / "configs" / "inference.json").is_file():
         raise SystemExit(f"{bundle}: no MONAI bundle here (no configs/inference.json)")
     if model is not None and str(model) != "none":
+        from fusionlungnet_monai import check_checkpoint
         from fusionlungnet_monai.data import InputError
-        from fusionlungnet_monai.predict import check_weights
 
-        if not Path(model).is_file():
-            raise SystemExit(f"{model}: no such weights file")
         try:
-            check_weights(Path(model))
+            check_checkpoint(model, option="model")
         except InputError as e:
             raise SystemExit(str(e)) from None
     configs = [json.loads(f.read_text()) for f in sorted((bundle / "configs").glob("*.json"))]
