@@ -395,5 +395,6 @@ def test_every_transfer_syntax_reads_as_the_original(syntax, tmp_path):
         bad = bytearray((folder / "3.dcm").read_bytes())
         bad[len(bad) // 2: len(bad) // 2 + 2000] = b"\xff\x00" * 1000  # compressed bytes broken mid-stream
         (folder / "3.dcm").write_bytes(bytes(bad))
-        with pytest.raises(InputError, match=re.escape(f"{folder / '3.dcm'}: slice of the series {folder} is truncated")):
+        culprit = f"{folder / '3.dcm'}: slice of the series {folder} is truncated"
+        with pytest.raises(InputError, match=re.escape(culprit)):
             LoadCTImage(image_only=True)(str(folder))

@@ -85,7 +85,6 @@ def _check_dicom_file(path: Path) -> tuple[int, ...]:
     return shape if frames == 1 else shape + (frames,)
 
 
-
 def _check_volume(path: Path) -> tuple[int, ...]:
     if path.name.lower().endswith((".nii", ".nii.gz")):  # the header through the reader that will read it
         from fusionlungnet_monai.data.readers import CTNiftiReader

@@ -33,7 +33,8 @@ from pydicom.errors import InvalidDicomError
 from fusionlungnet_monai.data.errors import InputError
 
 __all__ = ["CTNiftiReader", "check_one_volume", "picture_problem", "picture_reader", "read_dicom",
-           "MetaWithoutPreamble", "pydicom_decodes", "quiet_logger", "read_failure", "metaimage_messages", "SPACING_UNKNOWN"]
+           "MetaWithoutPreamble", "pydicom_decodes", "quiet_logger", "read_failure", "metaimage_messages",
+           "SPACING_UNKNOWN"]
 
 #: image meta key, ``True`` when the file gives no voxel size (NIfTI ``pixdim`` 0) and 1 mm was assumed
 SPACING_UNKNOWN = "fln_spacing_unknown"

@@ -27,8 +27,7 @@ from fusionlungnet_monai.data.readers import (CTNiftiReader, MetaWithoutPreamble
                                               picture_reader, quiet_logger, read_dicom, read_failure)
 
 __all__ = ["SeriesInfo", "scan_dicom_folder", "select_ct_series", "multiframe_info", "CTSeriesReader", "LoadCTImage",
-           "LoadCTImaged", "is_dicom_file", "load_ct_lps", "functional_value",
-           "rescale_slope"]
+           "LoadCTImaged", "is_dicom_file", "load_ct_lps", "functional_value", "rescale_slope"]
 
 logger = logging.getLogger(__name__)
 
@@ -273,8 +272,8 @@ def _scan_files(folder: Path, files: list[Path]) -> list[SeriesInfo]:
             info.rejected = (f"{len(info.short_pixels)} of {len(info.files)} slices hold fewer pixel bytes than their "
                              f"Rows x Columns need (e.g. {info.short_pixels[0].name}): truncated or damaged files")
         if info.negative_slope and not info.rejected:
-            info.rejected = (f"{len(info.negative_slope)} of {len(info.files)} slices have a negative RescaleSlope (e.g. "
-                             f"{info.negative_slope[0].name}): their HU would be read inverted; fix the header")
+            info.rejected = (f"{len(info.negative_slope)} of {len(info.files)} slices have a negative RescaleSlope "
+                             f"(e.g. {info.negative_slope[0].name}): their HU would be read inverted; fix the header")
         if len(info.sizes) > 1 and not info.rejected:
             info.rejected = "slices of different sizes " + ", ".join(f"{r}x{c}" for r, c in sorted(info.sizes))
         _validate(info)
