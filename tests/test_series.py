@@ -250,7 +250,7 @@ def test_a_series_of_dotted_file_names_is_one_case_and_nothing_is_skipped(tmp_pa
                                 "it are read") in skipped
 
 
-def test_dicom_without_preamble_is_read_like_the_original(tmp_path):
+def test_dicom_without_preamble_is_read_like_the_original(tmp_path, capfd):
     """Older exports store the dataset alone: no 128-byte preamble, no ``DICM`` marker (implicit VR, or with the file
     meta group first). GDCM/ITK read them; the series scan used to find "no DICOM files" in such a folder. Now the
     series, one file, and a folder of files without suffix read as the original; a file meta group without the
@@ -295,6 +295,17 @@ def test_dicom_without_preamble_is_read_like_the_original(tmp_path):
     assert not is_dicom_file(junk)
     with pytest.raises(pydicom.errors.InvalidDicomError):
         read_dicom(junk)
+    # noise after the first tag of a meta group, a character set, a SOP Class UID ...: not DICOM, and nothing said
+    rng = np.random.default_rng(0)
+    noise = tmp_path / "noise"
+    noise.mkdir()
+    capfd.readouterr()
+    for i, head in enumerate([b"\x02\x00\x00\x00", b"\x08\x00\x05\x00", b"\x08\x00\x16\x00", b"\x08\x00\x08\x00"] * 15):
+        (noise / f"f{i}").write_bytes(head + rng.integers(0, 256, int(rng.integers(0, 3000)), np.uint8).tobytes())
+        assert not is_dicom_file(noise / f"f{i}")
+    with pytest.raises(InputError, match=re.escape("no DICOM files found (60 file(s) checked)") + "$"):
+        select_ct_series(noise)
+    assert capfd.readouterr().err == ""
 
 
 def torch_equal(a, b) -> bool:

@@ -23,6 +23,7 @@ import re
 import sys
 import tempfile
 import threading
+import warnings
 import zlib
 
 import numpy as np
@@ -89,18 +90,28 @@ def read_dicom(path: str | os.PathLike, **kwargs):
         with open(path, "rb") as f:
             head = f.read(4)
         group = int.from_bytes(head[:2], "little") if len(head) == 4 else None
-        if group == 0x0002:
-            raise MetaWithoutPreamble(path) from None
-        if group != 0x0008 or int.from_bytes(head[2:4], "little") >= 0x0100:
-            raise  # a dataset opens with a little-endian tag of group 0x0008 (identification)
-    with quiet_logger("pydicom"):  # a forced read logs what it could not parse; the result is checked below
+        if group not in (0x0002, 0x0008) or int.from_bytes(head[2:4], "little") >= 0x0100:
+            raise  # a dataset opens with a little-endian tag of group 0x0002 (file meta) or 0x0008 (identification)
+    with quiet_logger("pydicom"), warnings.catch_warnings():  # what a forced read of other bytes would say
+        warnings.simplefilter("ignore")
         ds = pydicom.dcmread(str(path), force=True, **kwargs)
-    if "SOPClassUID" not in ds and "Rows" not in ds:  # bytes that merely began like a tag
-        raise InvalidDicomError(f"{path}: no DICOM preamble, and no SOPClassUID or Rows in what follows")
+        if not _sop_class_uid(ds):  # bytes that merely began like a tag
+            raise InvalidDicomError(f"{path}: no DICOM preamble, and no SOP Class UID in what follows")
+    if group == 0x0002:
+        raise MetaWithoutPreamble(path)
     if "TransferSyntaxUID" not in ds.file_meta:
         implicit = getattr(ds, "original_encoding", (True, True))[0]
         ds.file_meta.TransferSyntaxUID = ImplicitVRLittleEndian if implicit else ExplicitVRLittleEndian
     return ds
+
+
+def _sop_class_uid(ds) -> bool:
+    """Whether a dataset read without its preamble names a DICOM SOP Class (``1.2.840.10008.5.1.4...``), as every
+    image does: random bytes that began like a tag do not."""
+    try:
+        return re.fullmatch(r"1\.2\.840\.10008\.5\.1\.4(\.[0-9]+)+", str(ds.get("SOPClassUID", ""))) is not None
+    except Exception:  # an element that does not parse
+        return False
 
 
 def pydicom_decodes(ds) -> bool:
