@@ -22,7 +22,7 @@ import numpy as np
 
 from fusionlungnet_monai import outputs
 from fusionlungnet_monai.classical import finite_hu
-from fusionlungnet_monai.data.checks import IMAGE_SUFFIXES, check_input, check_output_dir, file_stem
+from fusionlungnet_monai.data.checks import IMAGE_SUFFIXES, archive_kind, check_input, check_output_dir, file_stem
 from fusionlungnet_monai.data.errors import InputError
 from fusionlungnet_monai.data.readers import quiet_logger, read_dicom
 from fusionlungnet_monai.data.series import is_dicom_file
@@ -170,6 +170,8 @@ def list_cases(path: str | os.PathLike, skipped: list | None = None) -> list[Pat
             skipped.append((p, "loose DICOM file next to case folders: put a series in a folder of its own"))
         elif p.name.lower().endswith(IMAGE_SUFFIXES):
             cases.append(p)
+        elif archive_kind(p):
+            skipped.append((p, f"a {archive_kind(p)} archive: unpack it to segment what it holds"))
         else:
             skipped.append((p, "not an image file or case folder"))
     if not cases and not dicoms:

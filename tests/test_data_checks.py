@@ -153,3 +153,29 @@ def test_output_dir_checks(tmp_path):
     assert check_output_dir(tmp_path / "case_out", inputs=(f,)).is_dir()  # next to a file input is fine
     expect("cannot create output folder", check_output_dir, f / "sub", path=f / "sub")  # parent is a file
     assert check_output_dir(tmp_path / "new" / "deep").is_dir()
+
+
+def test_an_archive_is_named_as_one(tmp_path):
+    """Studies often arrive zipped from a PACS or portal: a zip or tar is named as such, with what to do (before: "not
+    an image file"), and skipped as such in a batch folder."""
+    import tarfile
+    import zipfile
+
+    from fusionlungnet_monai.predict import list_cases
+
+    src = sorted((DATA / "lidc_idri_slabs" / "LIDC-IDRI-0003").rglob("*.dcm"))[:2]
+    zipped, tarred = tmp_path / "study.zip", tmp_path / "study.tar.gz"
+    with zipfile.ZipFile(zipped, "w") as z, tarfile.open(tarred, "w:gz") as t:
+        for f in src:
+            z.write(f, f.name)
+            t.add(f, f.name)
+    for path, kind in ((zipped, "zip"), (tarred, "tar")):
+        expect(f"a {kind} archive: unpack it, then give the folder", check_input, path, path=path)
+    (tmp_path / "case").mkdir()
+    for f in src:
+        (tmp_path / "case" / f.name).write_bytes(f.read_bytes())
+    skipped: list = []
+    assert list_cases(tmp_path, skipped) == [tmp_path / "case"]
+    assert sorted((p.name, why) for p, why in skipped) == [
+        ("study.tar.gz", "a tar archive: unpack it to segment what it holds"),
+        ("study.zip", "a zip archive: unpack it to segment what it holds")]
