@@ -22,9 +22,9 @@ import numpy as np
 
 from fusionlungnet_monai import outputs
 from fusionlungnet_monai.classical import finite_hu
-from fusionlungnet_monai.data.checks import IMAGE_SUFFIXES, archive_kind, check_input, check_output_dir, file_stem
+from fusionlungnet_monai.data.checks import IMAGE_SUFFIXES, check_input, check_output_dir, file_stem
 from fusionlungnet_monai.data.errors import InputError
-from fusionlungnet_monai.data.readers import quiet_logger, read_dicom
+from fusionlungnet_monai.data.readers import archive_kind, quiet_logger, read_dicom
 from fusionlungnet_monai.data.series import is_dicom_file
 from fusionlungnet_monai.outputs import PLAUSIBLE_LUNG_ML, SECOND_OPINION_DICE
 from fusionlungnet_monai.version import __version__

@@ -169,8 +169,11 @@ def test_an_archive_is_named_as_one(tmp_path):
         for f in src:
             z.write(f, f.name)
             t.add(f, f.name)
+    from fusionlungnet_monai.data import LoadCTImage
+
     for path, kind in ((zipped, "zip"), (tarred, "tar")):
         expect(f"a {kind} archive: unpack it, then give the folder", check_input, path, path=path)
+        expect(f"a {kind} archive: unpack it", LoadCTImage(image_only=True), str(path), path=path)  # the bundle's loader
     (tmp_path / "case").mkdir()
     for f in src:
         (tmp_path / "case" / f.name).write_bytes(f.read_bytes())

@@ -12,8 +12,8 @@ from monai.config import KeysCollection
 from monai.transforms import MapTransform
 
 from fusionlungnet_monai.data.errors import InputError
-from fusionlungnet_monai.data.readers import (MetaWithoutPreamble, check_one_volume, picture_problem, pydicom_decodes,
-                                              read_dicom)
+from fusionlungnet_monai.data.readers import (MetaWithoutPreamble, archive_kind, archive_problem, check_one_volume,
+                                              picture_problem, pydicom_decodes, read_dicom)
 from fusionlungnet_monai.data.series import (
     IMAGE_SUFFIXES,
     PICTURE_SUFFIXES,
@@ -25,8 +25,8 @@ from fusionlungnet_monai.data.series import (
     select_ct_series,
 )
 
-__all__ = ["IMAGE_SUFFIXES", "PICTURE_SUFFIXES", "VOLUME_SUFFIXES", "CheckPaird", "archive_kind", "check_input",
-           "check_output_dir", "check_pair", "file_stem", "image_size"]
+__all__ = ["IMAGE_SUFFIXES", "PICTURE_SUFFIXES", "VOLUME_SUFFIXES", "CheckPaird", "check_input", "check_output_dir",
+           "check_pair", "file_stem", "image_size"]
 
 
 
@@ -117,23 +117,11 @@ def image_size(path: str | os.PathLike, mask: bool = False) -> tuple[int, ...]:
     elif kind == "volume":
         size = _check_volume(path)
     elif archive_kind(path):
-        raise InputError(path, f"a {archive_kind(path)} archive: unpack it, then give the folder (a DICOM series, or "
-                               "a folder of cases)")
+        raise InputError(path, archive_problem(path))
     else:
         raise InputError(path, "not an image file (supported: DICOM, NIfTI/MHA/NRRD, PNG/JPG/BMP/TIFF)")
     return _one_slice_as_2d(size)
 
-
-def archive_kind(path: str | os.PathLike) -> str | None:
-    """``"zip"`` or ``"tar"`` when ``path`` is such an archive (how PACS and download portals hand out studies),
-    else ``None``."""
-    import tarfile
-    import zipfile
-
-    try:
-        return "zip" if zipfile.is_zipfile(path) else "tar" if tarfile.is_tarfile(path) else None
-    except OSError:
-        return None
 
 
 def _one_slice_as_2d(size: tuple) -> tuple:

@@ -34,8 +34,8 @@ from pydicom.errors import InvalidDicomError
 from fusionlungnet_monai.data.errors import InputError
 
 __all__ = ["CTNiftiReader", "check_one_volume", "picture_problem", "picture_reader", "read_dicom",
-           "MetaWithoutPreamble", "pydicom_decodes", "quiet_logger", "read_failure", "metaimage_messages",
-           "SPACING_UNKNOWN"]
+           "MetaWithoutPreamble", "archive_kind", "archive_problem", "pydicom_decodes", "quiet_logger", "read_failure",
+           "metaimage_messages", "SPACING_UNKNOWN"]
 
 #: image meta key, ``True`` when the file gives no voxel size (NIfTI ``pixdim`` 0) and 1 mm was assumed
 SPACING_UNKNOWN = "fln_spacing_unknown"
@@ -332,6 +332,23 @@ def _metaimage_reason(lines: list) -> str | None:
     return f"MetaImage: {first}" + (f", {sizes.group(2)} of {sizes.group(1)} bytes" if sizes else "")
 
 
+def archive_kind(path: str | os.PathLike) -> str | None:
+    """``"zip"`` or ``"tar"`` when ``path`` is such an archive (how PACS and download portals hand out studies),
+    else ``None``."""
+    import tarfile
+    import zipfile
+
+    try:
+        return "zip" if zipfile.is_zipfile(path) else "tar" if tarfile.is_tarfile(path) else None
+    except OSError:
+        return None
+
+
+def archive_problem(path: str | os.PathLike) -> str:
+    """What to do with an archive given as an image (see :func:`archive_kind`)."""
+    return f"a {archive_kind(path)} archive: unpack it, then give the folder (a DICOM series, or a folder of cases)"
+
+
 def read_failure(name: str, error: Exception, files=(), messages=()) -> InputError:
     """One :class:`InputError` for a file or series that a reader failed on.
 
@@ -343,6 +360,8 @@ def read_failure(name: str, error: Exception, files=(), messages=()) -> InputErr
         messages: what the reader printed to stderr meanwhile (:func:`metaimage_messages`).
     """
     reason = _metaimage_reason(list(messages)) or _itk_reason(str(error))
+    if reason is None and os.path.isfile(name) and archive_kind(name):
+        return InputError(name, archive_problem(name))
     if reason is None:
         return InputError(name, f"cannot be read as an image ({_first_line(error, 200)})")
     for f in files:  # the slice that fails, decoded by pydicom, or alone by ITK where pydicom has no decoder
