@@ -1,3 +1,4 @@
+import contextlib
 import re
 import numpy as np
 import pydicom
@@ -409,3 +410,42 @@ def test_every_transfer_syntax_reads_as_the_original(syntax, tmp_path):
         culprit = f"{folder / '3.dcm'}: slice of the series {folder} is truncated"
         with pytest.raises(InputError, match=re.escape(culprit)):
             LoadCTImage(image_only=True)(str(folder))
+
+
+def test_a_long_series_is_read_in_chunks_with_the_whole_reads_voxels_and_geometry(tmp_path, monkeypatch):
+    """Series of more than SERIES_READ_CHUNK files are read a chunk at a time into one int16 volume (GDCM widens most
+    16-bit CT to int32, and the whole read held that beside its int16 copy: 3x the volume at its peak). Real series
+    (LIDC-IDRI-0003; the JPEG 2000 TotalSegmentator series, which ITK reads as 16-bit), a series with a gap, and
+    one whose later slices are scaled beyond int16 (the volume widens as the whole read's does) read the same as
+    in one go: voxels, type, affine and meta."""
+    import shutil
+
+    import torch
+
+    import fusionlungnet_monai.data.series as series
+    from fusionlungnet_monai.data import LoadCTImage
+
+    gap, scaled = tmp_path / "gap", tmp_path / "scaled"
+    src = DATA / "lidc_idri_slabs" / "LIDC-IDRI-0003"
+    for folder in (gap, scaled):
+        folder.mkdir()
+        for f in sorted(src.rglob("*.dcm")):
+            shutil.copy(f, folder / f.name)
+    sorted(gap.iterdir())[5].unlink()
+    for f in sorted(scaled.iterdir())[8:]:
+        ds = pydicom.dcmread(str(f))
+        ds.RescaleSlope = 1000  # HU beyond int16 in the last chunk only
+        ds.save_as(f)
+    for case in (src, DATA / "totalseg_example_ct" / "dicom", gap, scaled):
+        read = {}
+        for chunk in (10**6, 4):
+            monkeypatch.setattr(series, "SERIES_READ_CHUNK", chunk)
+            with pytest.warns() if case == gap else contextlib.nullcontext():  # the gap's own warning
+                read[chunk] = [LoadCTImage(image_only=True, dtype=dt)(str(case)) for dt in ("compact", None)]
+        for whole, chunked in zip(read[10**6], read[4]):
+            assert whole.dtype == chunked.dtype and whole.shape == chunked.shape, case
+            assert torch.equal(whole.as_tensor(), chunked.as_tensor()) and torch.equal(whole.affine, chunked.affine)
+            assert {k: str(v) for k, v in whole.meta.items()} == {k: str(v) for k, v in chunked.meta.items()}
+    assert read[4][0].dtype == torch.float32  # the scaled case: compact is float32 when HU leave int16
+    raw = series._read_in_chunks([str(f) for f in select_ct_series(scaled).files], chunk=4)
+    assert raw.data.dtype == np.int32 and raw.data.flags.c_contiguous  # widened at the last chunk, as the whole read

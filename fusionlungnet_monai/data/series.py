@@ -7,6 +7,7 @@ CT series with the most slices (ties: ORIGINAL before DERIVED, then the thinnest
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import warnings
@@ -526,8 +527,12 @@ class CTSeriesReader(ImageReader):
                 if os.path.isdir(name):
                     info = select_ct_series(name, self.series_uid)
                     files = [str(f) for f in info.files]
-                    image = _quiet_itk_read(files if len(files) > 1 else files[0], **kwargs)
-                    meta = image.GetMetaDataDictionary()  # a series read keeps no tags: name the series at least
+                    if len(files) > SERIES_READ_CHUNK:  # the int16 volume, not ITK's int32 one next to it
+                        image = _read_in_chunks(files, **kwargs)
+                        meta = image.geometry.GetMetaDataDictionary()
+                    else:
+                        image = _quiet_itk_read(files if len(files) > 1 else files[0], **kwargs)
+                        meta = image.GetMetaDataDictionary()  # a series read keeps no tags: name the series at least
                     for tag, value in (("0020|000e", info.uid), ("0008|0060", info.modality),
                                        ("0008|103e", info.description)):
                         if not meta.HasKey(tag):
@@ -544,23 +549,88 @@ class CTSeriesReader(ImageReader):
 
     def get_data(self, img):
         reader, obj = img
-        data, meta = reader.get_data(obj)
+        data, meta = obj.get_data(reader) if isinstance(obj, _ChunkedSeries) else reader.get_data(obj)
         check_grey_slice_size(meta.get("filename_or_obj"), data.shape)
         return compact_integers(data), meta
 
 
-def _quiet_itk_read(files, **kwargs):
-    """``itk.imread`` of a selected series with ITK's warnings off: its "Non uniform sampling or missing slices"
-    goes to stderr in the middle of a progress bar, and :func:`select_ct_series` already reports irregular spacing
-    in the case's warnings (the display is ITK's global switch: restored afterwards)."""
+@contextlib.contextmanager
+def _itk_warnings_off():
+    """ITK's warnings off within the context: its "Non uniform sampling or missing slices" goes to stderr in the
+    middle of a progress bar, and :func:`select_ct_series` already reports irregular spacing in the case's warnings
+    (the display is ITK's global switch: restored afterwards)."""
     import itk
 
     shown = itk.Object.GetGlobalWarningDisplay()
     itk.Object.SetGlobalWarningDisplay(False)
     try:
-        return itk.imread(files, **kwargs)
+        yield
     finally:
         itk.Object.SetGlobalWarningDisplay(shown)
+
+
+def _quiet_itk_read(files, **kwargs):
+    """``itk.imread`` of a selected series (or file) with ITK's warnings off."""
+    import itk
+
+    with _itk_warnings_off():
+        return itk.imread(files, **kwargs)
+
+
+#: series of more slices than this are read this many files at a time (:func:`_read_in_chunks`)
+SERIES_READ_CHUNK = 64
+
+
+class _ChunkedSeries:
+    """A DICOM series read a chunk of files at a time: ``geometry`` is ITK's whole-series reader output after
+    ``UpdateOutputInformation`` (origin, spacing, direction and size, computed from every file's position exactly
+    as for a whole read; no pixels), ``data`` the volume in ``(x, y, z)`` order."""
+
+    def __init__(self, geometry, data: np.ndarray) -> None:
+        self.geometry, self.data = geometry, data
+
+    def get_data(self, reader: ITKReader) -> tuple[np.ndarray, dict]:
+        """``(data, meta)`` as ``reader.get_data`` gives them for the whole series read at once."""
+        from monai.utils import MetaKeys, SpaceKeys
+
+        header = dict(reader._get_meta_dict(self.geometry))
+        header[MetaKeys.ORIGINAL_AFFINE] = reader._get_affine(self.geometry, reader.affine_lps_to_ras)
+        header[MetaKeys.SPACE] = SpaceKeys.RAS if reader.affine_lps_to_ras else SpaceKeys.LPS
+        header[MetaKeys.AFFINE] = header[MetaKeys.ORIGINAL_AFFINE].copy()
+        header[MetaKeys.SPATIAL_SHAPE] = reader._get_spatial_shape(self.geometry)
+        header[MetaKeys.ORIGINAL_CHANNEL_DIM] = float("nan")  # one grey volume: no channel axis
+        return self.data, header
+
+
+def _compact_dtype(part: np.ndarray) -> np.dtype:
+    """The type :func:`compact_integers` keeps ``part`` in: ``int16`` for wider integers that fit, else its own."""
+    return np.dtype(np.int16) if part.dtype.kind in "iu" and part.dtype.itemsize > 2 and _fits_int16(part) \
+        else part.dtype
+
+
+def _read_in_chunks(files: list, chunk: int | None = None, **kwargs) -> _ChunkedSeries:
+    """A series read ``chunk`` (:data:`SERIES_READ_CHUNK`) files at a time into one ``(x, y, z)`` volume of the type
+    :func:`compact_integers` gives the whole read: for most 16-bit CT, GDCM widens the pixels to int32 for the rescale,
+    so the whole read held an int32 volume beside its int16 copy (3x the int16 volume); here one int16 volume and one
+    chunk. The same voxels, geometry and meta as the whole read (tested)."""
+    import itk
+
+    chunk = chunk or SERIES_READ_CHUNK
+    with _itk_warnings_off():
+        whole = itk.ImageSeriesReader.New(FileNames=[str(f) for f in files])  # the pixel type itk.imread would pick
+        whole.UpdateOutputInformation()
+    data = None
+    for z0 in range(0, len(files), chunk):
+        part = itk.array_view_from_image(_quiet_itk_read(list(files[z0:z0 + chunk]), **kwargs))
+        part = part.reshape((-1,) + part.shape[-2:])  # (z, y, x)
+        dtype = _compact_dtype(part) if data is None else np.result_type(data.dtype, _compact_dtype(part))
+        dtype = np.dtype(np.float32) if dtype.kind == "f" and dtype.itemsize > 4 and part.dtype.itemsize <= 4 else dtype
+        if data is None:
+            data = np.empty(part.shape[:0:-1] + (len(files),), dtype)
+        elif dtype != data.dtype:  # a chunk beyond int16, or of floats: the volume widens, as the whole read's type
+            data = data.astype(dtype)
+        data[..., z0:z0 + len(part)] = part.transpose(2, 1, 0)
+    return _ChunkedSeries(whole.GetOutput(), data)
 
 
 def _compact(img: torch.Tensor) -> torch.Tensor:
