@@ -170,8 +170,8 @@ def list_cases(path: str | os.PathLike, skipped: list | None = None) -> list[Pat
             skipped.append((p, "loose DICOM file next to case folders: put a series in a folder of its own"))
         elif p.name.lower().endswith(IMAGE_SUFFIXES):
             cases.append(p)
-        elif archive_kind(p):
-            skipped.append((p, f"a {archive_kind(p)} archive: unpack it to segment what it holds"))
+        elif kind := archive_kind(p):
+            skipped.append((p, f"a {kind} archive: unpack it to segment what it holds"))
         else:
             skipped.append((p, "not an image file or case folder"))
     if not cases and not dicoms:

@@ -123,7 +123,6 @@ def image_size(path: str | os.PathLike, mask: bool = False) -> tuple[int, ...]:
     return _one_slice_as_2d(size)
 
 
-
 def _one_slice_as_2d(size: tuple) -> tuple:
     """A one-slice volume's size as a 2D picture's: ``(x, y, 1)`` -> ``(x, y)``."""
     return tuple(size[:2]) if len(size) == 3 and size[2] == 1 else tuple(size)

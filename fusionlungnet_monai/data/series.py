@@ -590,7 +590,8 @@ class _ChunkedSeries:
         self.geometry, self.data = geometry, data
 
     def get_data(self, reader: ITKReader) -> tuple[np.ndarray, dict]:
-        """``(data, meta)`` as ``reader.get_data`` gives them for the whole series read at once."""
+        """``(data, meta)`` as ``reader.get_data`` gives them for the whole series read at once (through the
+        ``ITKReader`` helpers that ``get_data`` itself calls; MONAI is pinned below 1.7)."""
         from monai.utils import MetaKeys, SpaceKeys
 
         header = dict(reader._get_meta_dict(self.geometry))
