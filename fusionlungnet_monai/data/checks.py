@@ -12,8 +12,8 @@ from monai.config import KeysCollection
 from monai.transforms import MapTransform
 
 from fusionlungnet_monai.data.errors import InputError
-from fusionlungnet_monai.data.readers import (MetaWithoutPreamble, archive_kind, archive_problem, check_one_volume,
-                                              picture_problem, pydicom_decodes, read_dicom)
+from fusionlungnet_monai.data.readers import (MetaWithoutPreamble, archive_problem, check_one_volume, picture_problem,
+                                              pydicom_decodes, read_dicom)
 from fusionlungnet_monai.data.series import (
     IMAGE_SUFFIXES,
     PICTURE_SUFFIXES,
@@ -116,8 +116,8 @@ def image_size(path: str | os.PathLike, mask: bool = False) -> tuple[int, ...]:
         size = _check_dicom_file(path)
     elif kind == "volume":
         size = _check_volume(path)
-    elif archive_kind(path):
-        raise InputError(path, archive_problem(path))
+    elif archived := archive_problem(path):
+        raise InputError(path, archived)
     else:
         raise InputError(path, "not an image file (supported: DICOM, NIfTI/MHA/NRRD, PNG/JPG/BMP/TIFF)")
     return _one_slice_as_2d(size)

@@ -344,9 +344,10 @@ def archive_kind(path: str | os.PathLike) -> str | None:
         return None
 
 
-def archive_problem(path: str | os.PathLike) -> str:
-    """What to do with an archive given as an image (see :func:`archive_kind`)."""
-    return f"a {archive_kind(path)} archive: unpack it, then give the folder (a DICOM series, or a folder of cases)"
+def archive_problem(path: str | os.PathLike) -> str | None:
+    """What to do with ``path`` when it is an archive given as an image (see :func:`archive_kind`), else ``None``."""
+    kind = archive_kind(path)
+    return kind and f"a {kind} archive: unpack it, then give the folder (a DICOM series, or a folder of cases)"
 
 
 def read_failure(name: str, error: Exception, files=(), messages=()) -> InputError:
@@ -360,8 +361,8 @@ def read_failure(name: str, error: Exception, files=(), messages=()) -> InputErr
         messages: what the reader printed to stderr meanwhile (:func:`metaimage_messages`).
     """
     reason = _metaimage_reason(list(messages)) or _itk_reason(str(error))
-    if reason is None and os.path.isfile(name) and archive_kind(name):
-        return InputError(name, archive_problem(name))
+    if reason is None and os.path.isfile(name) and (archived := archive_problem(name)):
+        return InputError(name, archived)
     if reason is None:
         return InputError(name, f"cannot be read as an image ({_first_line(error, 200)})")
     for f in files:  # the slice that fails, decoded by pydicom, or alone by ITK where pydicom has no decoder
