@@ -185,6 +185,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
                     print(f"ok      {case}{vol} -> {case_out}")
                     for w in res.report.get("warnings", []):
                         print(f"warning {case}: {w}")
+                elif batch and res.nothing_to_segment:
+                    print(f"skipped {case}: {res.nothing_to_segment}", file=sys.stderr)
                 else:
                     print(f"FAILED  {res.error}", file=sys.stderr)
     except KeyboardInterrupt:
@@ -193,16 +195,20 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     n_cases = len(cases)
     if world > 1:
         results, interrupted, n_cases = _gather(results, interrupted, n_cases)
-        if rank != 0:
-            return 130 if interrupted else (1 if any(not r.ok for r in results) else 0)
+    empty = [r for r in results if r.nothing_to_segment] if batch else []
+    if empty:  # a study's localizer, reformat or report folders: skipped, not failed
+        results = [r for r in results if not r.nothing_to_segment]
+        skipped = skipped + [(Path(r.input), r.nothing_to_segment) for r in empty]
     failed = [r for r in results if not r.ok]
-    if batch:
+    done = len(results) - len(failed)
+    if batch and rank == 0:
         path = _write_summary(out, results, skipped, interrupted)
-        print(f"{len(results) - len(failed)} of {n_cases} cases done, {len(failed)} failed"
+        print(f"{done} of {n_cases} cases done, {len(failed)} failed"
+              f"{f', {len(empty)} skipped (no CT volume to segment)' if empty else ''}"
               f"{', interrupted' if interrupted else ''}; summary: {path}")
     if interrupted:
         return 130
-    return 1 if failed else 0
+    return 1 if failed or not done else 0
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -100,12 +100,14 @@ def check_training_settings(max_epochs: Any, batch_size: Any, val_batch_size: An
     _whole("num_workers", num_workers, 0)
     if isinstance(learning_rate, bool) or not isinstance(learning_rate, (int, float)) or not learning_rate > 0:
         raise InputError("learning_rate", f"expected a positive number, got {learning_rate!r}")
+    from fusionlungnet_monai.networks.fusionlungnet import ENCODER_STRIDE
+
     size = list(spatial_size) if isinstance(spatial_size, Sequence) and not isinstance(spatial_size, str) else None
     if size is None or len(size) != 2:
         raise InputError("spatial_size", f"expected two sizes, e.g. [160, 160], got {spatial_size!r}")
-    if not all(isinstance(n, int) and not isinstance(n, bool) and n >= 32 for n in size):
-        raise InputError("spatial_size", f"expected two whole numbers of at least 32 (the encoder divides by 32), got "
-                                         f"{spatial_size!r}")
+    if not all(isinstance(n, int) and not isinstance(n, bool) and n >= ENCODER_STRIDE for n in size):
+        raise InputError("spatial_size", f"expected two whole numbers of at least {ENCODER_STRIDE} (the encoder divides "
+                                         f"by {ENCODER_STRIDE}), got {spatial_size!r}")
     if resume and (resume_path is None or not os.path.isfile(resume_path)):
         raise InputError(resume_path, "no checkpoint to resume from (resume is true): run once without it, or give "
                                       "--resume_path")

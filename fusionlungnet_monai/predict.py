@@ -23,9 +23,10 @@ import numpy as np
 from fusionlungnet_monai import outputs
 from fusionlungnet_monai.classical import finite_hu
 from fusionlungnet_monai.data.checks import IMAGE_SUFFIXES, check_input, check_output_dir, file_stem
-from fusionlungnet_monai.data.errors import InputError
+from fusionlungnet_monai.data.errors import InputError, NothingToSegment
 from fusionlungnet_monai.data.readers import archive_kind, quiet_logger, read_dicom
 from fusionlungnet_monai.data.series import is_dicom_file
+from fusionlungnet_monai.networks.fusionlungnet import ENCODER_STRIDE
 from fusionlungnet_monai.outputs import PLAUSIBLE_LUNG_ML, SECOND_OPINION_DICE
 from fusionlungnet_monai.version import __version__
 from fusionlungnet_monai.workflow import find_bundle, infer_tensors
@@ -91,7 +92,7 @@ def fast_size(bundle_dir: str | os.PathLike) -> int:
     parser = ConfigParser()
     parser.read_config(str(Path(bundle_dir) / "configs" / "inference.json"))
     size = max(int(s) for s in parser["spatial_size"])
-    return max(32, int(round(FAST_SCALE * size / 32.0)) * 32)
+    return max(ENCODER_STRIDE, int(round(FAST_SCALE * size / ENCODER_STRIDE)) * ENCODER_STRIDE)
 
 
 def release_freed_memory() -> None:
@@ -193,6 +194,7 @@ class CaseResult:
     ok: bool = False
     error: str = ""
     report: dict = field(default_factory=dict)
+    nothing_to_segment: str = ""  # why the input holds no CT volume (a study's localizer, reformat ...): a batch skips it
 
 
 class Predictor:
@@ -245,8 +247,8 @@ class Predictor:
             raise InputError(None, f"--batch-size must be 1 or more, got {batch_size}")
         if int(slab_slices) < 1:
             raise InputError(None, f"--slab-slices must be 1 or more, got {slab_slices}")
-        if input_size is not None and int(input_size) < 32:
-            raise InputError(None, f"--input-size must be 32 or more, got {input_size}")
+        if input_size is not None and int(input_size) < ENCODER_STRIDE:
+            raise InputError(None, f"--input-size must be {ENCODER_STRIDE} or more, got {input_size}")
         check_weights(self.model)
         self.device, self.batch_size, self.fast = device, int(batch_size), fast
         self.series_uid, self.split_lr, self.formats, self.progress = series_uid, split_lr, set(formats), progress
@@ -445,6 +447,8 @@ class Predictor:
             for f in sorted(stage.iterdir()):
                 os.replace(f, out / f.name)
             res.ok, res.report = True, report
+        except NothingToSegment as e:
+            res.error, res.nothing_to_segment = str(e), e.problem
         except InputError as e:
             res.error = str(e)
         except KeyboardInterrupt:

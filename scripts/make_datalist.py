@@ -6,17 +6,19 @@ import json
 import sys
 
 from fusionlungnet_monai.data import InputError, make_datalist
+from fusionlungnet_monai.data.datalist import check_fraction
 
 
 def fraction(text: str) -> float:
-    """An argparse ``type``: a fraction in [0, 1)."""
+    """An argparse ``type``: a fraction in [0, 1) (:func:`check_fraction`)."""
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not 0.0 <= value < 1.0:
-        raise argparse.ArgumentTypeError(f"must be at least 0 and below 1, got {value}")
-    return value
+    try:
+        return check_fraction(value, "the share")
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def main() -> None:

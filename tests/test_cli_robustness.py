@@ -68,6 +68,33 @@ def test_real_slices_in_batch_mode(model, tmp_path):
     assert "skipped" in r.stderr
 
 
+def test_a_study_folder_segments_its_ct_and_skips_its_scout_and_reformats(model, phantom_dir, tmp_path):
+    """A study exported series by series: the CT is segmented; the localizer and the reformats of a few slices hold
+    no CT volume and are skipped with their reason, not failed (exit 0). A batch of them alone segments nothing
+    (exit 1), and one of them given alone is an error, as before."""
+    study = tmp_path / "study"
+    shutil.copytree(phantom_dir / "dicom" / "ph000", study / "2_axial", ignore=shutil.ignore_patterns("SCOUT*"))
+    (study / "1_scout").mkdir(parents=True)
+    shutil.copy(phantom_dir / "dicom" / "ph000" / "SCOUT0001.dcm", study / "1_scout")
+    shutil.copytree(COVID / "A072894" / "coronal", study / "3_coronal")
+    r = predict(study, tmp_path / "out", "--model", model, "--input-size", "64", expect_rc=0)
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["ok"] == 1 and summary["failed"] == 0, summary
+    reasons = {Path(s["input"]).name: s["reason"] for s in summary["skipped"]}
+    assert "localizer" in reasons["1_scout"] and "coronal series of 1 slice" in reasons["3_coronal"], reasons
+    assert "2 skipped (no CT volume to segment)" in r.stdout and "FAILED" not in r.stderr
+    shutil.rmtree(study / "2_axial")
+    r = predict(study, tmp_path / "out2", "--model", model, "--input-size", "64", expect_rc=1)
+    assert "0 of 2 cases done, 0 failed, 2 skipped" in r.stdout
+    r = predict(study / "1_scout", tmp_path / "out3", "--model", model, "--input-size", "64", expect_rc=1)
+    assert "localizer" in r.stderr
+    # a damaged CT series still fails the batch: only folders without any CT volume are skipped
+    (study / "4_damaged").mkdir()
+    (study / "4_damaged" / "x.dcm").write_bytes(b"\x00" * 200)
+    predict(study, tmp_path / "out4", "--model", model, "--input-size", "64", expect_rc=1)
+    assert json.loads((tmp_path / "out4" / "summary.json").read_text())["failed"] == 1
+
+
 def test_single_slices_as_a_batch_of_files(model, tmp_path):
     cases = tmp_path / "slices"
     cases.mkdir()

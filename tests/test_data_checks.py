@@ -138,7 +138,7 @@ def test_datalist_fractions_that_leave_nothing_to_train_on(phantom_dir, tmp_path
     r = subprocess.run([*script, str(tmp_path / "nothing")], capture_output=True, text=True)
     assert r.returncode == 1 and r.stderr.strip() == f"error: {tmp_path / 'nothing' / 'images'}: no such folder"
     r = subprocess.run([*script, str(phantom_dir / "png"), "--val-fraction", "1.5"], capture_output=True, text=True)
-    assert r.returncode == 2 and "argument --val-fraction: must be at least 0 and below 1, got 1.5" in r.stderr
+    assert r.returncode == 2 and "argument --val-fraction: the share must be at least 0 and below 1, got 1.5" in r.stderr
 
 
 def test_output_dir_checks(tmp_path):

@@ -2,7 +2,7 @@
 
 from fusionlungnet_monai.data.checks import CheckPaird, check_input, check_output_dir, check_pair, image_size
 from fusionlungnet_monai.data.datalist import load_datalist, make_datalist, pair_images_and_masks, split_by_patient
-from fusionlungnet_monai.data.errors import InputError, find_input_error, report_input_errors
+from fusionlungnet_monai.data.errors import InputError, NothingToSegment, find_input_error, report_input_errors
 from fusionlungnet_monai.data.series import (
     CTSeriesReader,
     LoadCTImage,
@@ -33,6 +33,7 @@ __all__ = [
     "scan_dicom_folder",
     "select_ct_series",
     "InputError",
+    "NothingToSegment",
     "find_input_error",
     "report_input_errors",
 ]

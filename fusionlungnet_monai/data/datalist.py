@@ -46,6 +46,17 @@ def _patient(path: str, pattern: str = PATIENT_PATTERN) -> str:
     return m.group(1) if m else file_stem(Path(path))
 
 
+def check_fraction(value: float, name: str = "fraction") -> float:
+    """``value`` if it is a share of patients in [0, 1).
+
+    Raises:
+        ValueError: otherwise, naming ``name``.
+    """
+    if not 0.0 <= value < 1.0:
+        raise ValueError(f"{name} must be at least 0 and below 1, got {value}")
+    return value
+
+
 def split_by_patient(items: Sequence[dict], val_fraction: float = 0.2, test_fraction: float = 0.0,
                      patient_pattern: str = PATIENT_PATTERN) -> dict[str, list[dict]]:
     """Deterministic split: every patient (file name prefix by ``patient_pattern``) lands in one subset,
@@ -56,8 +67,7 @@ def split_by_patient(items: Sequence[dict], val_fraction: float = 0.2, test_frac
         ValueError: when a fraction is outside [0, 1) or both together reach 1 (nothing left to train on).
     """
     for name, f in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
-        if not 0.0 <= f < 1.0:
-            raise ValueError(f"{name} must be at least 0 and below 1, got {f}")
+        check_fraction(f, name)
     if val_fraction + test_fraction >= 1.0:
         raise ValueError(f"val_fraction + test_fraction must be below 1 (the rest trains), got "
                          f"{val_fraction} + {test_fraction}")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 
-__all__ = ["InputError", "find_input_error", "report_input_errors"]
+__all__ = ["InputError", "NothingToSegment", "find_input_error", "report_input_errors"]
 
 
 class InputError(ValueError):
@@ -20,6 +20,11 @@ class InputError(ValueError):
         self.path = None if path is None else str(path)
         self.problem = problem
         super().__init__(f"{self.path}: {problem}" if self.path else problem)
+
+
+class NothingToSegment(InputError):
+    """Raised for DICOM input that holds no CT volume at all: only localizers, reformats of a few slices, reports,
+    other modalities. A study exported series by series has such folders beside its CT; a batch run skips them."""
 
 
 def find_input_error(exc: BaseException | None) -> InputError | None:

@@ -23,7 +23,7 @@ from monai.data import ImageReader, ITKReader
 from monai.transforms import LoadImage, LoadImaged
 from monai.utils import ensure_tuple
 
-from fusionlungnet_monai.data.errors import InputError
+from fusionlungnet_monai.data.errors import InputError, NothingToSegment
 from fusionlungnet_monai.data.readers import (CTNiftiReader, MetaWithoutPreamble, metaimage_messages,
                                               picture_reader, quiet_logger, read_dicom, read_failure)
 
@@ -68,6 +68,7 @@ class SeriesInfo:
     positions: list = field(default_factory=list)
     slice_thickness: float = 0.0
     rejected: str = ""  # why it cannot be used ("" when usable)
+    nothing_to_segment: bool = False  # rejected as no CT volume at all (not CT, localizer, report, reformat ...)
     warnings: list = field(default_factory=list)
     sizes: set = field(default_factory=set)  # (Rows, Columns) of its slices
     no_pixels: list = field(default_factory=list)  # files without PixelData
@@ -230,6 +231,7 @@ def _scan_files(folder: Path, files: list[Path]) -> list[SeriesInfo]:
         sop_class = str(ds.get("SOPClassUID", ""))
         if sop_class in _NON_IMAGE_SOP or sop_class.startswith("1.2.840.10008.5.1.4.1.1.88"):
             info.rejected = f"{_NON_IMAGE_SOP.get(sop_class, 'structured report')} object, not an image"
+            info.nothing_to_segment = True
         info.files.append(path)
         ori, positions = _plane_geometry(ds)
         if len(positions) > 1:  # a multi-frame (enhanced) image: one file holds the whole series
@@ -305,23 +307,26 @@ def check_grey_slice_size(name, size: Sequence[int] = (), components: int = 1) -
 MIN_REFORMAT_SLICES = 32
 
 
+def _not_a_ct_volume(info: SeriesInfo, why: str) -> None:
+    """Reject ``info`` as holding no CT volume to segment (a study's localizer, reformat, report or other modality),
+    unlike a damaged or unreadable CT series: a batch run skips such a case instead of failing it."""
+    info.rejected, info.nothing_to_segment = why, True
+
+
 def _validate(info: SeriesInfo) -> None:
     """Reject what is not an axial CT volume; sort usable series by slice position; note geometry warnings."""
     if info.rejected:
         return
     if info.modality != "CT":
-        info.rejected = f"modality {info.modality or 'unknown'}, not CT"
-        return
+        return _not_a_ct_volume(info, f"modality {info.modality or 'unknown'}, not CT")
     if any(t in info.image_type.upper() for t in ("LOCALIZER", "SCOUT", "TOPOGRAM")):
-        info.rejected = "localizer/scout image"
-        return
+        return _not_a_ct_volume(info, "localizer/scout image")
     if "MONOCHROME1" in info.photometric:  # GDCM inverts the stored values, so HU would come out wrong
         info.rejected = "MONOCHROME1 pixel data (ITK would read inverted HU); convert the series to MONOCHROME2"
         return
     if max(info.samples, default=1) > 1:
-        info.rejected = (f"{max(info.samples)} values per pixel (RGB: a secondary capture or screenshot), not CT "
-                         "values in HU")
-        return
+        return _not_a_ct_volume(info, f"{max(info.samples)} values per pixel (RGB: a secondary capture or "
+                                      "screenshot), not CT values in HU")
     if len(info.orientation) != 6:
         info.rejected = "no ImageOrientationPatient: the slices' plane is unknown"
         return
@@ -361,9 +366,8 @@ def _validate(info: SeriesInfo) -> None:
     if main != 2:  # the pipeline reorients every volume to axial planes (LPS) and writes the mask back
         plane = "sagittal" if main == 0 else "coronal"
         if num_slices < MIN_REFORMAT_SLICES:
-            info.rejected = (f"a {plane} series of {num_slices} slice(s): too few to reformat axial planes "
-                             f"from ({MIN_REFORMAT_SLICES} or more needed)")
-            return
+            return _not_a_ct_volume(info, f"a {plane} series of {num_slices} slice(s): too few to reformat axial "
+                                          f"planes from ({MIN_REFORMAT_SLICES} or more needed)")
         info.warnings.append(f"{plane} series: the 2D model sees axial planes reformatted from it")
     if info.no_spacing:
         info.warnings.append(f"no usable PixelSpacing (absent, zero or negative) in {info.no_spacing} of "
@@ -404,7 +408,8 @@ def select_ct_series(folder: str | os.PathLike, series_uid: str | None = None) -
     else:
         usable = [s for s in series if not s.rejected]
         if not usable:
-            raise InputError(folder, f"no axial CT series to segment; found: {report}")
+            error = NothingToSegment if all(s.nothing_to_segment for s in series) else InputError
+            raise error(folder, f"no axial CT series to segment; found: {report}")
         picked = max(usable, key=lambda s: (s.is_axial, s.num_slices, "ORIGINAL" in s.image_type.upper(),
                                             -s.slice_thickness))
         others = [s for s in usable if s is not picked]
@@ -432,7 +437,8 @@ def multiframe_info(path: str | os.PathLike) -> SeriesInfo | None:
     if not info.frame_positions:
         return None
     if info.rejected:
-        raise InputError(path, f"multi-frame image cannot be used: {info.rejected}")
+        error = NothingToSegment if info.nothing_to_segment else InputError
+        raise error(path, f"multi-frame image cannot be used: {info.rejected}")
     info.kind = "dicom"
     return info
 
