@@ -21,7 +21,6 @@ from typing import Sequence
 import numpy as np
 
 from fusionlungnet_monai import outputs
-from fusionlungnet_monai.classical import finite_hu
 from fusionlungnet_monai.data.checks import IMAGE_SUFFIXES, check_input, check_output_dir, file_stem
 from fusionlungnet_monai.data.errors import InputError, NothingToSegment
 from fusionlungnet_monai.data.readers import archive_kind, quiet_logger, read_dicom
@@ -466,7 +465,7 @@ class Predictor:
         """Write the case's outputs into ``out`` and return its report (see :mod:`fusionlungnet_monai.outputs`)."""
         from fusionlungnet_monai.data.readers import SPACING_UNKNOWN
         from fusionlungnet_monai.transforms.array import binary_view
-        from fusionlungnet_monai.volumes import lung_volumes, split_left_right
+        from fusionlungnet_monai.volumes import split_left_right
 
         kind = info.kind
         report: dict = {"input": str(case), "kind": kind, "version": __version__, "model": str(self.model),
@@ -488,36 +487,20 @@ class Predictor:
             report["outputs"]["qc_png"] = outputs.qc_overlay(pic[..., None], mask[..., None], out / "qc.png",
                                                              window=(0, 255))
             return report
-        ct = np.asarray(image)  # its stored type: every consumer below works on int16 or float32 alike
         if mask.ndim == 2:  # a 2D image (one slice): keep a slice axis for volumes and the NIfTI
-            mask, ct = mask[..., None], ct[..., None]
+            mask = mask[..., None]
         affine = outputs.affine_3d(np.asarray(image.affine))  # MONAI's RAS affine: what NIfTI stores
-        spacing = [float(v) for v in np.linalg.norm(affine[:3, :3], axis=0)]
         labels = split_left_right(mask, affine) if self.split_lr else mask.view(np.uint8)
         report["outputs"]["mask_nifti"] = outputs.write_mask_nifti(labels, affine, out / "lungmask.nii.gz")
         report["labels"] = {"1": "right lung", "2": "left lung"} if self.split_lr else {"1": "lung"}
-        report.update({"shape": list(mask.shape), "spacing_mm": spacing, "num_slices": int(mask.shape[2])})
-        report["volumes_ml"] = {k: (None if v is None else round(v, 1))
-                                for k, v in lung_volumes(labels, spacing, affine).items()}
         if kind == "series" or info.frame_positions:  # a series, or a multi-frame file that holds one
             report.update({"series_uid": info.uid, "series_description": info.description})
         report["warnings"] += info.warnings
-        if image.meta.get(SPACING_UNKNOWN):
-            report["warnings"].append("the file gives no voxel size (NIfTI pixdim 0): 1 mm was assumed, so the "
-                                      "volumes in mL and the field-of-view padding are not to be trusted")
-        if ct.dtype.kind == "f" and not np.isfinite(ct).all():  # one pass over the volume when it is finite
-            nan, inf = int(np.isnan(ct).sum()), int(np.isinf(ct).sum())
-            if nan:
-                report["warnings"].append(f"{nan} voxels are NaN (not a number) in the input; they were read as air "
-                                          "(-1024 HU), which may add holes or lung where they lie")
-            if inf:
-                report["warnings"].append(f"{inf} voxels are infinite in the input; they were read as the brightest "
-                                          "or darkest value of the network's HU window")
-            ct = finite_hu(ct)
-        report["warnings"] += outputs.sanity_warnings(mask, ct, affine, report["volumes_ml"]["total_ml"])
-        report["second_opinion"], second, warn = outputs.second_opinion(mask, ct, spacing, affine=affine)
-        report["warnings"] += warn
-        report["outputs"]["qc_png"] = outputs.qc_overlay(ct, mask, out / "qc.png", spacing=spacing, second=second)
+        lungs = outputs.describe_lungs(mask, np.asarray(image).reshape(mask.shape), affine, out / "qc.png",
+                                       labels=labels, spacing_known=not image.meta.get(SPACING_UNKNOWN))
+        report["warnings"] += lungs.pop("warnings")
+        report["outputs"].update(lungs.pop("outputs"))
+        report.update(lungs)
         if "dicom-seg" in self.formats:
             if kind not in ("series", "dicom"):
                 report["warnings"].append("DICOM SEG needs DICOM input; not written for this input")

@@ -35,7 +35,7 @@ def load_inference_workflow(bundle_dir: str | os.PathLike | None = None, overrid
         overrides: config ids to replace, e.g. ``{"input": "/data/ct/p01", "ckpt_path": "model.pt",
             "device": "$torch.device('cpu')", "load_pretrain": False}``.
         pictures: use the PNG/JPG variant.
-        save: keep the ``SaveImaged`` step (``False``: results only in memory, see :func:`infer_tensors`).
+        save: keep the ``SaveImaged`` and report steps (``False``: results only in memory, see :func:`infer_tensors`).
         initialize: run the workflow's ``initialize`` (builds the net and loads ``ckpt_path`` when
             ``load_pretrain``).
 
@@ -49,7 +49,7 @@ def load_inference_workflow(bundle_dir: str | os.PathLike | None = None, overrid
     files = [str(cfg / "inference.json")] + ([str(cfg / "inference_2d.json")] if pictures else [])
     ov = {"bundle_root": str(bundle), **(overrides or {})}
     if not save:
-        ov["post#save#_disabled_"] = True
+        ov["post#save#_disabled_"] = ov["post#report#_disabled_"] = True
     wf = ConfigWorkflow(config_file=files, meta_file=str(cfg / "metadata.json"), logging_file=False,
                         workflow_type="inference", **ov)
     if initialize:

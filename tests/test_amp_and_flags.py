@@ -183,6 +183,8 @@ _SHOW_INFER = {"show": ["$print('FLAGS=' + str({"
                         "'channels_last': @network.encoder.layer1[0].conv2.weight.is_contiguous(memory_format=torch.channels_last), "
                         "'fuse_conv_bn': not any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in @network.modules()), "
                         "'load_pretrain': fusionlungnet_monai.as_bool(@load_pretrain), "
+                        "'write_report': any(type(t).__name__ == 'SaveLungReportd' for t in @postprocessing.transforms), "
+                        "'report_second_opinion': @post#report#second_opinion, "
                         "'separate_folder': [t for t in @postprocessing.transforms if type(t).__name__ == 'SaveImaged'][0]"
                         ".saver.folder_layout.parent}))"]}
 
@@ -217,7 +219,7 @@ def test_boolean_overrides_through_monai_bundle_run(spelling, expected, png_data
     show = tmp_path / "show_infer.json"
     show.write_text(json.dumps(_SHOW_INFER))
     knobs = ["amp", "fill_holes", "refine_boundary", "remove_airways", "drop_air_components", "preprocess_on_device",
-             "channels_last", "fuse_conv_bn", "load_pretrain", "separate_folder"]
+             "channels_last", "fuse_conv_bn", "load_pretrain", "separate_folder", "write_report", "report_second_opinion"]
     ckpt = tmp_path / "model.pt"  # load_pretrain true must find weights: the network's own initial ones
     torch.save(FusionLungNet(spatial_dims=2, in_channels=1, out_channels=1, deep_supervision=False).state_dict(), ckpt)
     args = ["--bundle_root", str(tmp_path), "--ckpt_path", str(ckpt), "--input", "[]"]

@@ -56,7 +56,7 @@ def test_inference_on_dicom_series_keeps_geometry(trained, phantom_dir, tmp_path
 
     series = phantom_dir / "dicom" / "ph001"  # holds a localizer series too
     bundle("run", "--config_file", "configs/inference.json", "--bundle_root", str(trained), "--input", str(series),
-           "--output_dir", str(tmp_path), "--spatial_size", "[64,64]")
+           "--output_dir", str(tmp_path), "--spatial_size", "[64,64]", "--report_second_opinion", "true")
     out = list(tmp_path.glob("*_lungmask.nii.gz"))
     assert len(out) == 1
     import nibabel as nib
@@ -66,6 +66,16 @@ def test_inference_on_dicom_series_keeps_geometry(trained, phantom_dir, tmp_path
     assert mask.shape == tuple(ref.shape) == (128, 128, 12)
     np.testing.assert_allclose(mask.affine, ref.affine.numpy(), atol=1e-4)
     assert set(np.unique(np.asarray(mask.dataobj))) <= {0, 1}
+    # post#report: the lung volume in mL and the picture to check it, beside the mask, named like it
+    report = json.loads((tmp_path / "ph001_report.json").read_text())
+    voxel_ml = float(np.prod(mask.header.get_zooms()[:3])) / 1000.0
+    vol = report["volumes_ml"]
+    assert vol["total_ml"] == pytest.approx(np.count_nonzero(np.asarray(mask.dataobj)) * voxel_ml, abs=0.05)
+    assert vol["total_ml"] > 0
+    assert vol["right_ml"] + vol["left_ml"] == pytest.approx(vol["total_ml"], abs=0.2) and vol["left_ml"] > 0
+    assert report["num_slices"] == 12 and report["input"] == str(series)
+    assert 0.0 <= report["second_opinion"]["dice_with_network"] <= 1.0
+    assert (tmp_path / "ph001_qc.png").is_file() and report["outputs"]["qc_png"] == str(tmp_path / "ph001_qc.png")
 
 
 def test_inference_2d_png_keeps_size(trained, phantom_dir, tmp_path):
@@ -77,6 +87,7 @@ def test_inference_2d_png_keeps_size(trained, phantom_dir, tmp_path):
     out = Image.open(tmp_path / "ph000_s003_lungmask.png")
     assert out.size == Image.open(src).size and out.mode == "L"
     assert set(np.unique(np.array(out))) <= {0, 255}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ph000_s003_lungmask.png"], "pictures get no volume report"
 
 
 def test_training_on_dicom_slices(phantom_dir, tmp_path):

@@ -3,6 +3,7 @@ is tested in tests/test_monailabel.py)."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -36,3 +37,7 @@ def test_make_app_writes_an_app_with_the_shipped_weights(tmp_path):
     served = app / "model" / "lung_ct_segmentation"
     assert (served / "models" / "model.pt").read_bytes() == (BUNDLE / "models" / "model.pt").read_bytes()
     assert (app / "main.py").is_file() and (served / "configs" / "inference_picture.json").is_file()
+    # the server answers with the mask: the bundle's report step (volumes, QC picture) is off in the served configs
+    assert json.loads((served / "configs" / "inference.json").read_text())["write_report"] is False
+    picture = json.loads((served / "configs" / "inference_picture.json").read_text())
+    assert picture["postprocessing"]["transforms"].endswith("@post#report, @post#squeeze, @post#cast] if t is not None]")

@@ -187,3 +187,32 @@ def test_coronal_and_sagittal_storage_gives_the_axial_mask(kind, tmp_path):
         # the classical segmentation runs on the same axial view of the CT (its airway step from the head down)
         assert abs(report["second_opinion"]["dice_with_network"] - axial["dice_with_network"]) < 0.01
         assert abs(report["second_opinion"]["classical_ml"] - axial["classical_ml"]) < 0.01 * axial["classical_ml"]
+
+
+@pytest.mark.parametrize("variant", ["RAS", "LAS", "LPI", "coronal"])
+def test_the_qc_picture_is_the_same_for_any_storage(variant, tmp_path):
+    """The report's QC picture (CLI ``qc.png``, bundle ``<name>_qc.png``) shows radiological views whatever order the
+    file stores its voxels in (before 0.3.13 a NIfTI stored RAS came out mirrored, a coronal one with its views
+    swapped); the volumes are the same too."""
+    from PIL import Image
+
+    from fusionlungnet_monai.outputs import describe_lungs
+    from fusionlungnet_monai.phantom import make_chest_phantom
+
+    ph = make_chest_phantom(3, num_slices=40, size=128)
+    ct, mask = np.asarray(ph.image), np.asarray(ph.mask).astype(np.uint8)
+    aff = np.asarray(ph.affine_ras, dtype=float)  # LPS voxel order, as ITK reads DICOM
+    if variant == "coronal":  # voxel axes y and z swapped
+        swap = np.eye(4)[[0, 2, 1, 3]]
+        ct2, mask2, aff2 = np.swapaxes(ct, 1, 2), np.swapaxes(mask, 1, 2), aff @ swap
+    else:
+        ct2, mask2, aff2 = ct, mask, aff
+        for a in VARIANTS[variant]:
+            flip = np.eye(4)
+            flip[a, a], flip[a, 3] = -1, ct.shape[a] - 1
+            ct2, mask2, aff2 = np.flip(ct2, a), np.flip(mask2, a), aff2 @ flip
+    ref = describe_lungs(mask, ct, aff, tmp_path / "ref.png", second=True)
+    got = describe_lungs(np.ascontiguousarray(mask2), np.ascontiguousarray(ct2), aff2, tmp_path / "got.png",
+                         second=True)
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "got.png")), np.asarray(Image.open(tmp_path / "ref.png")))
+    assert got["volumes_ml"] == ref["volumes_ml"] and got["second_opinion"] == ref["second_opinion"]

@@ -149,6 +149,13 @@ def test_every_real_sample_goes_through_the_bundle_run(tmp_path):
         assert m.shape == tuple(s for s in img.shape if s > 1) or m.shape == tuple(img.shape), (case, m.shape)
         no_lung = case.parent.name == "totalseg_example_ct" and case.name == "dicom"
         assert np.asarray(m.dataobj).any() != no_lung, f"{case}: {'no lungs expected' if no_lung else 'lungs found'}"
+        report = json.loads((out / f"{stem}_report.json").read_text())  # post#report, and its picture
+        zooms = m.header.get_zooms()  # a one-slice mask is written 2D: its thickness is the report's alone
+        assert report["spacing_mm"][: len(zooms)] == pytest.approx(zooms, abs=1e-4), case
+        voxels = np.count_nonzero(np.asarray(m.dataobj)) * float(np.prod(report["spacing_mm"])) / 1000.0
+        assert report["volumes_ml"]["total_ml"] == pytest.approx(voxels, abs=0.05), case
+        assert ("empty mask: no lung found" in report["warnings"]) == no_lung, report["warnings"]
+        assert (out / f"{stem}_qc.png").is_file()
     single = tmp_path / "single"
     bundle("run", "--config_file", "configs/inference.json", "--input", str(covid), "--output_dir", str(single),
            "--ckpt_path", str(MODEL))

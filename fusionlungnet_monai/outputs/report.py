@@ -14,7 +14,7 @@ import numpy as np
 from fusionlungnet_monai.transforms.array import HU_AIR_CHECK, head_foot_axis, lps_orientation
 
 __all__ = ["CT_MEDIAN_HU", "MIN_CHEST_FOV_MM", "PLAUSIBLE_LUNG_ML", "SECOND_OPINION_DICE", "SECOND_OPINION_GRID_MM",
-           "sanity_warnings", "second_opinion", "write_json"]
+           "describe_lungs", "sanity_warnings", "second_opinion", "write_json"]
 
 #: adult total lung volume range used for the plausibility warning (mL)
 PLAUSIBLE_LUNG_ML = (1000.0, 10000.0)
@@ -106,6 +106,68 @@ def second_opinion(mask: np.ndarray, ct: np.ndarray, spacing: Sequence[float],
                     f"{agreement:.2f} (< {SECOND_OPINION_DICE}); see qc.png (red: network, cyan: classical). Dense "
                     "lung (consolidation, effusion) lowers the classical score; a failed network lowers both")
     return summary, second, warn
+
+
+def describe_lungs(mask: np.ndarray, ct: np.ndarray, affine: np.ndarray, qc_path: str | os.PathLike | None = None,
+                   labels: np.ndarray | None = None, second: bool = True, spacing_known: bool = True) -> dict:
+    """The lung part of a case's report, for a mask on its CT's grid (the CLI's ``report.json`` and the bundle's
+    ``post#report``).
+
+    Args:
+        mask: binary lung mask ``(x, y, z)`` (or one ``(x, y)`` slice).
+        ct: the CT in HU on the same grid, in its stored type; NaN and infinite voxels are reported, then read as
+            :func:`~fusionlungnet_monai.classical.finite_hu` reads them.
+        affine: voxel-to-RAS affine (MONAI's).
+        qc_path: where to write the QC picture (``None``: no picture).
+        labels: the mask's right/left label map when the caller made one (else the volumes split it here).
+        second: run the classical second opinion (its Dice and "check this case" warning; cyan in the picture).
+        spacing_known: ``False`` when the file gave no voxel size and 1 mm was assumed (a warning says so).
+
+    Returns:
+        ``shape``, ``spacing_mm``, ``num_slices``, ``volumes_ml`` (``total_ml``, ``right_ml``, ``left_ml``),
+        ``warnings``, ``outputs`` (``qc_png``: axial, coronal and sagittal views in radiological orientation, the
+        same for any storage order) and, with ``second``, ``second_opinion``.
+    """
+    from fusionlungnet_monai.classical import finite_hu
+    from fusionlungnet_monai.outputs.masks import affine_3d
+    from fusionlungnet_monai.outputs.qc import qc_overlay
+    from fusionlungnet_monai.transforms.array import binary_view
+    from fusionlungnet_monai.volumes import lung_volumes
+
+    mask, ct = binary_view(mask), np.asarray(ct)  # the CT in its stored type: int16 and float32 alike
+    if mask.ndim == 2:  # one slice: a slice axis for the volumes and the picture
+        mask, ct = mask[..., None], ct[..., None]
+        labels = None if labels is None else labels[..., None]
+    affine = affine_3d(np.asarray(affine))
+    spacing = [float(v) for v in np.linalg.norm(affine[:3, :3], axis=0)]
+    volumes = lung_volumes(mask if labels is None else labels, spacing, affine)
+    out: dict = {"shape": list(mask.shape), "spacing_mm": spacing, "num_slices": int(mask.shape[2]),
+                 "volumes_ml": {k: (None if v is None else round(v, 1)) for k, v in volumes.items()},
+                 "warnings": [], "outputs": {}}
+    if not spacing_known:
+        out["warnings"].append("the file gives no voxel size (NIfTI pixdim 0): 1 mm was assumed, so the volumes in mL "
+                               "and the field-of-view padding are not to be trusted")
+    if ct.dtype.kind == "f" and not np.isfinite(ct).all():  # one pass over the volume when it is finite
+        nan, inf = int(np.isnan(ct).sum()), int(np.isinf(ct).sum())
+        if nan:
+            out["warnings"].append(f"{nan} voxels are NaN (not a number) in the input; they were read as air "
+                                   "(-1024 HU), which may add holes or lung where they lie")
+        if inf:
+            out["warnings"].append(f"{inf} voxels are infinite in the input; they were read as the brightest or "
+                                   "darkest value of the network's HU window")
+        ct = finite_hu(ct)
+    out["warnings"] += sanity_warnings(mask, ct, affine, out["volumes_ml"]["total_ml"])
+    classical = None
+    if second:
+        out["second_opinion"], classical, warn = second_opinion(mask, ct, spacing, affine=affine)
+        out["warnings"] += warn
+    if qc_path is not None:  # radiological views whatever the storage order: the volumes viewed in LPS order
+        from nibabel.orientations import apply_orientation
+
+        to_lps, _, lps_spacing = lps_orientation(affine)
+        lps = [None if a is None else apply_orientation(a, to_lps) for a in (ct, mask, classical)]
+        out["outputs"]["qc_png"] = qc_overlay(lps[0], lps[1], qc_path, spacing=lps_spacing, second=lps[2])
+    return out
 
 
 def write_json(obj: dict, path: str | os.PathLike) -> str:

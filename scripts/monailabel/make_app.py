@@ -115,6 +115,8 @@ def make_app(app: Path, bundle: Path, name: str, model: Path | str | None, data:
             check_checkpoint(model, option="model")
         except InputError as e:
             raise SystemExit(str(e)) from None
+    # the server answers with the mask: no report files in the app's folder per request, unless --set asks for them
+    settings = {"write_report": False, **(settings or {})}
     configs = [json.loads(f.read_text()) for f in sorted((bundle / "configs").glob("*.json"))]
     unknown = sorted(k for k in (settings or {}) if not any(k in c for c in configs))
     if unknown:
@@ -132,10 +134,10 @@ def make_app(app: Path, bundle: Path, name: str, model: Path | str | None, data:
     # MONAI Label writes a 2D result only without its channel axis, as uint8: two named steps after the others
     picture["post"]["squeeze"] = {"_target_": "SqueezeDimd", "keys": "pred", "dim": 0}
     picture["post"]["cast"] = {"_target_": "CastToTyped", "keys": "pred", "dtype": "$numpy.uint8"}
-    expr = picture["postprocessing"]["transforms"]
-    if "@post#save]" not in expr:
-        raise SystemExit("inference.json: postprocessing#transforms no longer ends with @post#save; update make_app.py")
-    picture["postprocessing"]["transforms"] = expr.replace("@post#save]", "@post#save, @post#squeeze, @post#cast]")
+    expr, last = picture["postprocessing"]["transforms"], "@post#save, @post#report]"
+    if last not in expr:
+        raise SystemExit(f"inference.json: postprocessing#transforms no longer ends with {last}; update make_app.py")
+    picture["postprocessing"]["transforms"] = expr.replace(last, last[:-1] + ", @post#squeeze, @post#cast]")
     (cfg / "inference_picture.json").write_text(json.dumps(picture, indent=1))
     (cfg / "train_monailabel.json").write_text(
         json.dumps(merged_config([cfg / "train.json", cfg / "train_volumes.json"]), indent=1))

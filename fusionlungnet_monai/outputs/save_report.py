@@ -1,0 +1,77 @@
+"""The bundle's ``post#report``: a case's lung volumes, warnings and QC picture written beside its mask."""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Hashable, Mapping
+
+import numpy as np
+from monai.config import KeysCollection
+from monai.data import FolderLayout
+from monai.transforms import MapTransform
+from monai.utils import ImageMetaKey
+
+from fusionlungnet_monai.outputs.report import describe_lungs, write_json
+
+__all__ = ["SaveLungReportd"]
+
+logger = logging.getLogger(__name__)
+
+
+class SaveLungReportd(MapTransform):
+    """Write each case's lung report beside its mask, as ``fusionlungnet predict`` writes its ``report.json`` and
+    ``qc.png``: ``<name>_report.json`` with the lung volumes in mL (total, right, left), the voxel size and the
+    warnings of :func:`describe_lungs`, and ``<name>_qc.png`` (axial, coronal and sagittal views with the mask's
+    outline). Names follow ``SaveImaged``'s (the input's name, ``output_dir``, ``separate_folder``); the volume and
+    each warning are also logged.
+
+    Args:
+        keys: the lung mask (``"pred"``: binary, channel first, on the CT's grid, as ``post#fill_holes`` leaves it).
+        hu_key: the CT in HU on the same grid (:class:`~fusionlungnet_monai.transforms.KeepHUd`'s copy).
+        output_dir: folder of the files (created).
+        separate_folder: one sub-folder per input, as ``SaveImaged``'s.
+        second_opinion: also run the classical 3D HU segmentation and report its agreement (Dice, a "check this case"
+            warning below :data:`~fusionlungnet_monai.outputs.SECOND_OPINION_DICE`, its outline in cyan).
+        qc: write the QC picture.
+        allow_missing_keys: don't raise for missing keys.
+
+    Raises:
+        KeyError: when ``hu_key`` is missing.
+    """
+
+    def __init__(self, keys: KeysCollection = "pred", hu_key: str = "image_hu", output_dir: str | os.PathLike = "./",
+                 separate_folder: bool = True, second_opinion: bool = False, qc: bool = True,
+                 allow_missing_keys: bool = False) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.hu_key, self.second_opinion, self.qc = hu_key, second_opinion, qc
+        self.layout = {(postfix, ext): FolderLayout(str(output_dir), postfix=postfix, extension=ext,
+                                                    parent=separate_folder, makedirs=True)
+                       for postfix, ext in (("report", ".json"), ("qc", ".png"))}
+
+    def _path(self, name: str, postfix: str, ext: str) -> str:
+        return str(self.layout[(postfix, ext)].filename(subject=name))
+
+    def __call__(self, data: Mapping[Hashable, object]) -> dict:
+        from fusionlungnet_monai.data.readers import SPACING_UNKNOWN
+        from fusionlungnet_monai.version import __version__
+
+        d = dict(data)
+        for key in self.key_iterator(d):
+            mask, hu = d[key], d[self.hu_key]
+            meta = getattr(mask, "meta", {})
+            name = str(meta.get(ImageMetaKey.FILENAME_OR_OBJ, "case"))
+            m = np.asarray(mask.detach().cpu() if hasattr(mask, "detach") else mask)[0]
+            ct = np.asarray(hu.detach().cpu() if hasattr(hu, "detach") else hu)[0]
+            qc = self._path(name, "qc", ".png") if self.qc else None
+            lungs = describe_lungs(m, ct.reshape(m.shape), np.asarray(mask.affine), qc, second=self.second_opinion,
+                                   spacing_known=not (meta.get(SPACING_UNKNOWN) or getattr(hu, "meta", {}).get(
+                                       SPACING_UNKNOWN)))
+            report = {"input": name, "version": __version__, **lungs}
+            path = write_json(report, self._path(name, "report", ".json"))
+            v = lungs["volumes_ml"]
+            side = f" (right {v['right_ml']:.0f}, left {v['left_ml']:.0f})" if v["right_ml"] is not None else ""
+            logger.info("%s: lungs %.0f mL%s -> %s", name, v["total_ml"], side, path)
+            for w in lungs["warnings"]:
+                logger.warning("%s: %s", name, w)
+        return d
