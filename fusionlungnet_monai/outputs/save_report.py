@@ -10,7 +10,7 @@ import numpy as np
 from monai.config import KeysCollection
 from monai.data import FolderLayout
 from monai.transforms import MapTransform
-from monai.utils import ImageMetaKey
+from monai.utils import ImageMetaKey, convert_to_numpy
 
 from fusionlungnet_monai.outputs.report import describe_lungs, write_json
 
@@ -45,12 +45,8 @@ class SaveLungReportd(MapTransform):
                  allow_missing_keys: bool = False) -> None:
         super().__init__(keys, allow_missing_keys)
         self.hu_key, self.second_opinion, self.qc = hu_key, second_opinion, qc
-        self.layout = {(postfix, ext): FolderLayout(str(output_dir), postfix=postfix, extension=ext,
-                                                    parent=separate_folder, makedirs=True)
-                       for postfix, ext in (("report", ".json"), ("qc", ".png"))}
-
-    def _path(self, name: str, postfix: str, ext: str) -> str:
-        return str(self.layout[(postfix, ext)].filename(subject=name))
+        self.layouts = {postfix: FolderLayout(str(output_dir), postfix=postfix, extension=ext, parent=separate_folder,
+                                              makedirs=True) for postfix, ext in (("report", ".json"), ("qc", ".png"))}
 
     def __call__(self, data: Mapping[Hashable, object]) -> dict:
         from fusionlungnet_monai.data.readers import SPACING_UNKNOWN
@@ -59,16 +55,14 @@ class SaveLungReportd(MapTransform):
         d = dict(data)
         for key in self.key_iterator(d):
             mask, hu = d[key], d[self.hu_key]
-            meta = getattr(mask, "meta", {})
-            name = str(meta.get(ImageMetaKey.FILENAME_OR_OBJ, "case"))
-            m = np.asarray(mask.detach().cpu() if hasattr(mask, "detach") else mask)[0]
-            ct = np.asarray(hu.detach().cpu() if hasattr(hu, "detach") else hu)[0]
-            qc = self._path(name, "qc", ".png") if self.qc else None
-            lungs = describe_lungs(m, ct.reshape(m.shape), np.asarray(mask.affine), qc, second=self.second_opinion,
-                                   spacing_known=not (meta.get(SPACING_UNKNOWN) or getattr(hu, "meta", {}).get(
-                                       SPACING_UNKNOWN)))
-            report = {"input": name, "version": __version__, **lungs}
-            path = write_json(report, self._path(name, "report", ".json"))
+            name = str(getattr(mask, "meta", {}).get(ImageMetaKey.FILENAME_OR_OBJ, "case"))
+            m, ct = convert_to_numpy(mask)[0], convert_to_numpy(hu)[0]  # channel first; views of CPU tensors
+            qc = str(self.layouts["qc"].filename(subject=name)) if self.qc else None
+            unknown = any(getattr(t, "meta", {}).get(SPACING_UNKNOWN) for t in (mask, hu))
+            lungs = describe_lungs(m, ct.reshape(m.shape), convert_to_numpy(mask.affine), qc,
+                                   second=self.second_opinion, spacing_known=not unknown)
+            path = write_json({"input": name, "version": __version__, **lungs},
+                              self.layouts["report"].filename(subject=name))
             v = lungs["volumes_ml"]
             side = f" (right {v['right_ml']:.0f}, left {v['left_ml']:.0f})" if v["right_ml"] is not None else ""
             logger.info("%s: lungs %.0f mL%s -> %s", name, v["total_ml"], side, path)
