@@ -247,7 +247,7 @@ def test_disk_full_while_writing_leaves_nothing_half_written(model, phantom_dir,
     one line, the earlier results stay as they were, and no partial file or staging folder remains."""
     import errno
 
-    from fusionlungnet_monai import outputs
+    from fusionlungnet_monai.outputs import qc
     from fusionlungnet_monai.predict import Predictor
 
     series, out = phantom_dir / "dicom" / "ph000", tmp_path / "o"
@@ -258,7 +258,7 @@ def test_disk_full_while_writing_leaves_nothing_half_written(model, phantom_dir,
         def full(*a, **k):
             raise OSError(errno.ENOSPC, "No space left on device", str(out / "qc.png"))
 
-        monkeypatch.setattr(outputs, "qc_overlay", full)
+        monkeypatch.setattr(qc, "qc_overlay", full)  # the writer the report calls (outputs.describe_lungs)
         res = p.predict(series, out, overwrite=True)
     assert not res.ok and "No space left on device" in res.error and "\n" not in res.error
     assert {f.name: f.read_bytes() for f in out.iterdir()} == before, "earlier results untouched, nothing added"
