@@ -230,8 +230,7 @@ def _scan_files(folder: Path, files: list[Path]) -> list[SeriesInfo]:
                                                  description=str(ds.get("SeriesDescription", ""))))
         sop_class = str(ds.get("SOPClassUID", ""))
         if sop_class in _NON_IMAGE_SOP or sop_class.startswith("1.2.840.10008.5.1.4.1.1.88"):
-            info.rejected = f"{_NON_IMAGE_SOP.get(sop_class, 'structured report')} object, not an image"
-            info.nothing_to_segment = True
+            _not_a_ct_volume(info, f"{_NON_IMAGE_SOP.get(sop_class, 'structured report')} object, not an image")
         info.files.append(path)
         ori, positions = _plane_geometry(ds)
         if len(positions) > 1:  # a multi-frame (enhanced) image: one file holds the whole series
