@@ -118,7 +118,7 @@ def make_app(app: Path, bundle: Path, name: str, model: Path | str | None, data:
     # the server answers with the mask: no report files in the app's folder per request, unless --set asks for them
     settings = {"write_report": False, **(settings or {})}
     configs = [json.loads(f.read_text()) for f in sorted((bundle / "configs").glob("*.json"))]
-    unknown = sorted(k for k in (settings or {}) if not any(k in c for c in configs))
+    unknown = sorted(k for k in settings if not any(k in c for c in configs))
     if unknown:
         raise SystemExit(f"--set {unknown[0]}: no config of {bundle} has this id (nothing would change)")
     target = app / "model" / name
@@ -126,7 +126,7 @@ def make_app(app: Path, bundle: Path, name: str, model: Path | str | None, data:
     cfg = target / "configs"
     for f in cfg.glob("*.json"):
         conf = json.loads(f.read_text())
-        hits = {k: v for k, v in (settings or {}).items() if k in conf}
+        hits = {k: v for k, v in settings.items() if k in conf}
         if hits:
             conf.update(hits)
             f.write_text(json.dumps(conf, indent=1))
