@@ -461,6 +461,14 @@ class Predictor:
                 shutil.rmtree(stage, ignore_errors=True)
         return res
 
+    def _picture_window(self, grey: np.ndarray) -> dict:
+        """How the bundle's ``pre#picture_hu`` read this picture's grey levels as HU (the same estimate, from the
+        same grey plane): polarity, anchors, clipped ends, the window's ends in HU."""
+        from fusionlungnet_monai.transforms import estimate_picture_window
+
+        polarity = self.workflow("picture").parser.get_parsed_content("picture_polarity")
+        return estimate_picture_window(grey, polarity)
+
     def _finish(self, case: Path, info, image, mask, out: Path) -> dict:
         """Write the case's outputs into ``out`` and return its report (see :mod:`fusionlungnet_monai.outputs`)."""
         from fusionlungnet_monai.data.readers import SPACING_UNKNOWN
@@ -482,6 +490,10 @@ class Predictor:
             if pic.ndim == 3:  # RGB(A) -> grey, the luma the network's preprocessing uses
                 pic = pic[..., :3] @ np.asarray(CTIntensityNormalize.LUMA, dtype=np.float32)
             report.update({"shape": list(mask.shape), "lung_pixels": int(mask.sum())})
+            report["picture_window"] = self._picture_window(pic)
+            if report["picture_window"]["inverted"]:
+                report["warnings"].append("inverted picture (air brighter than tissue): segmented inverted; "
+                                          "bundle runs take --picture_polarity normal|inverted to say otherwise")
             if not mask.any():
                 report["warnings"].append("empty mask: no lung found")
             report["outputs"]["qc_png"] = outputs.qc_overlay(pic[..., None], mask[..., None], out / "qc.png",

@@ -28,11 +28,14 @@ from fusionlungnet_monai.transforms.dictionary import (
     KeepHUd,
     KeepLargestComponentsd,
     MedianFilterd,
+    PictureToHUd,
+    RandCTWindowd,
     RemoveAirwaysd,
     SqueezeSingleSliced,
     paper_preprocessing,
 )
 from fusionlungnet_monai.transforms.invert import SlabwiseInvertd
+from fusionlungnet_monai.transforms.picture import PictureToHU, RandCTWindow, estimate_picture_window, render_window
 
 __all__ = [
     "DEFAULT_HU_WINDOW",
@@ -57,6 +60,12 @@ __all__ = [
     "RemoveAirwaysd",
     "MedianFilter",
     "MedianFilterd",
+    "PictureToHU",
+    "PictureToHUd",
+    "RandCTWindow",
+    "RandCTWindowd",
+    "estimate_picture_window",
+    "render_window",
     "SlabwiseInvertd",
     "SqueezeSingleSlice",
     "SqueezeSingleSliced",

@@ -21,6 +21,8 @@ from monai.transforms import InvertibleTransform, KeepLargestConnectedComponent,
 from monai.utils import TransformBackends, convert_to_dst_type, convert_to_numpy, convert_to_tensor
 from scipy import ndimage
 
+from fusionlungnet_monai.transforms.picture import PICTURE_META
+
 __all__ = ["ArtifactRemoval", "BinarizeMask", "FieldOfViewPad", "edge_line", "fill_where", "SqueezeSingleSlice",
            "CTIntensityNormalize", "DynamicThreshold",
            "MedianFilter", "HUBoundaryRefine", "RemoveAirways", "KeepLargestComponents", "FillMaskHoles", "compact_hu",
@@ -437,6 +439,8 @@ class CTIntensityNormalize(Transform):
         """Whether ``img`` is scaled as an 8-bit picture."""
         if self.mode != "auto":
             return self.mode == "uint8"
+        if PICTURE_META in (getattr(img, "meta", None) or {}):
+            return False  # a picture already mapped to HU by PictureToHU
         return _source_suffix(img) in EIGHT_BIT_SUFFIXES or str(img.dtype) in ("uint8", "torch.uint8")
 
     def __call__(self, img: NdarrayOrTensor) -> NdarrayOrTensor:

@@ -12,6 +12,7 @@ from monai.transforms import (
     EnsureTyped,
     InvertibleTransform,
     MapTransform,
+    RandomizableTransform,
     Resized,
 )
 
@@ -33,10 +34,11 @@ from fusionlungnet_monai.transforms.array import (
     fill_where,
     SqueezeSingleSlice,
 )
+from fusionlungnet_monai.transforms.picture import PictureToHU, RandCTWindow
 
 __all__ = ["SqueezeSingleSliced", "FieldOfViewPadd", "ArtifactRemovald", "CTIntensityNormalized", "DynamicThresholdd",
            "MedianFilterd", "KeepHUd", "HUBoundaryRefined", "RemoveAirwaysd", "KeepLargestComponentsd",
-           "FillMaskHolesd",            "paper_preprocessing"]
+           "FillMaskHolesd", "PictureToHUd", "RandCTWindowd", "paper_preprocessing"]
 
 
 class _Wrapd(MapTransform):
@@ -81,6 +83,43 @@ class CTIntensityNormalized(_Wrapd):
                  channels: int = 1, allow_missing_keys: bool = False) -> None:
         super().__init__(keys, allow_missing_keys)
         self.transform = CTIntensityNormalize(hu_window, mode, channels)
+
+
+class PictureToHUd(_Wrapd):
+    """Dictionary :class:`~fusionlungnet_monai.transforms.picture.PictureToHU`. Args: keys, polarity, only_pictures,
+    allow_missing_keys."""
+
+    backend = PictureToHU.backend
+
+    def __init__(self, keys: KeysCollection, polarity: str = "auto", only_pictures: bool = True,
+                 allow_missing_keys: bool = False) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.transform = PictureToHU(polarity, only_pictures)
+
+
+class RandCTWindowd(RandomizableTransform, MapTransform):
+    """Dictionary :class:`~fusionlungnet_monai.transforms.picture.RandCTWindow` (one draw for all keys). Args: keys,
+    prob, invert_prob, gamma_prob, jpeg_prob, noise_prob, allow_missing_keys."""
+
+    backend = RandCTWindow.backend
+
+    def __init__(self, keys: KeysCollection, prob: float = 0.5, invert_prob: float = 0.2, gamma_prob: float = 0.3,
+                 jpeg_prob: float = 0.4, noise_prob: float = 0.3, allow_missing_keys: bool = False) -> None:
+        MapTransform.__init__(self, keys, allow_missing_keys)
+        RandomizableTransform.__init__(self, 1.0)
+        self.window = RandCTWindow(prob, invert_prob, gamma_prob, jpeg_prob, noise_prob)
+
+    def set_random_state(self, seed=None, state=None):
+        super().set_random_state(seed, state)
+        self.window.set_random_state(seed, state)
+        return self
+
+    def __call__(self, data: Mapping[Hashable, object]) -> dict:
+        d = dict(data)
+        self.window.randomize()
+        for key in self.key_iterator(d):
+            d[key] = self.window(d[key], randomize=False)
+        return d
 
 
 class SqueezeSingleSliced(_Wrapd):
