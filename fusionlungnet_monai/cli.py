@@ -160,7 +160,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         with Predictor(args.bundle, args.model, args.device, args.batch_size, args.fast, args.series_uid,
                        args.split_lr, sorted(formats), progress=not args.no_progress,
                        input_size=args.input_size, slab_slices=args.slab_slices,
-                       refine=not args.no_refine, remove_airways=not args.keep_airways) as predictor:
+                       refine=not args.no_refine, remove_airways=not args.keep_airways,
+                       picture_polarity=args.picture_polarity) as predictor:
             iterator = cases
             if batch and not args.no_progress:
                 from tqdm import tqdm
@@ -281,6 +282,9 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--keep-airways", action="store_true",
                     help="no airway removal (the bundle's remove_airways step, which takes the trachea and main "
                          "bronchi, found in the CT's HU, out of the lung mask)")
+    pr.add_argument("--picture-polarity", choices=["auto", "normal", "inverted"], default="auto",
+                    help="PNG/JPG input: auto (default) detects a picture exported inverted (air bright) and reads it "
+                         "inverted, saying so in report.json; normal or inverted say which it is")
     pr.add_argument("--no-progress", action="store_true", help="no progress bars")
     pr.add_argument("--overwrite", action="store_true",
                     help="replace results of an earlier run in the output folder (default: keep them, report an error)")

@@ -223,6 +223,8 @@ class Predictor:
             re-decided by the CT's HU, volumes only); ``False``: the network's mask alone.
         remove_airways: the bundle's airway removal (``remove_airways``: the trachea and main bronchi, found in
             the CT's HU, are not lung; volumes only); ``False``: keep what the network calls lung there.
+        picture_polarity: the bundle's ``picture_polarity`` for PNG/JPG input: ``"auto"`` (detect an inverted
+            picture), ``"normal"`` or ``"inverted"``.
 
     Raises:
         InputError: when the bundle or the model file is missing.
@@ -232,7 +234,7 @@ class Predictor:
                  batch_size: int = 8, fast: bool = False, series_uid: str | None = None, split_lr: bool = False,
                  formats: Sequence[str] = ("nifti",), progress: bool = True,
                  input_size: int | None = None, slab_slices: int = 64, refine: bool = True,
-                 remove_airways: bool = True) -> None:
+                 remove_airways: bool = True, picture_polarity: str = "auto") -> None:
         self.bundle = find_bundle(bundle_dir)
         self.model = Path(model) if model else self.bundle / "models" / "model.pt"
         if not self.model.is_file():
@@ -253,6 +255,9 @@ class Predictor:
         self.series_uid, self.split_lr, self.formats, self.progress = series_uid, split_lr, set(formats), progress
         self.input_size, self.slab_slices, self.refine = input_size, int(slab_slices), bool(refine)
         self.remove_airways = bool(remove_airways)
+        if picture_polarity not in ("auto", "normal", "inverted"):
+            raise InputError(None, f"--picture-polarity: expected auto, normal or inverted, got {picture_polarity!r}")
+        self.picture_polarity = picture_polarity
         #: the network input size this Predictor overrides (``None``: the bundle's ``spatial_size``)
         self.network_size = int(input_size) if input_size else (fast_size(self.bundle) if fast else None)
         self._workflows: dict = {}
@@ -293,6 +298,8 @@ class Predictor:
             overrides["refine_boundary"] = False
         if not self.remove_airways:
             overrides["remove_airways"] = False
+        if self.picture_polarity != "auto":
+            overrides["picture_polarity"] = self.picture_polarity
         if self.network_size:
             overrides["spatial_size"] = [self.network_size] * 2
         return overrides
@@ -493,7 +500,7 @@ class Predictor:
             report["picture_window"] = self._picture_window(pic)
             if report["picture_window"]["inverted"]:
                 report["warnings"].append("inverted picture (air brighter than tissue): segmented inverted; "
-                                          "bundle runs take --picture_polarity normal|inverted to say otherwise")
+                                          "--picture-polarity normal|inverted says otherwise")
             if not mask.any():
                 report["warnings"].append("empty mask: no lung found")
             report["outputs"]["qc_png"] = outputs.qc_overlay(pic[..., None], mask[..., None], out / "qc.png",

@@ -101,3 +101,23 @@ def test_predict_real_picture_through_any_window(real_slices, window, tmp_path):
     est = res.report["picture_window"]
     assert est["inverted"] == (window == "inverted")
     assert any("inverted picture" in w for w in res.report["warnings"]) == (window == "inverted")
+
+
+def test_cli_polarity_as_told(real_slices, tmp_path):
+    """``--picture-polarity normal`` on an inverted export: read as told, no inversion warning; a bad value is one
+    usage line."""
+    from PIL import Image
+
+    from fusionlungnet_monai.cli import main
+
+    path = tmp_path / "slice.png"
+    Image.fromarray(np.ascontiguousarray(render_window(real_slices[1], 1500, -600, invert=True).T)).save(path)
+    assert main(["predict", str(path), str(tmp_path / "out"), "--picture-polarity", "normal", "--no-progress"]) == 0
+    import json
+
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert report["picture_window"]["polarity"] == "given" and not report["picture_window"]["inverted"]
+    assert not any("inverted picture" in w for w in report["warnings"])
+    with pytest.raises(SystemExit) as e:
+        main(["predict", str(path), str(tmp_path / "o2"), "--picture-polarity", "sideways"])
+    assert e.value.code == 2
