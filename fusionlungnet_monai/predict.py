@@ -8,6 +8,7 @@ The network, preprocessing, inferer and post-processing are the bundle's (``conf
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -27,6 +28,7 @@ from fusionlungnet_monai.data.readers import archive_kind, quiet_logger, read_di
 from fusionlungnet_monai.data.series import is_dicom_file
 from fusionlungnet_monai.networks.fusionlungnet import ENCODER_STRIDE
 from fusionlungnet_monai.outputs import PLAUSIBLE_LUNG_ML, SECOND_OPINION_DICE
+from fusionlungnet_monai.transforms.picture import PICTURE_META, POLARITIES
 from fusionlungnet_monai.version import __version__
 from fusionlungnet_monai.workflow import find_bundle, infer_tensors
 
@@ -255,7 +257,7 @@ class Predictor:
         self.series_uid, self.split_lr, self.formats, self.progress = series_uid, split_lr, set(formats), progress
         self.input_size, self.slab_slices, self.refine = input_size, int(slab_slices), bool(refine)
         self.remove_airways = bool(remove_airways)
-        if picture_polarity not in ("auto", "normal", "inverted"):
+        if picture_polarity not in POLARITIES:
             raise InputError(None, f"--picture-polarity: expected auto, normal or inverted, got {picture_polarity!r}")
         self.picture_polarity = picture_polarity
         #: the network input size this Predictor overrides (``None``: the bundle's ``spatial_size``)
@@ -389,7 +391,9 @@ class Predictor:
         kind = kind or check_input(case, self.series_uid)
         if kind == "picture":
             image = LoadCTImage(series_uid=self.series_uid, image_only=True)(str(case))
-            mask = _binary_pred(infer_tensors(self.workflow(kind), [image])[0]["pred"])
+            pred = infer_tensors(self.workflow(kind), [image])[0]["pred"]
+            mask = _binary_pred(pred)
+            image.meta[PICTURE_META] = pred.meta.get(PICTURE_META)  # how pre#picture_hu read it as HU
         else:
             image = self._read_ct(case)
             mask = self._infer_volume(image)
@@ -468,14 +472,6 @@ class Predictor:
                 shutil.rmtree(stage, ignore_errors=True)
         return res
 
-    def _picture_window(self, grey: np.ndarray) -> dict:
-        """How the bundle's ``pre#picture_hu`` read this picture's grey levels as HU (the same estimate, from the
-        same grey plane): polarity, anchors, clipped ends, the window's ends in HU."""
-        from fusionlungnet_monai.transforms import estimate_picture_window
-
-        polarity = self.workflow("picture").parser.get_parsed_content("picture_polarity")
-        return estimate_picture_window(grey, polarity)
-
     def _finish(self, case: Path, info, image, mask, out: Path) -> dict:
         """Write the case's outputs into ``out`` and return its report (see :mod:`fusionlungnet_monai.outputs`)."""
         from fusionlungnet_monai.data.readers import SPACING_UNKNOWN
@@ -497,8 +493,8 @@ class Predictor:
             if pic.ndim == 3:  # RGB(A) -> grey, the luma the network's preprocessing uses
                 pic = pic[..., :3] @ np.asarray(CTIntensityNormalize.LUMA, dtype=np.float32)
             report.update({"shape": list(mask.shape), "lung_pixels": int(mask.sum())})
-            report["picture_window"] = self._picture_window(pic)
-            if report["picture_window"]["inverted"]:
+            report["picture_window"] = json.loads(image.meta[PICTURE_META]) if image.meta.get(PICTURE_META) else None
+            if (report["picture_window"] or {}).get("inverted"):
                 report["warnings"].append("inverted picture (air brighter than tissue): segmented inverted; "
                                           "--picture-polarity normal|inverted says otherwise")
             if not mask.any():

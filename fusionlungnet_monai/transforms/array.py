@@ -21,7 +21,7 @@ from monai.transforms import InvertibleTransform, KeepLargestConnectedComponent,
 from monai.utils import TransformBackends, convert_to_dst_type, convert_to_numpy, convert_to_tensor
 from scipy import ndimage
 
-from fusionlungnet_monai.transforms.picture import PICTURE_META
+from fusionlungnet_monai.transforms.picture import LUMA, PICTURE_META
 
 __all__ = ["ArtifactRemoval", "BinarizeMask", "FieldOfViewPad", "edge_line", "fill_where", "SqueezeSingleSlice",
            "CTIntensityNormalize", "DynamicThreshold",
@@ -424,7 +424,7 @@ class CTIntensityNormalize(Transform):
     """
 
     backend = [TransformBackends.TORCH, TransformBackends.NUMPY]
-    LUMA = (0.299, 0.587, 0.114)
+    LUMA = LUMA
 
     def __init__(self, hu_window: Sequence[float] = DEFAULT_HU_WINDOW, mode: str = "auto", channels: int = 1) -> None:
         if len(hu_window) != 2 or hu_window[1] <= hu_window[0]:

@@ -24,7 +24,7 @@ from monai.transforms import RandomizableTransform, Transform
 from monai.utils import TransformBackends, convert_to_dst_type, convert_to_numpy
 from scipy import ndimage
 
-__all__ = ["estimate_picture_window", "PictureToHU", "RandCTWindow", "PICTURE_META", "AIR_HU_ANCHOR",
+__all__ = ["estimate_picture_window", "PictureToHU", "RandCTWindow", "PICTURE_META", "POLARITIES", "LUMA", "AIR_HU_ANCHOR",
            "TISSUE_HU_ANCHOR", "LUNG_HU_ANCHOR", "CLINICAL_WINDOWS", "render_window", "to_grey"]
 
 #: where :class:`PictureToHU` records its estimate in the image's meta (MetaTensor ``meta``)
@@ -38,7 +38,10 @@ CLIPPED_LOW_SPAN_HU, CLIPPED_HIGH_HU = 200.0, -50.0
 CLINICAL_WINDOWS = {"lung": (1500.0, -600.0), "mediastinal": (400.0, 40.0), "wide": (4096.0, 1024.0)}
 #: the least grey span between the air and tissue anchors for a peak estimate (below: percentile fallback)
 MIN_SPAN_GREY = 16.0
+#: ITU-R 601 luma weights of R, G, B (colour pictures to grey; CTIntensityNormalize uses the same)
 LUMA = (0.299, 0.587, 0.114)
+#: what ``polarity`` may be
+POLARITIES = ("auto", "normal", "inverted")
 
 
 def to_grey(img: np.ndarray) -> np.ndarray:
@@ -60,12 +63,11 @@ def _otsu(values: np.ndarray) -> float:
     return float(np.argmax(between)) + 0.5
 
 
-def _mode(values: np.ndarray, lo: float = 0.0, hi: float = 255.0) -> float | None:
-    """The peak of a lightly smoothed grey histogram of ``values`` within ``[lo, hi]`` (None when empty)."""
-    v = values[(values >= lo) & (values <= hi)]
-    if v.size == 0:
+def _mode(values: np.ndarray) -> float | None:
+    """The peak of a lightly smoothed grey histogram of ``values`` (None when empty)."""
+    if values.size == 0:
         return None
-    hist = np.bincount(np.clip(np.round(v), 0, 255).astype(np.int64), minlength=256).astype(np.float64)
+    hist = np.bincount(np.clip(np.round(values), 0, 255).astype(np.int64), minlength=256).astype(np.float64)
     hist = ndimage.gaussian_filter1d(hist, 2.0)
     return float(np.argmax(hist))
 
@@ -104,8 +106,9 @@ def estimate_picture_window(grey: np.ndarray, polarity: str = "auto") -> dict:
     whose edge is mostly on the bright side of its Otsu threshold and whose centre is mostly on the dark side is
     inverted. Anchors, on the picture with air dark: the body is the largest bright component (holes filled); the
     soft-tissue anchor is the peak of its bright pixels, the air anchor the median grey of the dark pixels outside
-    it (the lungs' median, anchored at -850 HU, when the picture shows no outside air). When more than half of the
-    dark pixels sit at the picture's lowest grey, the window clipped air and lungs: that grey is taken as
+    it (the lungs' median, anchored at -850 HU, when the picture shows no outside air); pixels at the lowest grey
+    (padding, a clipped end) are left out of both. When regions at the lowest grey that touch no edge cover more
+    than 2 % of the picture, the window clipped the lungs too: that grey is taken as
     ``CLIPPED_LOW_SPAN_HU`` below soft tissue (a mediastinal window) and the clipped pixels as air; a soft-tissue
     peak at the top grey means the window ends below tissue (a narrow lung window). Without two anchors
     ``MIN_SPAN_GREY`` apart, the 0.5th/99.5th percentiles are taken as -1000 and +300 HU.
@@ -123,7 +126,7 @@ def estimate_picture_window(grey: np.ndarray, polarity: str = "auto") -> dict:
     Raises:
         ValueError: for an unknown ``polarity``.
     """
-    if polarity not in ("auto", "normal", "inverted"):
+    if polarity not in POLARITIES:
         raise ValueError(f"polarity must be 'auto', 'normal' or 'inverted', got {polarity!r}.")
     g = np.asarray(grey, dtype=np.float32)
     t = _otsu(g)
@@ -193,7 +196,7 @@ class PictureToHU(Transform):
     backend = [TransformBackends.TORCH, TransformBackends.NUMPY]
 
     def __init__(self, polarity: str = "auto", only_pictures: bool = True) -> None:
-        if polarity not in ("auto", "normal", "inverted"):
+        if polarity not in POLARITIES:
             raise ValueError(f"polarity must be 'auto', 'normal' or 'inverted', got {polarity!r}.")
         self.polarity, self.only_pictures = polarity, only_pictures
 
