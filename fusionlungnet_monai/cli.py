@@ -316,9 +316,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 0
     debug = getattr(args, "debug", False)
-    logging.getLogger("fusionlungnet_monai").setLevel(logging.DEBUG if debug else logging.WARNING)
+    # the run's log levels, put back afterwards (main() called in-process leaves the caller's logging as it was);
     # MONAI's optional GPU DICOM decoder announces its absence on every import: not news on the command line
-    logging.getLogger("monai.data.nvimgcodec_pydicom_plugin").setLevel(logging.DEBUG if debug else logging.ERROR)
+    levels = {"fusionlungnet_monai": logging.WARNING, "monai.data.nvimgcodec_pydicom_plugin": logging.ERROR}
+    loggers = {name: logging.getLogger(name) for name in levels}
+    before = {name: log.level for name, log in loggers.items()}
+    for name, log in loggers.items():
+        log.setLevel(logging.DEBUG if debug else levels[name])
     previous = signal.getsignal(signal.SIGTERM)
     try:
         signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
@@ -340,3 +344,5 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
+        for name, log in loggers.items():
+            log.setLevel(before[name])

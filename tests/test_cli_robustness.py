@@ -116,6 +116,23 @@ def test_bad_options_are_one_line(opts, msg, model, tmp_path):
     assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())
 
 
+def test_main_in_process_leaves_the_callers_log_levels(tmp_path, capsys):
+    """`main()` called from Python sets quieter log levels for its run only: afterwards MONAI's own loggers and the
+    package's are as the caller left them (a leaked ERROR level hid MONAI's notices from later code)."""
+    import logging
+
+    from fusionlungnet_monai.cli import main
+
+    names = ("fusionlungnet_monai", "monai.data.nvimgcodec_pydicom_plugin")
+    for name in names:
+        logging.getLogger(name).setLevel(logging.INFO)
+    assert main(["predict", str(tmp_path / "missing.nii.gz"), str(tmp_path / "o"), "--no-progress"]) == 2
+    assert "missing.nii.gz" in capsys.readouterr().err
+    assert [logging.getLogger(name).level for name in names] == [logging.INFO, logging.INFO]
+    for name in names:
+        logging.getLogger(name).setLevel(logging.NOTSET)
+
+
 def test_a_wrong_bundle_folder_never_falls_back_to_another(tmp_path, monkeypatch):
     """`--bundle DIR` or $FUSIONLUNGNET_BUNDLE naming a folder without a bundle is an error naming it; the repository's
     bundle/ is used only when neither is given (a wrong --bundle silently ran the repository's bundle)."""
