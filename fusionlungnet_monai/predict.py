@@ -198,6 +198,12 @@ class CaseResult:
     nothing_to_segment: str = ""  # why the input holds no CT volume (a study's localizer, reformat ...): a batch skips it
 
 
+def _estimated_from_peaks(image) -> bool:
+    """Whether ``pre#picture_hu`` found the picture's air and soft-tissue peaks (the HU steps then run on it)."""
+    estimate = image.meta.get(PICTURE_META)
+    return bool(estimate) and json.loads(estimate).get("method") == "peaks"
+
+
 class Predictor:
     """Load the bundle's inference workflow once and segment cases with it.
 
@@ -306,11 +312,11 @@ class Predictor:
             overrides["spatial_size"] = [self.network_size] * 2
         return overrides
 
-    def _switch(self, name: str) -> bool:
-        """A boolean config id of the volume workflow as configured (``refine_boundary``, ``remove_airways``)."""
+    def _switch(self, name: str, kind: str = "volume") -> bool:
+        """A boolean config id of the workflow for ``kind`` as configured (``refine_boundary``, ``remove_airways``)."""
         from fusionlungnet_monai.config import as_bool
 
-        return as_bool(self.workflow("volume").parser.get_parsed_content(name), name)
+        return as_bool(self.workflow(kind).parser.get_parsed_content(name), name)
 
     def volume_steps(self) -> list:
         """The bundle's 3D post-processing steps (:data:`VOLUME_STEPS`: ``post#remove_airways``, ``post#keep_lungs``,
@@ -481,7 +487,8 @@ class Predictor:
         kind = info.kind
         report: dict = {"input": str(case), "kind": kind, "version": __version__, "model": str(self.model),
                         "network_input": self.network_size or "bundle spatial_size",
-                        "hu_boundary_refinement": kind != "picture" and self._switch("refine_boundary"),
+                        "hu_boundary_refinement": self._switch("refine_boundary", kind) and (
+                            kind != "picture" or _estimated_from_peaks(image)),
                         "airway_removal": kind != "picture" and self._switch("remove_airways"),
                         "outputs": {}, "warnings": []}
         mask = binary_view(mask)

@@ -3,9 +3,13 @@ use, segmented by ``fusionlungnet predict``'s ``Predictor`` (shipped weights, de
 classical HU segmentation of the true HU (a pseudo-label: these LIDC-IDRI slabs have no expert masks).
 
 Windows: lung W1500/L-600, inverted lung, mediastinal W400/L40, wide (the full CT range), the paper's [-1024, 600],
-gamma 0.5 and 2 on the lung window, JPEG quality 30, 8-bit noise (sigma 8 grey levels).
+gamma 0.5 and 2 on the lung window, JPEG quality 30, 8-bit noise (sigma 8 grey levels), the mediastinal window
+inverted and with noise, and a wide window that keeps the scanner's padding, inverted, as JPEG quality 60.
 
 Usage: python scripts/picture_robustness.py [--no-picture-hu]   # --no-picture-hu: pictures scaled /255 (0.3.13)
+       python scripts/picture_robustness.py --evaluate   # the same pictures and masks as a folder of slice/mask
+                                                          # pairs through `python -m monai.bundle run evaluating`
+                                                          # (the network alone, at its input grid; six metrics)
 """
 
 from __future__ import annotations
@@ -23,7 +27,10 @@ WINDOWS = {"lung": dict(width=1500, level=-600), "inverted": dict(width=1500, le
            "paper [-1024, 600]": dict(width=1624, level=-212),
            "gamma 0.5": dict(width=1500, level=-600, gamma=0.5), "gamma 2": dict(width=1500, level=-600, gamma=2.0),
            "JPEG q30": dict(width=1500, level=-600, jpeg_quality=30),
-           "noise 8": dict(width=1500, level=-600, noise=8)}
+           "noise 8": dict(width=1500, level=-600, noise=8),
+           "mediastinal, inverted": dict(width=400, level=40, invert=True),
+           "mediastinal, noise 8": dict(width=400, level=40, noise=8),
+           "W3000/L-700, JPEG q60, inverted": dict(width=3000, level=-700, jpeg_quality=60, invert=True)}
 
 
 def main(argv=None) -> dict:
@@ -36,7 +43,10 @@ def main(argv=None) -> dict:
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--no-picture-hu", action="store_true", help="switch pre#picture_hu off (pictures /255)")
+    ap.add_argument("--evaluate", action="store_true", help="score through the bundle's evaluate.json instead")
     a = ap.parse_args(argv)
+    if a.evaluate:
+        return evaluate()
     pr = Predictor(progress=False)
     if a.no_picture_hu:
         base = pr._overrides
@@ -57,6 +67,62 @@ def main(argv=None) -> dict:
     print("| window | mean IoU | per slice (0002 z1, z6, z10; 0003 z1, z5, z9) |\n|---|---|---|")
     for name, v in rows.items():
         print(f"| {name} | {np.mean(v):.3f} | {' '.join(f'{x:.2f}' for x in v)} |")
+    return rows
+
+
+def pictures(folder: Path) -> dict:
+    """Write every slice through every window as ``folder/images/<window>__<slice>.png`` with its reference mask
+    (0/255) under ``folder/masks``; returns ``{file stem: window}``."""
+    from PIL import Image
+
+    from fusionlungnet_monai.classical import classical_lung_mask
+    from fusionlungnet_monai.data import load_ct_lps
+    from fusionlungnet_monai.transforms import render_window
+
+    for sub in ("images", "masks"):
+        (folder / sub).mkdir(parents=True, exist_ok=True)
+    stems = {}
+    for case in ("LIDC-IDRI-0002", "LIDC-IDRI-0003"):
+        ct, sp = load_ct_lps(DATA / case)
+        ref = classical_lung_mask(ct, sp) > 0
+        for z in (1, ct.shape[2] // 2, ct.shape[2] - 2):
+            for w, (name, kw) in enumerate(WINDOWS.items()):
+                stem = f"w{w:02d}__{case[-4:]}_z{z:02d}"
+                pic = render_window(ct[:, :, z], rng=np.random.default_rng(z), **kw)
+                Image.fromarray(np.ascontiguousarray(pic.T)).save(folder / "images" / f"{stem}.png")
+                Image.fromarray(np.ascontiguousarray(ref[:, :, z].T.astype(np.uint8) * 255)).save(
+                    folder / "masks" / f"{stem}.png")
+                stems[stem] = name
+    return stems
+
+
+def evaluate() -> dict:
+    """The pictures as a folder of slice/mask pairs through ``python -m monai.bundle run evaluating`` (shipped
+    weights): per window, the mean of the images' IoU, Dice (F1), precision, recall, accuracy and MCC."""
+    import csv
+    import json
+    import subprocess
+    import sys
+
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        stems = pictures(folder)
+        items = [{"image": f"images/{s}.png", "label": f"masks/{s}.png"} for s in sorted(stems)]
+        (folder / "datalist.json").write_text(json.dumps({"training": items[:1], "validation": items}))
+        cmd = [sys.executable, "-m", "monai.bundle", "run", "evaluating", "--config_file",
+               "['configs/train.json','configs/evaluate.json']", "--bundle_root", str(ROOT / "bundle"),
+               "--dataset_dir", str(folder), "--eval_ckpt", str(ROOT / "bundle" / "models" / "model.pt"),
+               "--output_dir", str(folder / "eval"), "--num_workers", "0", "--progress_bar", "false"]
+        subprocess.run(cmd, check=True, cwd=ROOT / "bundle", stdout=subprocess.DEVNULL)
+        with open(folder / "eval" / "per_image.csv") as f:
+            per_image = list(csv.DictReader(f))
+    metrics = [k for k in per_image[0] if k != "filename"]
+    rows: dict = {}
+    for row in per_image:
+        rows.setdefault(stems[Path(row["filename"]).stem], []).append({k: float(row[k]) for k in metrics})
+    print("| window | " + " | ".join(m.replace("val_", "") for m in metrics) + " |\n|---|" + "---|" * len(metrics))
+    for name, v in rows.items():
+        print(f"| {name} | " + " | ".join(f"{np.mean([r[m] for r in v]):.3f}" for m in metrics) + " |")
     return rows
 
 

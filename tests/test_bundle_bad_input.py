@@ -111,15 +111,15 @@ def test_bundle_training_refuses_a_pair_that_does_not_fit(bad, phantom_dir, tmp_
         Image.fromarray(image.astype(np.uint16) * 200 if bad == "16bit_image" else image).save(tmp_path / "images" / n)
         if bad == "mask_size":
             mask = mask[:-5]
-        elif bad == "rgb_mask":
-            mask = np.stack([mask] * 3, -1)
+        elif bad == "rgb_mask":  # a mask in colour (lung red); three equal channels are read as grey
+            mask = np.stack([mask, mask // 2, np.zeros_like(mask)], -1)
         Image.fromarray(mask).save(tmp_path / "masks" / n)
     make_datalist(tmp_path, tmp_path / "datalist.json")
     r = _run("training", "--config_file", "configs/train.json", "--dataset_dir", str(tmp_path),
              "--bundle_root", str(tmp_path / "run"), "--max_epochs", "1", "--spatial_size", "[64,64]",
              "--num_workers", "0")
     words = {"mask_size": ["/masks/", "mask size (128, 123) does not match image size (128, 128)"],
-             "rgb_mask": ["/masks/", "mask must be a single-channel image, got 3 values per pixel"],
+             "rgb_mask": ["/masks/", "mask is a colour image whose channels differ"],
              "16bit_image": ["/images/", "16-bit image not supported"]}[bad]
     _one_line_error(r, *words)
     assert not (tmp_path / "run" / "models" / "model.pt").exists()

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from fusionlungnet_monai.data import (
@@ -98,8 +99,13 @@ def test_pairs_size_mismatch_rgb_mask_and_empty_mask(tmp_path):
     Image.fromarray(np.zeros((16, 16), np.uint8)).save(img)
     Image.fromarray(np.zeros((16, 12), np.uint8)).save(mask)
     expect(r"mask size \(12, 16\) does not match image size \(16, 16\)", check_pair, img, mask, path=mask)
-    Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(rgb_mask)
-    expect("single-channel", check_pair, img, rgb_mask, path=rgb_mask)
+    colour = np.zeros((16, 16, 3), np.uint8)
+    colour[4:9, 4:9, 0] = 255  # a red mask: its channels differ
+    Image.fromarray(colour).save(rgb_mask)
+    expect("channels differ", check_pair, img, rgb_mask, path=rgb_mask)
+    colour[4:9, 4:9] = 255  # three equal channels: a grey mask stored as RGB, as many slice data sets do
+    Image.fromarray(colour).save(rgb_mask)
+    check_pair(img, rgb_mask, require_foreground=True)
     Image.fromarray(np.zeros((16, 16), np.uint8)).save(empty)
     check_pair(img, empty)
     expect("no foreground", check_pair, img, empty, require_foreground=True, path=empty)
@@ -182,3 +188,42 @@ def test_an_archive_is_named_as_one(tmp_path):
     assert sorted((p.name, why) for p, why in skipped) == [
         ("study.tar.gz", "a tar archive: unpack it to segment what it holds"),
         ("study.zip", "a zip archive: unpack it to segment what it holds")]
+
+
+def test_rgb_masks_with_equal_channels_and_jpg_masks_train_as_grey(tmp_path):
+    """Published slice data sets store masks as RGB PNGs with three equal channels, or as JPG (0/255 with JPEG
+    noise): the training chain's first steps (train.json's pre#load, check_pair, channel_first, binarize_label)
+    give the same 0/1 label as from the grey PNG; a mask whose channels differ is refused in one line."""
+    from monai.transforms import EnsureChannelFirstd
+    from PIL import Image
+
+    from fusionlungnet_monai.data import CheckPaird, InputError, LoadCTImaged
+    from fusionlungnet_monai.transforms import BinarizeMaskd
+
+    grey = np.zeros((40, 32), np.uint8)
+    grey[8:30, 5:14] = 255
+    grey[8:30, 18:27] = 255
+    Image.fromarray(np.full((40, 32), 90, np.uint8)).save(tmp_path / "image.png")
+    Image.fromarray(grey).save(tmp_path / "grey.png")
+    Image.fromarray(np.stack([grey] * 3, -1)).save(tmp_path / "rgb.png")
+    Image.fromarray(grey).save(tmp_path / "mask.jpg", quality=75)
+    assert np.any((np.asarray(Image.open(tmp_path / "mask.jpg")) % 255) != 0)  # JPEG noise at the edges
+    steps = [LoadCTImaged(["image", "label"]), CheckPaird(["image", "label"]), EnsureChannelFirstd(["image", "label"]),
+             BinarizeMaskd("label")]
+
+    def chain(item):  # the steps one by one (Compose would wrap the InputError)
+        for step in steps:
+            item = step(item)
+        return item
+
+    labels = {n: chain({"image": str(tmp_path / "image.png"), "label": str(tmp_path / n)})["label"]
+              for n in ("grey.png", "rgb.png", "mask.jpg")}
+    for n, lab in labels.items():
+        assert lab.shape == (1, 32, 40), (n, lab.shape)
+        assert set(np.unique(np.asarray(lab))) <= {0.0, 1.0}
+    assert torch.equal(labels["rgb.png"], labels["grey.png"])
+    assert float((labels["mask.jpg"] != labels["grey.png"]).float().mean()) < 0.01  # at 128: JPEG noise is not lung
+    colour = np.stack([grey, grey // 2, np.zeros_like(grey)], -1)
+    Image.fromarray(colour).save(tmp_path / "colour.png")
+    with pytest.raises(InputError, match="colour.png: mask is a colour image whose channels differ"):
+        chain({"image": str(tmp_path / "image.png"), "label": str(tmp_path / "colour.png")})

@@ -130,7 +130,7 @@ def test_slabwise_invert_inverts_at_once_what_it_cannot_cut():
 
     pictures = ConfigParser()
     pictures.read_config([str(BUNDLE / "configs" / f) for f in ("inference.json", "inference_2d.json")])
-    pictures.update({"bundle_root": str(BUNDLE), "spatial_size": [32, 32]})
+    pictures.update({"bundle_root": str(BUNDLE), "spatial_size": [32, 32], "refine_boundary": False})
     pre_2d, threshold = pictures.get_parsed_content("preprocessing"), pictures.get_parsed_content("post#threshold")
     picture = torch.as_tensor((_chest()[..., 5] > -500) * 200, dtype=torch.uint8)
     d = pre_2d({"image": MetaTensor(picture, meta={"original_channel_dim": "no_channel"})})

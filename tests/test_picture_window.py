@@ -1,6 +1,7 @@
 """Pictures mapped back to HU (PictureToHU, estimate_picture_window) and HU rendered as pictures (RandCTWindow), on
 real chest CT slices (LIDC-IDRI) rendered through the windows viewers export with."""
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -24,20 +25,26 @@ def real_slices():
 WINDOWS = {"lung": dict(width=1500, level=-600), "inverted": dict(width=1500, level=-600, invert=True),
            "mediastinal": dict(width=400, level=40), "wide": dict(width=4096, level=1024),
            "gamma0.5": dict(width=1500, level=-600, gamma=0.5), "gamma2": dict(width=1500, level=-600, gamma=2.0),
-           "jpeg30": dict(width=1500, level=-600, jpeg_quality=30), "noise8": dict(width=1500, level=-600, noise=8)}
+           "jpeg30": dict(width=1500, level=-600, jpeg_quality=30), "noise8": dict(width=1500, level=-600, noise=8),
+           # a clipped window read inverted only from its flat ends; noise spreading the clipped lungs; padding
+           # kept by a wide window, spread by JPEG's ringing
+           "mediastinal_inverted": dict(width=400, level=40, invert=True),
+           "mediastinal_noise8": dict(width=400, level=40, noise=8),
+           "full_jpeg60_inverted": dict(width=3000, level=-700, jpeg_quality=60, invert=True)}
 
 
 @pytest.mark.parametrize("window", sorted(WINDOWS))
 def test_real_slices_map_back_to_lung_and_tissue(real_slices, window):
     """Through every window, the estimated HU puts lung and tissue on the same side of -320 HU as the true HU on
-    at least 98 % of the pixels, and inverted pictures are detected (and only they)."""
+    at least 98 % of the pixels (96 % with noise at a clipped end), and inverted pictures are detected (and only they)."""
     for hu in real_slices:
         pic = render_window(hu, rng=np.random.default_rng(0), **WINDOWS[window]).astype(np.float32)
         est = estimate_picture_window(pic)
-        assert est["inverted"] == (window == "inverted")
+        assert est["inverted"] == window.endswith("inverted")
         out = PictureToHU(only_pictures=False)(pic[None])[0]
         agree = ((np.asarray(out) < -320) == (hu < -320)).mean()
-        assert agree > 0.98, (window, agree, est)
+        # noise of 8 grey levels at a mediastinal window's clipped end moves some fat (-100 HU) to it
+        assert agree > (0.96 if window == "mediastinal_noise8" else 0.98), (window, agree, est)
 
 
 def test_clipped_mediastinal_window_is_said(real_slices):
@@ -80,11 +87,12 @@ def test_random_window_is_seeded_and_keeps_lungs(real_slices):
     assert ((out[0].numpy() < -320) == (real_slices[0] < -320)).mean() > 0.98
 
 
-@pytest.mark.parametrize("window", ["inverted", "mediastinal", "wide"])
+@pytest.mark.parametrize("window", ["inverted", "mediastinal", "wide", "mediastinal_inverted"])
 def test_predict_real_picture_through_any_window(real_slices, window, tmp_path):
     """``fusionlungnet predict``'s Predictor (shipped weights) on a real LIDC-IDRI slice exported as a PNG through
     a window the network was never trained on: the mask matches the classical HU segmentation of the true HU
-    (IoU > 0.9; 0.00-0.79 before pictures were mapped to HU), and the report states the estimate."""
+    (IoU > 0.95 with the HU boundary refinement on the estimated HU; 0.00-0.79 before pictures were mapped to HU,
+    0.93-0.94 without the refinement), and the report states the estimate and the refinement."""
     from PIL import Image
 
     from fusionlungnet_monai.classical import classical_lung_mask
@@ -97,10 +105,11 @@ def test_predict_real_picture_through_any_window(real_slices, window, tmp_path):
     assert res.ok, res.error
     mask = np.asarray(Image.open(tmp_path / "out" / "lungmask.png")).T > 0
     ref = classical_lung_mask(hu, (0.82, 0.82)) > 0
-    assert (mask & ref).sum() / (mask | ref).sum() > 0.9
+    assert (mask & ref).sum() / (mask | ref).sum() > 0.95
     est = res.report["picture_window"]
-    assert est["inverted"] == (window == "inverted")
-    assert any("inverted picture" in w for w in res.report["warnings"]) == (window == "inverted")
+    assert est["inverted"] == window.endswith("inverted")
+    assert est["method"] == "peaks" and res.report["hu_boundary_refinement"] is True
+    assert any("inverted picture" in w for w in res.report["warnings"]) == window.endswith("inverted")
 
 
 def test_cli_polarity_as_told(real_slices, tmp_path):
@@ -121,3 +130,57 @@ def test_cli_polarity_as_told(real_slices, tmp_path):
     with pytest.raises(SystemExit) as e:
         main(["predict", str(path), str(tmp_path / "o2"), "--picture-polarity", "sideways"])
     assert e.value.code == 2
+
+
+def test_training_chain_renders_pictures_between_hu_and_network_steps(real_slices, tmp_path):
+    """train.json's training chain renders the cached HU slice as a picture (picture_augmentation) after the field
+    of view and before the paper's intensity steps; at prob 1 every draw is a picture mapped back, its lungs where
+    the HU path puts them; at prob 0 the chain is validation's; the label is never touched."""
+    import nibabel as nib
+    from monai.bundle import ConfigParser
+    from monai.transforms import Compose
+
+    hu = real_slices[1]
+    nib.save(nib.Nifti1Image(hu[..., None].astype(np.int16), np.diag([0.8, 0.8, 1.0, 1.0])), tmp_path / "img.nii.gz")
+    lung = (hu < -320).astype(np.uint8)
+    nib.save(nib.Nifti1Image(lung[..., None], np.diag([0.8, 0.8, 1.0, 1.0])), tmp_path / "lab.nii.gz")
+    item = {"image": str(tmp_path / "img.nii.gz"), "label": str(tmp_path / "lab.nii.gz")}
+
+    def chain(prob):
+        parser = ConfigParser()
+        parser.read_config(Path(__file__).parents[1] / "bundle" / "configs" / "train.json")
+        parser["picture_augmentation"]["prob"] = prob
+        parser["spatial_size"] = [96, 96]
+        return parser.get_parsed_content("train#preprocessing"), parser.get_parsed_content("validate#preprocessing")
+
+    train, validate = chain(1.0)
+    names = [type(t).__name__ for t in train.transforms]
+    at = names.index("RandCTWindowd")
+    assert names.index("FieldOfViewPadd") < at < names.index("CTIntensityNormalized")
+    train.set_random_state(0)
+    cached = Compose(train.transforms[:at])(item)  # what CacheDataset keeps: HU
+    true_lung = cached["image"][0] < -320
+    for _ in range(6):
+        drawn = train.transforms[at](cached)
+        assert not torch.equal(drawn["image"], cached["image"])  # every draw a picture at prob 1
+        agree = ((drawn["image"][0] < -320) == true_lung).float().mean()
+        assert agree > 0.75, (float(agree), train.transforms[at].window.params)
+        assert drawn["label"] is cached["label"]
+    out, ref = train(item), validate(item)
+    assert out["image"].shape == ref["image"].shape == (1, 96, 96)
+    train0, _ = chain(0.0)
+    assert all(train0.transforms[at](cached)["image"] is cached["image"] for _ in range(3))  # prob 0: HU only
+
+
+def test_hu_steps_trust_peak_estimates_only(real_slices):
+    """The HU post-processing (``is_hu_image``: refinement) runs on a picture mapped from its air and tissue peaks,
+    not on one whose window the percentile fallback guessed (a picture without the two peaks)."""
+    from fusionlungnet_monai.transforms.array import is_hu_image
+
+    pic = MetaTensor(torch.as_tensor(render_window(real_slices[0], 1500, -600)[None]),
+                     meta={"filename_or_obj": "slice.png"})
+    assert is_hu_image(PictureToHU()(pic))
+    flat = np.random.default_rng(0).integers(100, 110, (64, 64)).astype(np.uint8)  # grey noise: no two peaks
+    mapped = PictureToHU()(MetaTensor(torch.as_tensor(flat[None]), meta={"filename_or_obj": "flat.png"}))
+    assert json.loads(mapped.meta["picture_window"])["method"] == "percentiles"
+    assert not is_hu_image(mapped)

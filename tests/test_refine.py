@@ -110,8 +110,9 @@ def test_dictionary_version_reads_the_hu_copy_and_names_a_missing_key():
 
 def test_inference_config_refines_between_invert_and_threshold():
     """Named steps in inference.json: HU copy right after loading (before any intensity change), refinement on each
-    inverted slab of the probability, thresholding itself (no float volume left for AsDiscreted); with refinement
-    off (pictures, ``refine_boundary`` false) AsDiscreted thresholds instead. Then the volume steps."""
+    inverted slab of the probability, thresholding itself (no float volume left for AsDiscreted), for pictures too
+    (mapped to HU first); with refinement off (``refine_boundary`` false) AsDiscreted thresholds instead. Then the
+    volume steps."""
     from monai.bundle import ConfigParser
 
 
@@ -129,9 +130,15 @@ def test_inference_config_refines_between_invert_and_threshold():
     assert pre.index("KeepHUd") < pre.index("Orientationd") < pre.index("CTIntensityNormalized")
     assert post.index("SlabwiseInvertd") < post.index("RemoveAirwaysd") and "AsDiscreted" not in post
     assert names(parsed(["inference.json"], "post#invert").slab_transforms) == ["HUBoundaryRefined"]
-    for files, over in ((["inference.json", "inference_2d.json"], {}), (["inference.json"], {"refine_boundary": False})):
+    for files, over in ((["inference.json", "inference_2d.json"], {"refine_boundary": False}),
+                        (["inference.json"], {"refine_boundary": False})):
         assert names(parsed(files, "post#invert", **over).slab_transforms) == ["AsDiscreted"]
-    assert "KeepHUd" not in names(parsed(["inference.json", "inference_2d.json"], "preprocessing").transforms)
+    assert "KeepHUd" not in names(parsed(["inference.json", "inference_2d.json"], "preprocessing",
+                                         refine_boundary=False).transforms)  # nothing left that needs HU
+    # pictures: the HU copy is taken after pre#picture_hu mapped the picture to HU, and the refinement runs on it
+    pre_2d = names(parsed(["inference.json", "inference_2d.json"], "preprocessing").transforms)
+    assert pre_2d.index("PictureToHUd") < pre_2d.index("KeepHUd") < pre_2d.index("CTIntensityNormalized")
+    assert names(parsed(["inference.json", "inference_2d.json"], "post#invert").slab_transforms) == ["HUBoundaryRefined"]
     p = ConfigParser()
     p.read_config(str(BUNDLE / "configs" / "inference.json"))
     assert p["refine_threshold_hu"] == LUNG_HU_THRESHOLD  # one definition of lung in HU, shared with the classical

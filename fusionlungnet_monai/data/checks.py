@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 from monai.config import KeysCollection
+from monai.data import MetaTensor
 from monai.transforms import MapTransform
 
 from fusionlungnet_monai.data.errors import InputError
@@ -61,9 +62,24 @@ def _check_picture(path: Path, mask: bool = False) -> tuple[int, int]:
         raise InputError(path, f"not a readable image ({type(e).__name__})") from None
     if problem:
         raise InputError(path, problem)
-    if mask and mode not in ("L", "1", "P", "LA"):
+    if mask and mode == "RGB":  # slice data sets often store grey masks as RGB with three equal channels
+        with Image.open(path) as im:
+            if not _channels_equal(np.asarray(im), -1):
+                raise InputError(path, DIFFERING_CHANNELS)
+    elif mask and mode not in ("L", "1", "P", "LA"):
         raise InputError(path, f"mask must be a single-channel image, got mode {mode}")
     return size  # (width, height) = (x, y)
+
+
+#: why a colour mask is refused: it is read as grey only when its channels are equal
+DIFFERING_CHANNELS = ("mask is a colour image whose channels differ (a mask in colour): save it as one grey channel "
+                      "(0/1 or 0/255); RGB masks are read as grey only when R, G and B are equal")
+
+
+def _channels_equal(a, axis: int) -> bool:
+    """Whether every channel of ``a`` along ``axis`` equals the first."""
+    a = np.moveaxis(np.asarray(a), axis, 0)
+    return bool(all(np.array_equal(a[0], c) for c in a[1:]))
 
 
 def _check_dicom_file(path: Path) -> tuple[int, ...]:
@@ -153,7 +169,8 @@ def check_input(path: str | os.PathLike, series_uid: str | None = None) -> str:
 
 
 def check_pair(image: str | os.PathLike, mask: str | os.PathLike, require_foreground: bool = False) -> None:
-    """Check an image/mask training pair: readable, mask single-channel, same in-plane size, and (optionally)
+    """Check an image/mask training pair: readable, mask single-channel (or RGB with equal channels), same in-plane
+    size, and (optionally)
     at least one foreground pixel.
 
     Raises:
@@ -175,7 +192,8 @@ def _check_sizes(image, mask, isz, msz) -> None:
 
 class CheckPaird(MapTransform):
     """:func:`check_pair`'s rule on a loaded training item, right after the loader: the label has one value per pixel
-    and the image's spatial size (a mask of another size was resized with its image and trained on misaligned).
+    (an RGB mask with three equal channels becomes that grey mask; one whose channels differ is refused) and the
+    image's spatial size (a mask of another size was resized with its image and trained on misaligned).
 
     Args:
         keys: the image's key and the label's, in this order.
@@ -207,8 +225,13 @@ class CheckPaird(MapTransform):
         name = lambda x, k: getattr(x, "meta", {}).get("filename_or_obj", k)  # noqa: E731
         channel = getattr(label, "meta", {}).get("original_channel_dim")
         if isinstance(channel, (int, np.integer)):  # a colour picture (PIL: -1); NaN when it has no channel axis
-            raise InputError(name(label, label_key), f"mask must be a single-channel image, got "
-                                                     f"{label.shape[int(channel)]} values per pixel")
+            if not _channels_equal(label, int(channel)):
+                raise InputError(name(label, label_key), DIFFERING_CHANNELS)
+            # three equal channels: the grey mask they repeat, without a channel axis (EnsureChannelFirstd adds it)
+            grey = label[(slice(None),) * (int(channel) % label.ndim) + (0,)]
+            if isinstance(grey, MetaTensor):
+                grey.meta["original_channel_dim"] = float("nan")
+            d[label_key] = label = grey
         _check_sizes(name(image, image_key), name(label, label_key), self._spatial(image), self._spatial(label))
         return d
 

@@ -10,6 +10,7 @@ the output type follows the input and MetaTensor meta (affine, filename) is kept
 
 from __future__ import annotations
 
+import json
 import os
 from typing import Sequence
 
@@ -613,8 +614,12 @@ def fill_where(img: torch.Tensor, strips: Sequence[tuple[int, int, int, torch.Te
 def is_hu_image(img: NdarrayOrTensor) -> bool:
     """Whether ``img`` reads as a CT in HU for the HU post-processing steps: not an 8-bit picture (PNG/JPG source or
     ``uint8``), not empty, and some voxel below ``HU_AIR_CHECK`` (air; NaN, missing data, reads as air). Raw stored
-    values without the rescale hold no such voxel."""
+    values without the rescale hold no such voxel. A picture mapped to HU by ``PictureToHU`` counts when its window
+    was estimated from its air and soft-tissue peaks, not when the percentile fallback guessed it."""
     if CTIntensityNormalize().is_eight_bit(img):
+        return False
+    estimate = (getattr(img, "meta", None) or {}).get(PICTURE_META)
+    if estimate and json.loads(estimate).get("method") != "peaks":
         return False
     t = convert_to_tensor(img, track_meta=False)
     if t.numel() == 0:

@@ -72,6 +72,22 @@ def _mode(values: np.ndarray) -> float | None:
     return float(np.argmax(hist))
 
 
+def _grey_noise(g: np.ndarray) -> float:
+    """A robust estimate of a picture's grey-level noise (standard deviation): the median absolute difference of
+    each pixel from its 3x3 median, scaled to a Gaussian's, over the pixels off the grey scale's ends (a clipped
+    end is flat); about 0 for a clean export."""
+    diff = np.abs(g - ndimage.median_filter(g, size=3))
+    inside = (g > g.min() + 1) & (g < g.max() - 1)
+    return float(1.4826 * np.median(diff[inside] if inside.sum() > 0.01 * g.size else diff))
+
+
+def _low_tolerance(noise: float) -> float:
+    """How far above a picture's lowest grey a pixel still counts as at that end: 1 grey level, or 3 standard
+    deviations of visible noise (over 2 grey levels; below that, the estimate is the 8-bit rounding of a wide
+    window, where a few grey levels separate air from lung)."""
+    return 3.0 * noise if noise > 2.0 else 1.0
+
+
 def _ring(shape: Sequence[int], width: int | None = None) -> np.ndarray:
     w = width or max(2, int(round(0.03 * min(shape))))
     ring = np.ones(shape, bool)
@@ -104,10 +120,12 @@ def estimate_picture_window(grey: np.ndarray, polarity: str = "auto") -> dict:
 
     Polarity: air outside the body touches the picture's edge and the mediastinum sits in its centre; a picture
     whose edge is mostly on the bright side of its Otsu threshold and whose centre is mostly on the dark side is
-    inverted. Anchors, on the picture with air dark: the body is the largest bright component (holes filled); the
+    inverted; when that is undecided (a clipped window puts lungs and outside air at one end), the edge's flat end
+    (pixels at 0 or 255) is air. Anchors, on the picture with air dark: the body is the largest bright component (holes filled); the
     soft-tissue anchor is the peak of its bright pixels, the air anchor the median grey of the dark pixels outside
     it (the lungs' median, anchored at -850 HU, when the picture shows no outside air); pixels at the lowest grey
-    (padding, a clipped end) are left out of both. When regions at the lowest grey that touch no edge cover more
+    (padding, a clipped end; the lowest grey that holds 0.2 % of the picture, plus 3 standard deviations of visible
+    noise, so that JPEG ringing and grain do not hide it) are left out of both. When regions at the lowest grey that touch no edge cover more
     than 2 % of the picture, the window clipped the lungs too: that grey is taken as
     ``CLIPPED_LOW_SPAN_HU`` below soft tissue (a mediastinal window) and the clipped pixels as air; a soft-tissue
     peak at the top grey means the window ends below tissue (a narrow lung window). Without two anchors
@@ -120,7 +138,7 @@ def estimate_picture_window(grey: np.ndarray, polarity: str = "auto") -> dict:
     Returns:
         a dict: ``inverted``, ``polarity`` (``"detected"``, ``"given"``, ``"assumed"``), ``method`` (``"peaks"`` or
         ``"percentiles"``), ``air_grey``, ``tissue_grey``, ``air_hu``, ``tissue_hu``, ``clipped_low``,
-        ``clipped_high``, ``hu_at_0``, ``hu_at_255`` (the estimated window's ends) and ``trusted`` (peaks found,
+        ``clipped_high``, ``noise_grey`` (the grey-level noise estimate), ``hu_at_0``, ``hu_at_255`` (the estimated window's ends) and ``trusted`` (peaks found,
         neither end clipped).
 
     Raises:
@@ -131,14 +149,22 @@ def estimate_picture_window(grey: np.ndarray, polarity: str = "auto") -> dict:
     g = np.asarray(grey, dtype=np.float32)
     t = _otsu(g)
     if polarity == "auto":
-        score = float((g[_ring(g.shape)] > t).mean() - (g[_centre(g.shape)] > t).mean())
+        ring = g[_ring(g.shape)]
+        score = float((ring > t).mean() - (g[_centre(g.shape)] > t).mean())
+        if abs(score) <= 0.2:  # undecided (a clipped window puts lungs and outside air at one end): the edge's
+            # flat end is air (outside air or padding, clipped to the window's dark end when the picture is normal)
+            score = float((ring >= 254).mean() - (ring <= 1).mean())
+            score = score if abs(score) > 0.3 else 0.0
         inverted, how = score > 0.2, ("detected" if abs(score) > 0.2 else "assumed")
     else:
         inverted, how = polarity == "inverted", "given"
     if inverted:
         g = 255.0 - g
-    low = float(g.min())
-    at_low = g <= low + 1  # a clipped end, or the scanner's padding outside its field of view
+    hist = np.bincount(np.clip(np.round(g), 0, 255).astype(np.int64).ravel(), minlength=256)
+    low = float(np.flatnonzero(hist >= 0.002 * g.size)[0]) if (hist >= 0.002 * g.size).any() else float(g.min())
+    # a clipped end, or the scanner's padding outside its field of view, spread by the picture's noise or JPEG
+    noise = _grey_noise(g)
+    at_low = g <= low + _low_tolerance(noise)
     mid = ~at_low & (g < 254)  # without the spikes of the window's ends (padding, clipped lungs, bone)
     t = _otsu(g[mid]) if mid.sum() > 0.01 * g.size else t
     bright = g > t
@@ -151,7 +177,8 @@ def estimate_picture_window(grey: np.ndarray, polarity: str = "auto") -> dict:
     saturated = body_bright >= 254  # bone and contrast at the top of the window, or tissue when it clipped there
     clipped_high = bool(body_bright.size and saturated.mean() > 0.5)
     tissue = 255.0 if clipped_high else _mode(body_bright[~saturated])
-    est = {"inverted": bool(inverted), "polarity": how, "clipped_low": clipped_low, "clipped_high": False}
+    est = {"inverted": bool(inverted), "polarity": how, "clipped_low": clipped_low, "clipped_high": False,
+           "noise_grey": round(noise, 2)}
     if clipped_low:
         air_grey, air_hu = low, TISSUE_HU_ANCHOR - CLIPPED_LOW_SPAN_HU
     else:
@@ -213,7 +240,7 @@ class PictureToHU(Transform):
         scale = (est["tissue_hu"] - est["air_hu"]) / (tissue - air)
         hu = est["air_hu"] + scale * (g - air)
         if est["clipped_low"]:
-            hu[g <= air + 1] = AIR_HU_ANCHOR
+            hu[g <= air + _low_tolerance(est["noise_grey"])] = AIR_HU_ANCHOR
         out, *_ = convert_to_dst_type(torch.from_numpy(np.ascontiguousarray(hu[None], dtype=np.float32)), img,
                                       dtype=torch.float32)
         if isinstance(out, MetaTensor):
