@@ -493,7 +493,7 @@ class Predictor:
                         "outputs": {}, "warnings": []}
         mask = binary_view(mask)
         if kind == "picture":
-            from fusionlungnet_monai.transforms import CTIntensityNormalize
+            from fusionlungnet_monai.transforms import CTIntensityNormalize, PictureToHU
 
             report["outputs"]["mask_png"] = outputs.write_mask_png(mask, out / "lungmask.png")
             pic = np.asarray(image, dtype=np.float32)
@@ -506,8 +506,16 @@ class Predictor:
                                           "--picture-polarity normal|inverted says otherwise")
             if not mask.any():
                 report["warnings"].append("empty mask: no lung found")
+            second = None
+            if report["picture_window"]:  # the picture's estimated HU, read as pre#picture_hu read it
+                est = report["picture_window"]
+                hu = PictureToHU("inverted" if est["inverted"] else "normal", only_pictures=False)(pic[None])[0]
+                report["second_opinion"], second, warn = outputs.picture_second_opinion(
+                    mask, np.asarray(hu), trusted_hu=est["method"] == "peaks")
+                report["warnings"] += warn
             report["outputs"]["qc_png"] = outputs.qc_overlay(pic[..., None], mask[..., None], out / "qc.png",
-                                                             window=(0, 255))
+                                                             window=(0, 255),
+                                                             second=None if second is None else second[..., None])
             return report
         if mask.ndim == 2:  # a 2D image (one slice): keep a slice axis for volumes and the NIfTI
             mask = mask[..., None]

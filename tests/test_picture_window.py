@@ -184,3 +184,50 @@ def test_hu_steps_trust_peak_estimates_only(real_slices):
     mapped = PictureToHU()(MetaTensor(torch.as_tensor(flat[None]), meta={"filename_or_obj": "flat.png"}))
     assert json.loads(mapped.meta["picture_window"])["method"] == "percentiles"
     assert not is_hu_image(mapped)
+
+
+def test_picture_second_opinion_rules(real_slices):
+    """The picture's second opinion on a real slice's HU: the classical mask itself passes every rule; lung plus the
+    air around the body, a mask on the mediastinum, and a lung cut into pieces each say "check this case"."""
+    from scipy import ndimage
+
+    from fusionlungnet_monai.classical import classical_lung_mask
+    from fusionlungnet_monai.outputs import picture_second_opinion
+
+    hu = real_slices[1]
+    lung = classical_lung_mask(hu, (0.82, 0.82)) > 0
+    summary, second, warn = picture_second_opinion(lung, hu)
+    assert not warn and summary["lungs"] in (1, 2) and summary["dice_with_classical"] > 0.98, summary
+    assert summary["mean_hu"] < -700 and summary["outside_body"] == 0.0
+    outside = np.zeros_like(lung)
+    outside[:, :40] = hu[:, :40] < -900  # the room air along one edge
+    _, _, warn = picture_second_opinion(lung | outside, hu)
+    assert any("outside the body outline" in w for w in warn), warn
+    tissue = ndimage.binary_erosion((hu > -100) & ~ndimage.binary_dilation(lung, iterations=5), iterations=3)
+    tissue &= ndimage.binary_fill_holes(lung | ndimage.binary_closing(lung, iterations=40))  # the mediastinum
+    _, _, warn = picture_second_opinion(tissue, hu)
+    assert any("soft tissue rather than lung" in w for w in warn) and any("Dice" in w for w in warn), warn
+    pieces = lung.copy()
+    pieces[::40] = False  # cut into bands
+    pieces = ndimage.binary_opening(pieces, iterations=2)
+    _, _, warn = picture_second_opinion(pieces, hu)
+    assert any("pieces" in w for w in warn), warn
+    _, second, _ = picture_second_opinion(lung, hu, trusted_hu=False)  # the percentile fallback: no classical mask
+    assert second is None
+
+
+def test_predict_says_check_this_case_on_a_picture_segmented_wrong(real_slices, tmp_path):
+    """An inverted real slice told to be normal (``--picture-polarity normal``) is segmented wrong: the report's
+    second opinion says "check this case" and the QC picture is written; read right, it says nothing."""
+    from PIL import Image
+
+    from fusionlungnet_monai.predict import Predictor
+
+    path = tmp_path / "inverted.png"
+    Image.fromarray(np.ascontiguousarray(render_window(real_slices[1], **WINDOWS["inverted"]).T)).save(path)
+    wrong = Predictor(progress=False, picture_polarity="normal").predict(path, tmp_path / "wrong")
+    assert wrong.ok and any(w.startswith("check this case") for w in wrong.report["warnings"]), wrong.report
+    assert (tmp_path / "wrong" / "qc.png").exists()
+    right = Predictor(progress=False).predict(path, tmp_path / "right")
+    assert not any(w.startswith("check this case") for w in right.report["warnings"]), right.report["warnings"]
+    assert right.report["second_opinion"]["dice_with_classical"] > 0.95
