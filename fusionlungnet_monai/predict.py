@@ -490,6 +490,7 @@ class Predictor:
                         "hu_boundary_refinement": self._switch("refine_boundary", kind) and (
                             kind != "picture" or _estimated_from_peaks(image)),
                         "airway_removal": kind != "picture" and self._switch("remove_airways"),
+                        "body_mask": self._switch("body_mask", kind) and (kind != "picture" or _estimated_from_peaks(image)),
                         "outputs": {}, "warnings": []}
         mask = binary_view(mask)
         if kind == "picture":

@@ -176,6 +176,8 @@ _SHOW_INFER = {"show": ["$print('FLAGS=' + str({"
                         "and any(type(t).__name__ == 'KeepHUd' for t in @preprocessing.transforms), "
                         "'remove_airways': any(type(t).__name__ == 'RemoveAirwaysd' for t in @postprocessing.transforms) "
                         "and any(type(t).__name__ == 'KeepHUd' for t in @preprocessing.transforms), "
+                        "'body_mask': any(type(t).__name__ == 'RemoveOutsideBodyd' for t in @post#invert.slab_transforms) "
+                        "and any(type(t).__name__ == 'KeepHUd' for t in @preprocessing.transforms), "
                         "'drop_air_components': [t for t in @postprocessing.transforms "
                         "if type(t).__name__ == 'KeepLargestComponentsd'][0].hu_key == 'image_hu', "
                         "'preprocess_on_device': any(type(t).__name__ == 'EnsureTyped' and t.converter.device is not None "
@@ -218,7 +220,7 @@ def test_boolean_overrides_through_monai_bundle_run(spelling, expected, png_data
 
     show = tmp_path / "show_infer.json"
     show.write_text(json.dumps(_SHOW_INFER))
-    knobs = ["amp", "fill_holes", "refine_boundary", "remove_airways", "drop_air_components", "preprocess_on_device",
+    knobs = ["amp", "fill_holes", "refine_boundary", "body_mask", "remove_airways", "drop_air_components", "preprocess_on_device",
              "channels_last", "fuse_conv_bn", "load_pretrain", "separate_folder", "write_report", "report_second_opinion"]
     ckpt = tmp_path / "model.pt"  # load_pretrain true must find weights: the network's own initial ones
     torch.save(FusionLungNet(spatial_dims=2, in_channels=1, out_channels=1, deep_supervision=False).state_dict(), ckpt)

@@ -130,7 +130,8 @@ def test_slabwise_invert_inverts_at_once_what_it_cannot_cut():
 
     pictures = ConfigParser()
     pictures.read_config([str(BUNDLE / "configs" / f) for f in ("inference.json", "inference_2d.json")])
-    pictures.update({"bundle_root": str(BUNDLE), "spatial_size": [32, 32], "refine_boundary": False})
+    pictures.update({"bundle_root": str(BUNDLE), "spatial_size": [32, 32], "refine_boundary": False,
+                     "body_mask": False})
     pre_2d, threshold = pictures.get_parsed_content("preprocessing"), pictures.get_parsed_content("post#threshold")
     picture = torch.as_tensor((_chest()[..., 5] > -500) * 200, dtype=torch.uint8)
     d = pre_2d({"image": MetaTensor(picture, meta={"original_channel_dim": "no_channel"})})
@@ -146,14 +147,16 @@ def test_slabwise_invert_needs_a_slab_of_at_least_one_slice():
 
 
 def test_inference_config_inverts_slab_by_slab_with_refinement_or_threshold():
-    """post#invert takes post#refine (or post#threshold when refinement is off) to each slab; the volume steps come
-    after it, on the whole uint8 mask."""
+    """post#invert takes post#refine (or post#threshold when refinement is off) and post#body to each slab; the
+    volume steps come after it, on the whole uint8 mask."""
     p = _parser()
     post = p.get_parsed_content("postprocessing").transforms
     names = [type(t).__name__ for t in post]
     assert names[:3] == ["Activationsd", "SlabwiseInvertd", "RemoveAirwaysd"]
     invert = p.get_parsed_content("post#invert")
-    assert [type(t).__name__ for t in invert.slab_transforms] == ["HUBoundaryRefined"]
+    assert [type(t).__name__ for t in invert.slab_transforms] == ["HUBoundaryRefined", "RemoveOutsideBodyd"]
     assert invert.slab_slices == p["invert_slab_slices"] and invert.slab_keys == ("image_hu",)
     off = _parser(refine_boundary=False).get_parsed_content("post#invert")
-    assert [type(t).__name__ for t in off.slab_transforms] == ["AsDiscreted"]
+    assert [type(t).__name__ for t in off.slab_transforms] == ["AsDiscreted", "RemoveOutsideBodyd"]
+    bare = _parser(refine_boundary=False, body_mask=False).get_parsed_content("post#invert")
+    assert [type(t).__name__ for t in bare.slab_transforms] == ["AsDiscreted"]

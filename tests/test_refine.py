@@ -129,16 +129,17 @@ def test_inference_config_refines_between_invert_and_threshold():
     post = names(parsed(["inference.json"], "postprocessing").transforms)
     assert pre.index("KeepHUd") < pre.index("Orientationd") < pre.index("CTIntensityNormalized")
     assert post.index("SlabwiseInvertd") < post.index("RemoveAirwaysd") and "AsDiscreted" not in post
-    assert names(parsed(["inference.json"], "post#invert").slab_transforms) == ["HUBoundaryRefined"]
-    for files, over in ((["inference.json", "inference_2d.json"], {"refine_boundary": False}),
-                        (["inference.json"], {"refine_boundary": False})):
+    assert names(parsed(["inference.json"], "post#invert").slab_transforms) == ["HUBoundaryRefined", "RemoveOutsideBodyd"]
+    for files, over in ((["inference.json", "inference_2d.json"], {"refine_boundary": False, "body_mask": False}),
+                        (["inference.json"], {"refine_boundary": False, "body_mask": False})):
         assert names(parsed(files, "post#invert", **over).slab_transforms) == ["AsDiscreted"]
-    assert "KeepHUd" not in names(parsed(["inference.json", "inference_2d.json"], "preprocessing",
-                                         refine_boundary=False).transforms)  # nothing left that needs HU
+    assert "KeepHUd" not in names(parsed(["inference.json", "inference_2d.json"], "preprocessing", refine_boundary=False,
+                                         body_mask=False).transforms)  # nothing left that needs HU
     # pictures: the HU copy is taken after pre#picture_hu mapped the picture to HU, and the refinement runs on it
     pre_2d = names(parsed(["inference.json", "inference_2d.json"], "preprocessing").transforms)
     assert pre_2d.index("PictureToHUd") < pre_2d.index("KeepHUd") < pre_2d.index("CTIntensityNormalized")
-    assert names(parsed(["inference.json", "inference_2d.json"], "post#invert").slab_transforms) == ["HUBoundaryRefined"]
+    assert names(parsed(["inference.json", "inference_2d.json"], "post#invert").slab_transforms) == [
+        "HUBoundaryRefined", "RemoveOutsideBodyd"]
     p = ConfigParser()
     p.read_config(str(BUNDLE / "configs" / "inference.json"))
     assert p["refine_threshold_hu"] == LUNG_HU_THRESHOLD  # one definition of lung in HU, shared with the classical

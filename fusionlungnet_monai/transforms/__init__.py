@@ -1,5 +1,5 @@
 """Paper preprocessing (§4.7) as MONAI transforms: array versions, dictionary versions and the chain; plus the HU
-boundary refinement, the airway removal and the slab-wise inverse of the network's output (post-processing, ours)."""
+boundary refinement, the body outline, the airway removal and the slab-wise inverse of the network's output (post-processing, ours)."""
 
 from fusionlungnet_monai.transforms.array import (
     DEFAULT_HU_WINDOW,
@@ -17,6 +17,7 @@ from fusionlungnet_monai.transforms.array import (
     compact_hu,
     median3x3_below,
 )
+from fusionlungnet_monai.transforms.body import RemoveOutsideBody
 from fusionlungnet_monai.transforms.dictionary import (
     ArtifactRemovald,
     BinarizeMaskd,
@@ -31,6 +32,7 @@ from fusionlungnet_monai.transforms.dictionary import (
     PictureToHUd,
     RandCTWindowd,
     RemoveAirwaysd,
+    RemoveOutsideBodyd,
     SqueezeSingleSliced,
     paper_preprocessing,
 )
@@ -58,6 +60,8 @@ __all__ = [
     "KeepLargestComponentsd",
     "RemoveAirways",
     "RemoveAirwaysd",
+    "RemoveOutsideBody",
+    "RemoveOutsideBodyd",
     "MedianFilter",
     "MedianFilterd",
     "PictureToHU",

@@ -34,6 +34,7 @@ from fusionlungnet_monai.transforms.array import (
     fill_where,
     SqueezeSingleSlice,
 )
+from fusionlungnet_monai.transforms.body import RemoveOutsideBody
 from fusionlungnet_monai.transforms.picture import PictureToHU, RandCTWindow
 
 __all__ = ["SqueezeSingleSliced", "FieldOfViewPadd", "ArtifactRemovald", "CTIntensityNormalized", "DynamicThresholdd",
@@ -275,6 +276,21 @@ class HUBoundaryRefined(_WithHUd):
                  band: Sequence[float] = (0.01, 0.99), inplace: bool = False, threshold: float | None = None,
                  allow_missing_keys: bool = False) -> None:
         super().__init__(keys, HUBoundaryRefine(threshold_hu, band, inplace, threshold), hu_key, allow_missing_keys)
+
+
+class RemoveOutsideBodyd(_WithHUd):
+    """Dictionary :class:`~fusionlungnet_monai.transforms.body.RemoveOutsideBody`: clears the masks under ``keys``
+    outside the body found in the HU image under ``hu_key``. Args: keys, hu_key, air_hu, allow_missing_keys.
+
+    Raises:
+        KeyError: when ``hu_key`` is missing.
+    """
+
+    backend = RemoveOutsideBody.backend
+
+    def __init__(self, keys: KeysCollection, hu_key: str = "image_hu", air_hu: float = AIR_HU,
+                 allow_missing_keys: bool = False) -> None:
+        super().__init__(keys, RemoveOutsideBody(air_hu), hu_key, allow_missing_keys)
 
 
 class RemoveAirwaysd(_WithHUd):
