@@ -521,13 +521,14 @@ class Predictor:
         if mask.ndim == 2:  # a 2D image (one slice): keep a slice axis for volumes and the NIfTI
             mask = mask[..., None]
         affine = outputs.affine_3d(np.asarray(image.affine))  # MONAI's RAS affine: what NIfTI stores
-        labels = split_left_right(mask, affine) if self.split_lr else mask.view(np.uint8)
+        ct = np.asarray(image).reshape(mask.shape)
+        labels = split_left_right(mask, affine, ct) if self.split_lr else mask.view(np.uint8)
         report["outputs"]["mask_nifti"] = outputs.write_mask_nifti(labels, affine, out / "lungmask.nii.gz")
         report["labels"] = {"1": "right lung", "2": "left lung"} if self.split_lr else {"1": "lung"}
         if kind == "series" or info.frame_positions:  # a series, or a multi-frame file that holds one
             report.update({"series_uid": info.uid, "series_description": info.description})
         report["warnings"] += info.warnings
-        lungs = outputs.describe_lungs(mask, np.asarray(image).reshape(mask.shape), affine, out / "qc.png",
+        lungs = outputs.describe_lungs(mask, ct, affine, out / "qc.png",
                                        labels=labels, spacing_known=not image.meta.get(SPACING_UNKNOWN))
         report["warnings"] += lungs.pop("warnings")
         report["outputs"].update(lungs.pop("outputs"))

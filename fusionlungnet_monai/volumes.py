@@ -6,15 +6,87 @@ from typing import Sequence
 
 import numpy as np
 
-__all__ = ["split_left_right", "lung_volumes", "RIGHT_LABEL", "LEFT_LABEL"]
+__all__ = ["split_left_right", "lung_volumes", "right_share_warning", "RIGHT_LABEL", "LEFT_LABEL",
+           "PLAUSIBLE_RIGHT_SHARE"]
 
 RIGHT_LABEL, LEFT_LABEL = 1, 2
+#: the right lung's share of both lungs' volume: about 0.52-0.56 in adults; outside this range the report warns
+PLAUSIBLE_RIGHT_SHARE = (0.35, 0.70)
+#: a piece of the mask with more than this share of its voxels on one side of the body's midline lies on that side
+ONE_SIDE = 0.8
 
 
-def split_left_right(mask: np.ndarray, affine: np.ndarray) -> np.ndarray:
+def _split_by_midline(m: np.ndarray, affine: np.ndarray, ct: np.ndarray) -> np.ndarray:
+    """:func:`split_left_right` by anatomy: each axial plane's body midline (the mean RAS x of its voxels above
+    -500 HU) splits it; a 3D piece of the mask with more than :data:`ONE_SIDE` of its voxels on one side is all on
+    that side (the right lung's recess behind the oesophagus crosses the midline), a piece across it (lungs that
+    touch) is split at the midline voxel by voxel."""
+    from fusionlungnet_monai.transforms.array import head_foot_axis, label_components
+
+    out = np.zeros(m.shape, dtype=np.uint8)
+    hf = head_foot_axis(affine) if m.ndim == 3 else None
+    mv, cv, ov = ((np.moveaxis(a, hf, -1) for a in (m, ct, out)) if hf is not None else
+                  (a[..., None] for a in (m, ct, out)))
+    w = np.asarray(affine, dtype=float)[0, : m.ndim]
+    w = np.append(np.delete(w, hf), w[hf]) if hf is not None else np.append(w, 0.0)
+    x = w[0] * np.arange(mv.shape[0])[:, None] + w[1] * np.arange(mv.shape[1])[None, :]  # RAS x in a plane
+    labels, n = label_components(mv)
+    right, total = np.zeros(n + 1), np.zeros(n + 1)
+    mids = np.full(mv.shape[2], float(np.median(x[mv.any(axis=2)])))  # planes without a body: the mask's median
+    for t in range(mv.shape[2]):
+        if not mv[:, :, t].any():
+            continue
+        body = np.asarray(cv[:, :, t]) > -500.0
+        if body.sum() > 0.01 * body.size:  # also the next planes', until they have a body of their own
+            mids[t:] = _mediastinum(mv[:, :, t], x, float(x[body].mean()), float(np.ptp(x[body])))
+        lab = labels[:, :, t]
+        total += np.bincount(lab.ravel(), minlength=n + 1)
+        right += np.bincount(lab.ravel(), weights=(x > mids[t]).ravel(), minlength=n + 1)
+    share = np.divide(right, total, out=np.full(n + 1, 0.5), where=total > 0)
+    for t in range(mv.shape[2]):
+        lab = labels[:, :, t]
+        if not lab.any():
+            continue
+        s = np.where(x > mids[t], RIGHT_LABEL, LEFT_LABEL).astype(np.uint8)
+        s = np.where(share[lab] > ONE_SIDE, RIGHT_LABEL, np.where(share[lab] < 1 - ONE_SIDE, LEFT_LABEL, s))
+        ov[:, :, t] = np.where(lab > 0, s, 0)
+    return out
+
+
+def _mediastinum(plane: np.ndarray, x: np.ndarray, centre: float, width: float) -> float:
+    """The RAS x where a plane's lungs meet or part: the least lung across the body's middle (its centre +- 15 % of
+    its width, in 2 mm bins), the middle of the gap where there is one; ``centre`` where the mask is not there."""
+    lo, hi = centre - 0.15 * width, centre + 0.15 * width
+    bins = np.arange(lo, hi + 2.0, 2.0)
+    if bins.size < 3 or not plane.any():
+        return centre
+    profile = np.histogram(x[plane], bins=bins)[0]
+    least = np.flatnonzero(profile == profile.min())
+    runs = np.split(least, np.flatnonzero(np.diff(least) > 1) + 1)  # stretches of consecutive lowest bins
+    middle = (bins.size - 2) / 2.0
+    run = min(runs, key=lambda r: abs(r.mean() - middle))  # the stretch nearest the body's centre
+    return float(bins[0] + 2.0 * run.mean() + 1.0)
+
+
+def right_share_warning(right_ml: float | None, left_ml: float | None) -> str | None:
+    """The report's warning when the right lung's share of the total lies outside :data:`PLAUSIBLE_RIGHT_SHARE`."""
+    if right_ml is None or left_ml is None or right_ml + left_ml <= 0:
+        return None
+    share = right_ml / (right_ml + left_ml)
+    lo, hi = PLAUSIBLE_RIGHT_SHARE
+    if lo <= share <= hi:
+        return None
+    return (f"right/left split implausible: the right lung is {100 * share:.0f} % of the total ({right_ml:.0f} mL "
+            f"right, {left_ml:.0f} mL left), outside the {100 * lo:.0f}-{100 * hi:.0f} % of adult lungs: one lung "
+            "missed or partly covered, lung added outside the lungs, or a wrong left/right in the file's geometry")
+
+
+def split_left_right(mask: np.ndarray, affine: np.ndarray, ct: np.ndarray | None = None) -> np.ndarray:
     """Label a binary lung mask ``1`` = right lung, ``2`` = left lung.
 
-    The two largest 3D components are the lungs when they are separate; the one towards the patient's right
+    With the CT (``ct``, HU on the mask's grid), by anatomy: which side of the body's midline each lung lies on, in
+    patient coordinates, whatever the storage order (:func:`_split_by_midline`). Without it, the two largest 3D
+    components are the lungs when they are separate; the one towards the patient's right
     (larger RAS x of its centre: RAS +x points to the patient's right) is the right lung, and smaller components
     join the nearer lung. When the lungs touch (one component), voxels are split at the mask's median along the
     patient's left-right axis. Works slice by slice on 16-bit labels, so memory stays near the mask's own.
@@ -22,6 +94,7 @@ def split_left_right(mask: np.ndarray, affine: np.ndarray) -> np.ndarray:
     Args:
         mask: binary mask ``(x, y[, z])``.
         affine: voxel-to-RAS affine (4x4, or 3x3 for 2D).
+        ct: the CT in HU on the mask's grid (the body's midline decides).
 
     Returns:
         uint8 label array of the same shape.
@@ -32,6 +105,8 @@ def split_left_right(mask: np.ndarray, affine: np.ndarray) -> np.ndarray:
     out = np.zeros(m.shape, dtype=np.uint8)
     if not m.any():
         return out
+    if ct is not None:
+        return _split_by_midline(m, np.asarray(affine, dtype=float), np.asarray(ct).reshape(m.shape))
     w = np.asarray(affine, dtype=float)[0, : m.ndim]  # RAS x (towards the patient's right) per voxel step
     # the work runs on the mask's bounding box: components, centres and sides are the same, on a third of the voxels
     box = bounding_box(m)
@@ -72,20 +147,22 @@ def split_left_right(mask: np.ndarray, affine: np.ndarray) -> np.ndarray:
     return out
 
 
-def lung_volumes(mask: np.ndarray, spacing: Sequence[float], affine: np.ndarray | None = None) -> dict:
+def lung_volumes(mask: np.ndarray, spacing: Sequence[float], affine: np.ndarray | None = None,
+                 ct: np.ndarray | None = None) -> dict:
     """Lung volumes in mL: total, and right/left when ``affine`` is given (via :func:`split_left_right`).
 
     Args:
         mask: binary mask or ``1``/``2`` label map ``(x, y, z)``.
         spacing: voxel size in mm per axis.
         affine: voxel-to-RAS affine; ``None`` skips the left/right split (``right_ml``/``left_ml`` are ``None``).
+        ct: the CT in HU on the mask's grid: the split by the body's midline (see :func:`split_left_right`).
     """
     m = np.asarray(mask)
     voxel_ml = float(np.prod([float(s) for s in spacing])) / 1000.0
     out = {"total_ml": int(np.count_nonzero(m)) * voxel_ml, "right_ml": None, "left_ml": None}
     if affine is not None:
         labelled = m.dtype.kind in "ui" and m.max() == LEFT_LABEL  # already a right/left label map
-        lab = m if labelled else split_left_right(m, affine)
+        lab = m if labelled else split_left_right(m, affine, ct)
         out["right_ml"] = int(np.count_nonzero(lab == RIGHT_LABEL)) * voxel_ml
         out["left_ml"] = int(np.count_nonzero(lab == LEFT_LABEL)) * voxel_ml
     return out

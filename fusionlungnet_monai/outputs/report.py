@@ -132,7 +132,7 @@ def describe_lungs(mask: np.ndarray, ct: np.ndarray, affine: np.ndarray, qc_path
     from fusionlungnet_monai.outputs.masks import affine_3d
     from fusionlungnet_monai.outputs.qc import qc_overlay
     from fusionlungnet_monai.transforms.array import binary_view
-    from fusionlungnet_monai.volumes import lung_volumes
+    from fusionlungnet_monai.volumes import lung_volumes, right_share_warning
 
     mask, ct = binary_view(mask), np.asarray(ct)  # the CT in its stored type: int16 and float32 alike
     if mask.ndim == 2:  # one slice: a slice axis for the volumes and the picture
@@ -140,7 +140,7 @@ def describe_lungs(mask: np.ndarray, ct: np.ndarray, affine: np.ndarray, qc_path
         labels = None if labels is None else labels[..., None]
     affine = affine_3d(np.asarray(affine))
     spacing = [float(v) for v in np.linalg.norm(affine[:3, :3], axis=0)]
-    volumes = lung_volumes(mask if labels is None else labels, spacing, affine)
+    volumes = lung_volumes(mask if labels is None else labels, spacing, affine, ct=ct)
     out: dict = {"shape": list(mask.shape), "spacing_mm": spacing, "num_slices": int(mask.shape[2]),
                  "volumes_ml": {k: (None if v is None else round(v, 1)) for k, v in volumes.items()},
                  "warnings": [], "outputs": {}}
@@ -157,6 +157,8 @@ def describe_lungs(mask: np.ndarray, ct: np.ndarray, affine: np.ndarray, qc_path
                                    "darkest value of the network's HU window")
         ct = finite_hu(ct)
     out["warnings"] += sanity_warnings(mask, ct, affine, out["volumes_ml"]["total_ml"])
+    if mask.shape[2] > 1 and (split := right_share_warning(volumes["right_ml"], volumes["left_ml"])):
+        out["warnings"].append(split)
     classical = None
     if second:
         out["second_opinion"], classical, warn = second_opinion(mask, ct, spacing, affine=affine)
