@@ -70,7 +70,7 @@ def test_dicom_series_mask_seg_report_and_qc(model, phantom_dir, tmp_path):
     for k in range(12):
         np.testing.assert_array_equal(frames[k], labels[:, :, k].T)
     qc = Image.open(out / "qc.png")
-    assert qc.size[1] == 128 and qc.size[0] > 128 * 2  # axial + coronal + sagittal side by side
+    assert qc.size[1] == 300 and qc.size[0] > 300 * 2  # axial + coronal + sagittal side by side, enlarged to 300 px
 
 
 def test_png_in_png_out(model, phantom_dir, tmp_path):
@@ -235,10 +235,33 @@ def test_qc_picture_of_a_single_slice_is_the_axial_view_alone(tmp_path):
     ct[10:30, 10:40] = -850
     mask = (ct > -900).astype(np.uint8)
     one = Image.open(qc_overlay(ct, mask, tmp_path / "one.png", spacing=(0.7, 0.7, 5.0)))
-    assert one.size == (64, 48)  # (width: x, height: y)
+    assert one.size == (400, 300)  # (width: x, height: y), enlarged to 300 px high in proportion
     tall = np.repeat(ct, 40, axis=2)
     three = Image.open(qc_overlay(tall, np.repeat(mask, 40, axis=2), tmp_path / "three.png", spacing=(0.7, 0.7, 1.0)))
-    assert three.size[1] == 48 and three.size[0] > 64 + 20
+    assert three.size[1] == 300 and three.size[0] > 400 + 100
+
+
+def test_qc_picture_of_a_64_grid_ct_is_readable(tmp_path):
+    """The COPD case's QC picture was drawn at the CT's 64 pixels: every view is now at least 300 pixels high, the
+    CT enlarged and both outlines drawn at that resolution as thin lines (red: network, cyan: second opinion), in
+    the pixels' physical proportions."""
+    from PIL import Image
+
+    from fusionlungnet_monai.outputs.qc import qc_overlay
+
+    ct = np.full((64, 64, 20), -1000.0, dtype=np.float32)
+    ct[8:56, 12:52] = 40
+    ct[14:30, 18:46], ct[34:50, 18:46] = -850, -850
+    mask = (ct == -850).astype(np.uint8)
+    second = np.zeros_like(mask)
+    second[12:32, 16:48] = 1  # the second opinion: lung 1 a little larger, lung 2 missed (no cyan there)
+    pic = np.asarray(Image.open(qc_overlay(ct, mask, tmp_path / "qc.png", spacing=(4.2, 4.2, 4.0), second=second)))
+    assert pic.shape[0] == 300 and pic.shape[1] >= 3 * 250
+    axial = pic[:, :300]
+    red = (axial[..., 0] > 200) & (axial[..., 1] < 80)
+    cyan = (axial[..., 0] < 80) & (axial[..., 1] > 200) & (axial[..., 2] > 200)
+    assert 0.005 < red.mean() < 0.05  # outlines, not filled 5-pixel blocks
+    assert cyan.any() and not cyan[:, 150:].any()  # lung 2 (x 34-50: the right half of the view) has no cyan
 
 
 def test_a_one_slice_volume_gets_the_steps_of_a_slice(monkeypatch):
