@@ -133,13 +133,38 @@ def _is_multiframe(p: Path) -> bool:
         return False
 
 
+def _folder_links(root: Path, entries: list[Path]) -> list[tuple[Path, str]]:
+    """The links to folders among ``entries`` of ``root`` that are not followed, with why: a link out of the input
+    (``up -> ..``, an absolute path elsewhere), back to the input or above it (``loop -> .``), or to a folder that
+    is read already (another entry, or inside one)."""
+    top = root.resolve()
+    real = {p.resolve() for p in entries if p.is_dir() and not p.is_symlink()}
+    out, seen = [], set()
+    for p in entries:
+        if not (p.is_symlink() and p.is_dir()):
+            continue
+        target = p.resolve()
+        if target == top or target in top.parents:
+            why = "back to the input folder" if target == top else "to a folder above the input"
+        elif not target.is_relative_to(top):
+            why = f"out of the input folder (to {target})"
+        elif any(target.is_relative_to(r) for r in real | seen):
+            why = "to a folder that is read already"
+        else:
+            seen.add(target)
+            continue
+        out.append((p, f"a link {why}: not followed"))
+    return out
+
+
 def list_cases(path: str | os.PathLike, skipped: list | None = None) -> list[Path]:
     """The cases under ``path``: the path itself for a file or a DICOM series folder (DICOM files and no
     sub-folders); otherwise every sub-folder and image file of ``path``.
 
     Every other entry is added to ``skipped`` as ``(path, reason)``: hidden files, files that are not images,
-    and loose single-frame DICOM files next to case folders (which would otherwise turn the whole folder into one
-    series); a multi-frame (enhanced) CT file there is a case of its own.
+    loose single-frame DICOM files next to case folders (which would otherwise turn the whole folder into one
+    series), and links to folders out of the input, back to it or to a folder read already (:func:`_folder_links`);
+    a multi-frame (enhanced) CT file there is a case of its own.
 
     Raises:
         InputError: when ``path`` does not exist.
@@ -152,6 +177,10 @@ def list_cases(path: str | os.PathLike, skipped: list | None = None) -> list[Pat
     if path.is_file():
         return [path]
     entries = sorted(path.iterdir())
+    links = _folder_links(path, entries)
+    for p, why in links:
+        skipped.append((p, why))
+        entries.remove(p)
     dicoms = [p for p in entries if _is_dicom_entry(p)]
     folders = [p for p in entries if p.is_dir() and not p.name.startswith(".")]
     visible = [p for p in entries if not p.name.startswith(".")]
@@ -177,7 +206,7 @@ def list_cases(path: str | os.PathLike, skipped: list | None = None) -> list[Pat
         else:
             skipped.append((p, "not an image file or case folder"))
     if not cases and not dicoms:
-        del skipped[already:]  # the folder is the one case: its files were not skipped
+        del skipped[already + len(links):]  # the folder is the one case: its files were not skipped
         return [path]  # let the series selection give its own error (empty folder, nested study layouts ...)
     return cases
 

@@ -6,12 +6,14 @@ from typing import Sequence
 
 import numpy as np
 
-__all__ = ["split_left_right", "lung_volumes", "right_share_warning", "RIGHT_LABEL", "LEFT_LABEL",
-           "PLAUSIBLE_RIGHT_SHARE"]
+__all__ = ["split_left_right", "lung_volumes", "right_share_warning", "voxel_volume_ml", "shear_degrees",
+           "RIGHT_LABEL", "LEFT_LABEL", "PLAUSIBLE_RIGHT_SHARE", "MAX_SHEAR_DEG"]
 
 RIGHT_LABEL, LEFT_LABEL = 1, 2
 #: the right lung's share of both lungs' volume: about 0.52-0.56 in adults; outside this range the report warns
 PLAUSIBLE_RIGHT_SHARE = (0.35, 0.70)
+#: the largest angle (degrees) between voxel axes and square that passes without a warning (rounding in headers)
+MAX_SHEAR_DEG = 0.5
 #: a piece of the mask with more than this share of its voxels on one side of the body's midline lies on that side
 ONE_SIDE = 0.8
 
@@ -147,18 +149,36 @@ def split_left_right(mask: np.ndarray, affine: np.ndarray, ct: np.ndarray | None
     return out
 
 
+def voxel_volume_ml(spacing: Sequence[float], affine: np.ndarray | None = None) -> float:
+    """One voxel's volume in mL: ``|det|`` of the affine's 3x3 part when given (a sheared grid's voxel is smaller than
+    the product of its axes' lengths, e.g. a gantry tilt kept in the affine), else the product of ``spacing``."""
+    if affine is not None:
+        a = np.asarray(affine, dtype=float)
+        return abs(float(np.linalg.det(a[:3, :3] if a.shape[0] >= 3 else a))) / 1000.0
+    return float(np.prod([float(s) for s in spacing])) / 1000.0
+
+
+def shear_degrees(affine: np.ndarray) -> float:
+    """How far the voxel grid is from square: the largest deviation from 90 degrees between two voxel axes."""
+    a = np.asarray(affine, dtype=float)[:3, :3]
+    n = a / np.maximum(np.linalg.norm(a, axis=0), 1e-12)
+    cos = [abs(float(n[:, i] @ n[:, j])) for i, j in ((0, 1), (0, 2), (1, 2))]
+    return float(np.degrees(np.arcsin(min(max(cos), 1.0))))
+
+
 def lung_volumes(mask: np.ndarray, spacing: Sequence[float], affine: np.ndarray | None = None,
                  ct: np.ndarray | None = None) -> dict:
     """Lung volumes in mL: total, and right/left when ``affine`` is given (via :func:`split_left_right`).
 
     Args:
         mask: binary mask or ``1``/``2`` label map ``(x, y, z)``.
-        spacing: voxel size in mm per axis.
-        affine: voxel-to-RAS affine; ``None`` skips the left/right split (``right_ml``/``left_ml`` are ``None``).
+        spacing: voxel size in mm per axis (the voxel volume without ``affine``).
+        affine: voxel-to-RAS affine: the voxel volume (:func:`voxel_volume_ml`) and the right/left split; ``None``
+            skips the split (``right_ml``/``left_ml`` are ``None``).
         ct: the CT in HU on the mask's grid: the split by the body's midline (see :func:`split_left_right`).
     """
     m = np.asarray(mask)
-    voxel_ml = float(np.prod([float(s) for s in spacing])) / 1000.0
+    voxel_ml = voxel_volume_ml(spacing, affine)
     out = {"total_ml": int(np.count_nonzero(m)) * voxel_ml, "right_ml": None, "left_ml": None}
     if affine is not None:
         labelled = m.dtype.kind in "ui" and m.max() == LEFT_LABEL  # already a right/left label map

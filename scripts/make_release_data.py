@@ -3,8 +3,9 @@
 Every slice is written as a one-slice NIfTI (HU, int16) with its mask, in the LPS voxel order the model is trained
 in (x to the patient's left, y to the back), and a MONAI decathlon datalist ``datalist.json``:
 
-- training: phantom cases ``0..N-1`` (seeds; ``--sliver-slices`` adds slices from each case's apices and thin
-  basal rims), and ``REAL_TRAINING``: LIDC-IDRI-0002 (labels from :func:`classical_lung_mask`, checked in
+- training: phantom cases ``0..N-1`` (seeds, drawn with ``varied_setup``: a table gap, an off-centre patient cut by
+  the field of view, a coarse matrix, since 0.3.14; ``--same-setup`` without; ``--sliver-slices`` adds slices from
+  each case's apices and thin basal rims), and ``REAL_TRAINING``: LIDC-IDRI-0002 (labels from :func:`classical_lung_mask`, checked in
   ``docs/classical_qc.png``), the TotalSegmentator small CT (its lung labels; the abdomen slices are negatives);
   real slices are repeated ``--real-repeat`` times so that they weigh more than their number;
 - validation (never trained on): ``REAL_VALIDATION``, LIDC-IDRI-0003 (classical labels) and the elastix lung crop
@@ -64,10 +65,10 @@ def sliver_slices(mask: np.ndarray, count: int, fraction: float = 0.4) -> list[i
 
 
 def phantom_case(args) -> list[dict]:
-    out, seed, n_slices, size, n_sliver = args
+    out, seed, n_slices, size, n_sliver, varied = args
     from fusionlungnet_monai.phantom import make_chest_phantom
 
-    ph = make_chest_phantom(seed, size=size)
+    ph = make_chest_phantom(seed, size=size, varied_setup=varied)
     every = max(ph.image.shape[2] // n_slices, 1)
     picked = set(range(0, ph.image.shape[2], every)) | set(sliver_slices(ph.mask, n_sliver))
     return write_slices(out, f"phantom{seed:04d}", ph.image, ph.mask, ph.spacing, sorted(picked))
@@ -83,14 +84,17 @@ def main() -> None:
     ap.add_argument("--sliver-slices", type=int, default=0,
                     help="extra slices per training phantom from its apices and thin basal rims (sliver_slices)")
     ap.add_argument("--real-repeat", type=int, default=4)
+    ap.add_argument("--same-setup", action="store_true",
+                    help="training phantoms without varied_setup (table gap, off-centre patient, coarse matrix), as "
+                         "up to 0.3.13")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--real-from", default=None, help="reuse the real slices of an earlier OUT instead of tests/data")
     a = ap.parse_args()
     out = Path(a.out).resolve()
     for sub in ("images", "labels"):
         (out / sub).mkdir(parents=True, exist_ok=True)
-    jobs = [(out, s, a.slices_per_case, a.size, a.sliver_slices) for s in range(a.phantoms)]
-    val_jobs = [(out, 10_000 + s, a.slices_per_case // 2, a.size, 0) for s in range(a.val_phantoms)]
+    jobs = [(out, s, a.slices_per_case, a.size, a.sliver_slices, not a.same_setup) for s in range(a.phantoms)]
+    val_jobs = [(out, 10_000 + s, a.slices_per_case // 2, a.size, 0, False) for s in range(a.val_phantoms)]
     with ProcessPoolExecutor(a.workers) as ex:
         train = [i for items in ex.map(phantom_case, jobs) for i in items]
         val = [i for items in ex.map(phantom_case, val_jobs) for i in items]

@@ -111,6 +111,35 @@ def test_phantom_v2_dependent_consolidation_is_lung_with_air_bronchograms():
     assert hashlib.sha256(drawn.image.tobytes() + drawn.mask.tobytes()).hexdigest()[:16] == "1582c102a2ae8424"
 
 
+def test_phantom_v2_setup_gap_off_centre_and_cut_by_the_field_of_view():
+    """varied_setup (the release training phantoms): the air gap under the back and the off-centre patient are what
+    real scans have (air outside the body reaching the image's edge; a body cut by the reconstruction circle); lung
+    the circle cuts off is in neither the picture nor the mask. The drawn anatomy does not move with the setup."""
+    from scipy import ndimage
+
+    kw = dict(size=128, z_range=(0.3, 0.6), tilt_deg=0.0, table=True, padding=-3024.0, fov_mm=320.0, arms_down=False)
+    base = make_chest_phantom(2, **kw)
+    gap = make_chest_phantom(2, table_gap_mm=40.0, **kw)
+    k = base.image.shape[2] // 2
+    x = base.image.shape[0] // 2
+    below = lambda ph: np.flatnonzero(ph.body[x, :, k])[-1]  # the back's edge (LPS: y to the back)
+    table = lambda ph: below(ph) + 1 + np.flatnonzero(ph.image[x, below(ph) + 1 :, k] > 100)[0]
+    sp = base.spacing[0]
+    assert (table(gap) - below(gap)) * sp > (table(base) - below(base)) * sp + 20, "a wider air gap under the back"
+    assert (gap.mask == base.mask).all()
+    off = make_chest_phantom(2, offset_mm=(70.0, 0.0), **kw)
+    cols = lambda ph: np.flatnonzero(ph.mask.any(axis=(1, 2)))
+    assert cols(off).mean() > cols(base).mean() + 40 / sp, "the patient lies off the scanner's centre"
+    circle = base.image[..., k] == -3024
+    assert (off.body[..., k] & ndimage.binary_dilation(circle)).any(), "the field of view cuts the body"
+    assert not (off.mask > 0)[off.image == -3024].any(), "no lung under the padding"
+    assert off.lung_volume_ml < base.lung_volume_ml, "the lung the circle cuts off is not in the mask"
+    drawn = [make_chest_phantom(s, size=256, num_slices=2, varied_setup=True) for s in range(12)]
+    assert len({d.image.shape[0] for d in drawn}) > 1, "some cases on a coarser matrix"
+    assert all(abs(d.image.shape[0] * d.spacing[0] - p.image.shape[0] * p.spacing[0]) < 1e-3 for d, p in
+               zip(drawn, [make_chest_phantom(s, size=256, num_slices=2) for s in range(12)])), "same field of view"
+
+
 @pytest.mark.parametrize("seed", [0, 11])
 def test_phantom_v2_masks_are_mostly_dark(seed):
     ph = make_chest_phantom(seed, size=128)

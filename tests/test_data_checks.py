@@ -227,3 +227,36 @@ def test_rgb_masks_with_equal_channels_and_jpg_masks_train_as_grey(tmp_path):
     Image.fromarray(colour).save(tmp_path / "colour.png")
     with pytest.raises(InputError, match="colour.png: mask is a colour image whose channels differ"):
         chain({"image": str(tmp_path / "image.png"), "label": str(tmp_path / "colour.png")})
+
+
+def test_links_to_folders_never_leave_the_input_nor_visit_a_folder_twice(tmp_path):
+    """A batch folder with ``up -> ..`` (0.3.13 segmented a sibling folder through it as an "ok" case named ``up``),
+    an absolute link elsewhere, and a second link to a case folder; a series folder with ``loop -> .`` (0.3.13: the
+    right mask, but 26 "skipped" lines, one per slice). Each link is named once and not followed."""
+    from fusionlungnet_monai.predict import list_cases
+
+    src = sorted((DATA / "lidc_idri_slabs" / "LIDC-IDRI-0003").rglob("*.dcm"))
+    sibling, batch = tmp_path / "other_patient", tmp_path / "batch"
+    for folder in (sibling, batch / "case", batch / "store" / "deep"):
+        folder.mkdir(parents=True)
+    for f in src[:3]:
+        for folder in (sibling, batch / "case", batch / "store" / "deep"):
+            (folder / f.name).write_bytes(f.read_bytes())
+    (batch / "store" / "notes.txt").write_text("not an image")
+    (batch / "up").symlink_to("..")
+    (batch / "elsewhere").symlink_to(sibling)
+    (batch / "again").symlink_to("case")
+    (batch / "deep_link").symlink_to("store/deep")
+    skipped: list = []
+    cases = list_cases(batch, skipped)
+    assert cases == [batch / "case", batch / "store"]
+    assert sorted((p.name, why) for p, why in skipped) == [
+        ("again", "a link to a folder that is read already: not followed"),
+        ("deep_link", "a link to a folder that is read already: not followed"),  # store/deep: read with store
+        ("elsewhere", f"a link out of the input folder (to {sibling.resolve()}): not followed"),
+        ("up", "a link to a folder above the input: not followed")]
+    series = batch / "case"
+    (series / "loop").symlink_to(".")
+    skipped = []
+    assert list_cases(series, skipped) == [series]
+    assert [(p.name, why) for p, why in skipped] == [("loop", "a link back to the input folder: not followed")]

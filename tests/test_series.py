@@ -449,3 +449,28 @@ def test_a_long_series_is_read_in_chunks_with_the_whole_reads_voxels_and_geometr
     assert read[4][0].dtype == torch.float32  # the scaled case: compact is float32 when HU leave int16
     raw = series._read_in_chunks([str(f) for f in select_ct_series(scaled).files], chunk=4)
     assert raw.data.dtype == np.int32 and raw.data.flags.c_contiguous  # widened at the last chunk, as the whole read
+
+
+@pytest.mark.parametrize("key,what", [("PatientID", "patients"), ("StudyInstanceUID", "studies"),
+                                      ("FrameOfReferenceUID", "frames of reference")])
+def test_a_series_of_two_patients_studies_or_frames_is_refused(key, what, tmp_path):
+    """Real LIDC-IDRI-0002 with half its slices given another PatientID (or study, or frame of reference) under the
+    same SeriesInstanceUID: 0.3.13 merged them into one volume (2040 mL) without a word, in the CLI and the bundle."""
+    from fusionlungnet_monai.data import LoadCTImage, check_input
+
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    files = sorted((DATA / "lidc_idri_slabs" / "LIDC-IDRI-0002").rglob("*.dcm"))
+    other = "OTHER-0001" if key == "PatientID" else pydicom.uid.generate_uid()
+    for k, f in enumerate(files):
+        ds = pydicom.dcmread(str(f))
+        if k % 2:
+            setattr(ds, key, other)
+        ds.save_as(str(folder / f.name))
+    original = str(pydicom.dcmread(str(files[0])).get(key))
+    words = rf"its slices belong to 2 different {what} \({key} .*{re.escape(original)}.*\) under one SeriesInstanceUID"
+    for read in (check_input, lambda p: LoadCTImage(image_only=True)(str(p))):
+        with pytest.raises(InputError, match=words) as e:
+            read(folder)
+        assert "\n" not in str(e.value) and str(folder) in str(e.value)
+    assert check_input(DATA / "lidc_idri_slabs" / "LIDC-IDRI-0002") == "series"  # one patient, study and frame

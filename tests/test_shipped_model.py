@@ -173,9 +173,12 @@ def test_robustness_script_runs_every_variant_and_flipped_storage_changes_nothin
     rows = main(["--smoke", "--json", str(tmp_path / "rows.json"), "--md", str(tmp_path / "table.md")])
     assert [r["variant"] for r in rows] == list(VARIANTS)
     by = {r["variant"]: r for r in rows}
-    assert by["flipped"]["network_pipeline"] == by["native"]["network_pipeline"]
+    for method in ("network_pipeline", "network_alone", "classical"):
+        assert by["flipped"][method] == by["native"][method]
     assert by["thick"]["shape"][2] == by["native"]["shape"][2] // 2
-    assert all(r["network_pipeline"]["iou"] > 0.8 for r in rows), rows
+    assert by["grid64"]["shape"][:2] == [64, 64] and by["grid128"]["shape"] == by["native"]["shape"]  # 128² already
+    assert by["table_gap"]["shape"][1] > by["native"]["shape"][1] > by["fov_crop"]["shape"][1]
+    assert all(r["network_pipeline"]["iou"] > 0.8 and r["network_alone"]["iou"] > 0.8 for r in rows), rows
     assert (tmp_path / "table.md").read_text().count("\n") == len(VARIANTS) + 2
 
 
@@ -200,3 +203,26 @@ def test_robustness_consolidation_makes_the_back_of_the_lung_solid_and_keeps_its
     rest = ~back
     rest[10, 23, :] = False
     assert (out[rest] == ct[rest]).all()
+
+
+def test_robustness_table_gap_and_fov_crop_move_the_reference_with_the_ct():
+    """scripts/robustness.py ``table_gap``: 25 mm of air between the lowest point of the back and what lies behind it
+    (the table), across the whole width; ``fov_crop``: the body cut at the sides and the front. The reference moves
+    with the CT, voxel for voxel."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+    from robustness import variant
+
+    ct = np.full((40, 40, 3), -1000, np.int16)
+    ct[5:35, 5:30] = 40  # the body, its back at row 29
+    ct[2:38, 33:36] = 200  # the table
+    ref = np.zeros(ct.shape, bool)
+    ref[10:30, 10:25] = True
+    ct[ref] = -850
+    out, ref2, sp = variant("table_gap", ct, ref, [2.5, 2.5, 5.0])
+    assert out.shape == (40, 50, 3) and sp == [2.5, 2.5, 5.0]
+    assert (out[:, 30:40] < -900).all(), "air from the back to the table, edge to edge"
+    assert (out[:, :30] == ct[:, :30]).all() and (out[:, 40:] == ct[:, 30:]).all()
+    assert (ref2[:, :30] == ref[:, :30]).all() and not ref2[:, 30:].any()
+    out, ref3, _ = variant("fov_crop", ct, ref, [2.5, 2.5, 5.0])
+    assert out.shape[:2] == (24, 33)  # 30 body columns less 3 on each side; 25 body rows less 2 at the front
+    assert (out == ct[8:32, 7:]).all() and (ref3 == ref[8:32, 7:]).all()

@@ -81,6 +81,7 @@ class SeriesInfo:
     zero_slope: int = 0  # slices with RescaleSlope 0 (invalid: ITK reads it as 1)
     negative_slope: list = field(default_factory=list)  # files with a negative RescaleSlope (HU would come inverted)
     kind: str = "series"  # what check_input calls the input: series, dicom, volume or picture
+    identity: dict = field(default_factory=dict)  # PatientID / StudyInstanceUID / FrameOfReferenceUID -> values seen
 
     @property
     def num_slices(self) -> int:
@@ -206,6 +207,10 @@ _SCANNED: OrderedDict = OrderedDict()
 _SCANNED_MAX = 4
 
 
+#: what must be one value across a series' slices, and what a second value means
+_IDENTITY = {"PatientID": "patients", "StudyInstanceUID": "studies", "FrameOfReferenceUID": "frames of reference"}
+
+
 def _scan_files(folder: Path, files: list[Path]) -> list[SeriesInfo]:
     groups: dict[str, SeriesInfo] = {}
     seen_sop: set = set()
@@ -246,6 +251,9 @@ def _scan_files(folder: Path, files: list[Path]) -> list[SeriesInfo]:
         if "Rows" in ds:
             info.sizes.add((int(ds.Rows), int(ds.get("Columns", 0))))
         info.photometric.add(str(ds.get("PhotometricInterpretation", "")).strip())
+        for key in _IDENTITY:
+            if value := str(ds.get(key, "") or "").strip():
+                info.identity.setdefault(key, set()).add(value)
         info.samples.add(int(ds.get("SamplesPerPixel", 1) or 1))
         info.no_spacing += not _usable_spacing(functional_value(ds, "PixelSpacing", "PixelMeasuresSequence"))
         info.no_rescale += functional_value(ds, "RescaleIntercept", "PixelValueTransformationSequence") is None
@@ -278,6 +286,13 @@ def _scan_files(folder: Path, files: list[Path]) -> list[SeriesInfo]:
                              f"(e.g. {info.negative_slope[0].name}): their HU would be read inverted; fix the header")
         if len(info.sizes) > 1 and not info.rejected:
             info.rejected = "slices of different sizes " + ", ".join(f"{r}x{c}" for r, c in sorted(info.sizes))
+        mixed = [(k, sorted(v)) for k, v in info.identity.items() if len(v) > 1]
+        if mixed and not info.rejected:
+            key, values = mixed[0]
+            info.rejected = (f"its slices belong to {len(values)} different {_IDENTITY[key]} ({key} "
+                             + ", ".join(repr(v) for v in values[:4]) + (" ..." if len(values) > 4 else "")
+                             + ") under one SeriesInstanceUID: a data error, they would be merged into one volume; "
+                             "separate the series")
         _validate(info)
     return list(groups.values())
 

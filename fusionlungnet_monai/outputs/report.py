@@ -12,6 +12,7 @@ from typing import Sequence
 import numpy as np
 
 from fusionlungnet_monai.transforms.array import HU_AIR_CHECK, head_foot_axis, lps_orientation
+from fusionlungnet_monai.volumes import MAX_SHEAR_DEG, shear_degrees, voxel_volume_ml
 
 __all__ = ["CT_MEDIAN_HU", "MIN_CHEST_FOV_MM", "PLAUSIBLE_LUNG_ML", "SECOND_OPINION_DICE", "SECOND_OPINION_GRID_MM",
            "describe_lungs", "sanity_warnings", "second_opinion", "write_json"]
@@ -55,6 +56,9 @@ def sanity_warnings(mask: np.ndarray, ct: np.ndarray, affine: np.ndarray, total_
     if max(plane) < MIN_CHEST_FOV_MM:
         w.append(f"the in-plane field of view is {plane[0]:.0f} x {plane[1]:.0f} mm, smaller than any chest: is the "
                  "voxel size in the file right (in mm)? The mask and the volumes in mL are not to be trusted")
+    if (shear := shear_degrees(affine)) > MAX_SHEAR_DEG:
+        w.append(f"the voxel grid is sheared ({shear:.1f} degrees from square, e.g. a gantry tilt kept in the affine): "
+                 "the volumes use the sheared voxel's true size, but the 2D model saw each slice as a square grid")
     if head_foot_axis(affine) != 2 and mask.shape[2] > 1:  # the same rule the pipeline reorients by
         w.append(f"the volume is stored as coronal/sagittal slices: the 2D model saw axial planes reformatted from "
                  f"them ({spacing[0]:.2f} x {spacing[1]:.2f} mm pixels), and the mask was written back in the "
@@ -95,7 +99,7 @@ def second_opinion(mask: np.ndarray, ct: np.ndarray, spacing: Sequence[float],
     summary = {"method": "classical 3D HU segmentation (threshold, components, hole filling)",
                "grid_mm": [round(spacing[0] * s, 3), round(spacing[1] * s, 3)],
                "dice_with_network": round(agreement, 4), "check_below": SECOND_OPINION_DICE,
-               "classical_ml": round(float(second.sum()) * float(np.prod(spacing)) * s * s / 1000.0, 1)}
+               "classical_ml": round(float(second.sum()) * voxel_volume_ml(spacing, affine) * s * s, 1)}
     if s > 1:  # back to the input's grid, nearest neighbour
         second = np.repeat(np.repeat(second, s, axis=0), s, axis=1)[: mask.shape[0], : mask.shape[1]]
     if back is not None:

@@ -12,7 +12,10 @@ Every case draws its own patient and scanner from a seed (same seed, same case):
   at the back of the lower lungs with air bronchograms: lung, where an effusion would not be), nodules touching the
   pleura, emphysema; outside the mask: pleural effusion (dependent, fluid HU);
 - scanner: pixel spacing 0.5-1 mm (field of view), slice thickness 0.6-5 mm, soft or sharp kernel, noise level,
-  contrast or not, field-of-view padding (-3024/-2000/-1024 or none), a table, gantry tilt, burnt-in text.
+  contrast or not, field-of-view padding (-3024/-2000/-1024 or none), a table, gantry tilt, burnt-in text;
+- with ``varied_setup=True`` (the release training set) also how the patient lies: an air gap of 2-45 mm between
+  the back and the table (12 mm otherwise), the patient off the scanner's centre (so the field of view cuts the
+  body), and a coarse matrix (64-512 pixels for the same field of view).
 
 Arrays are ``(x, y, z)`` in the DICOM patient frame (LPS): ``x`` to the patient's left, ``y`` to the back, ``z`` to
 the head, like :mod:`fusionlungnet_monai.phantom.basic` and an axial DICOM series read through ITK.
@@ -53,16 +56,21 @@ def _draw_segments(X, Y, z, seg, region, out, value, wall=None, wall_value=None)
         out[(d2 <= r * r) & region] = value
 
 
-def make_chest_phantom(seed: int = 0, num_slices: int | None = None, size: int = 512, **overrides) -> Phantom:
+def make_chest_phantom(seed: int = 0, num_slices: int | None = None, size: int = 512, varied_setup: bool = False,
+                       **overrides) -> Phantom:
     """Build one domain-randomised chest CT with its exact lung mask.
 
     Args:
         seed: random seed; the same seed gives the same case.
         num_slices: number of axial slices; default: enough to cover neck to upper abdomen at the drawn thickness
             (capped at 64).
-        size: in-plane matrix.
+        size: in-plane matrix (with ``varied_setup`` the largest: a case may draw a coarser one).
+        varied_setup: also draw the table gap, an off-centre patient and a coarse matrix (from a generator of their
+            own: the drawn anatomy and scanner of the seed stay as without it; the noise and texture differ on a
+            coarser matrix).
         overrides: fix any drawn parameter, e.g. ``slice_mm=5.0``, ``fov_mm=400``, ``effusion=True``,
-            ``consolidation=True``,
+            ``consolidation=True``, ``table_gap_mm=30``, ``offset_mm=(40, -20)`` (the patient's centre in the
+            scanner's frame, x and y),
             ``noise_hu=10``, ``kernel="sharp"``, ``tilt_deg=0``, ``z_range=(0.0, 1.0)`` (in units of the chest
             length, 0 = lowest diaphragm point, 1 = apex).
 
@@ -87,6 +95,13 @@ def make_chest_phantom(seed: int = 0, num_slices: int | None = None, size: int =
     # before it existed (same seed, same image and mask)
     rc = np.random.default_rng([seed, 7])
     p["consolidation"] = bool(rc.random() < 0.2)
+    p.update(table_gap_mm=12.0, offset_mm=(0.0, 0.0))
+    if varied_setup:  # how the patient lies, and the matrix: a generator of its own too
+        rv = np.random.default_rng([seed, 11])
+        gap, off, coarse = rv.uniform(2, 45), rv.uniform(-1, 1, 2) * (60, 35), rv.choice([64, 96, 128, 192, 256, 512])
+        p["table_gap_mm"] = float(gap) if rv.random() < 0.5 else 12.0
+        p["offset_mm"] = tuple(float(o) for o in off) if rv.random() < 0.4 else (0.0, 0.0)
+        size = int(min(size, coarse)) if rv.random() < 0.3 else size
     p.update(overrides)
     sp = p["fov_mm"] / size
     dz = p["slice_mm"]
@@ -99,7 +114,8 @@ def make_chest_phantom(seed: int = 0, num_slices: int | None = None, size: int =
         num_slices = int(np.clip(round((t1 - t0) * L / dz), 1, 64))
         dz = (t1 - t0) * L / num_slices if num_slices == 64 else dz
     coords = (np.arange(size) - size / 2 + 0.5) * sp
-    X, Y = np.meshgrid(coords, coords, indexing="ij")
+    Xs, Ys = np.meshgrid(coords, coords, indexing="ij")  # the scanner's frame: field of view, table extent, text
+    X, Y = Xs - p["offset_mm"][0], Ys - p["offset_mm"][1]  # the patient's (the table moves up and down with it)
     a, b = p["body_a"], p["body_b"]
     ca, cb = a - p["fat_mm"] - p["wall_mm"], b - p["fat_mm"] - p["wall_mm"]  # thoracic cavity half-axes
     vessel_hu = u(150, 350) if p["contrast"] else u(30, 50)
@@ -230,8 +246,8 @@ def make_chest_phantom(seed: int = 0, num_slices: int | None = None, size: int =
                 rx, ry = np.cos(ang) * (ak - p["fat_mm"] - 0.5 * p["wall_mm"]), np.sin(ang) * (bk - p["fat_mm"] - 0.5 * p["wall_mm"])
                 sl[((X - rx) / 7) ** 2 + ((Yk - ry) / 5) ** 2 <= 1] = 500.0
         if p["table"]:
-            curve = bk + 12 + 0.0012 * X**2
-            tab = (Y >= curve) & (Y <= curve + 9) & (np.abs(X) <= 0.9 * p["fov_mm"] / 2)
+            curve = bk + p["table_gap_mm"] + 0.0012 * Xs**2
+            tab = (Y >= curve) & (Y <= curve + 9) & (np.abs(Xs) <= 0.9 * p["fov_mm"] / 2)
             sl[tab & ~body] = 180.0
         # scanner: kernel blur or sharpening, correlated noise
         sigma = {"soft": 1.1, "standard": 0.7, "sharp": 0.4}[p["kernel"]] * 0.7 / sp
@@ -241,7 +257,10 @@ def make_chest_phantom(seed: int = 0, num_slices: int | None = None, size: int =
             noise = ndimage.gaussian_filter(noise, 0.8)
         sl += (p["noise_hu"] * noise / max(float(noise.std()), 1e-6)).astype(np.float32)
         if not np.isnan(p["padding"]):
-            sl[np.hypot(X, Y) > p["fov_mm"] / 2 - sp] = p["padding"]
+            outside = np.hypot(Xs, Ys) > p["fov_mm"] / 2 - sp
+            sl[outside] = p["padding"]
+            mask_k &= ~outside  # lung the reconstruction circle cuts off is not in the picture, nor in the mask
+            body &= ~outside
         if p["text"]:
             _draw_text(sl, f"FLN {seed % 10000:04d}", int(0.03 * size), int(0.03 * size), max(size // 256, 1), 3071.0)
         image[:, :, k] = sl
