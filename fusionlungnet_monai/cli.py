@@ -131,7 +131,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from fusionlungnet_monai.data.checks import check_output_dir
-    from fusionlungnet_monai.predict import CaseResult, Predictor, case_name, list_cases
+    from fusionlungnet_monai.predict import case_name, list_cases
 
     inp, out = Path(args.input), Path(args.output)
     if args.skip_existing and args.overwrite:
@@ -152,6 +152,41 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         skipped = skipped if rank == 0 else []
         args.no_progress = True
     formats = {"nifti"} | set(args.format or [])
+    with _run_lock(out, args.overwrite, rank, world):
+        return _run_cases(args, out, cases, names, skipped, batch, rank, world, formats)
+
+
+def _run_lock(out, overwrite: bool, rank: int, world: int):
+    """The output folder's lock for this run (:func:`~fusionlungnet_monai.outputs.lock.output_lock`): taken by
+    rank 0 of a distributed run, whose other processes learn whether it was, and refuse with it."""
+    import contextlib
+
+    from fusionlungnet_monai.outputs.lock import output_lock
+
+    if world == 1:
+        return output_lock(out, wait=overwrite)
+    import torch.distributed as dist
+
+    stack, error = contextlib.ExitStack(), None
+    if rank == 0:
+        try:
+            stack.enter_context(output_lock(out, wait=overwrite))
+        except Exception as e:  # noqa: BLE001  handed to every process below
+            error = e
+    shared = [error]
+    dist.broadcast_object_list(shared, src=0)
+    if shared[0] is not None:
+        raise shared[0]
+    return stack
+
+
+def _run_cases(args, out, cases, names, skipped, batch, rank, world, formats) -> int:
+    """Segment ``cases`` into ``out`` (the output folder locked), print each result, write the batch summary;
+    returns the exit code."""
+    from pathlib import Path
+
+    from fusionlungnet_monai.predict import CaseResult, Predictor
+
     for p, why in skipped:
         print(f"skipped {p}: {why}", file=sys.stderr)
     results: list = []

@@ -318,3 +318,55 @@ def test_skip_existing_resumes_a_batch(model, phantom_dir, tmp_path):
     assert summary["ok"] == 2 and summary["failed"] == 0
     r = predict(cases, out, "--model", model, "--skip-existing", "--overwrite", expect_rc=2)
     assert "exclude each other" in r.stderr
+
+
+def test_a_second_run_into_the_same_output_folder_refuses_or_waits(model, phantom_dir, tmp_path):
+    """Two runs into one output folder at once: 0.3.13 let both print "ok", one case's mask beside the other's
+    seg.dcm. The folder is locked for a run's duration: a second run refuses in one line and writes nothing; with
+    --overwrite it waits for the first and then writes a consistent set."""
+    import threading
+
+    from fusionlungnet_monai.outputs.lock import BUSY, output_lock
+
+    series, out = phantom_dir / "dicom" / "ph000", tmp_path / "o"
+    out.mkdir()
+    with output_lock(out):  # another run holds the folder
+        r = predict(series, out, "--model", model, "--input-size", "64", expect_rc=2)
+        assert r.stderr.strip().splitlines() == [f"error: {out}: {BUSY}"]
+        assert not any(out.iterdir())
+    held, release = threading.Event(), threading.Event()
+
+    def other_run():
+        with output_lock(out):
+            held.set()
+            release.wait(60)
+            (out / "seg.dcm").write_text("the first run's result")
+
+    t = threading.Thread(target=other_run)
+    t.start()
+    held.wait(10)
+    proc = subprocess.Popen([sys.executable, "-m", "fusionlungnet_monai", "predict", str(series), str(out), "--model",
+                             str(model), "--input-size", "64", "--overwrite", "--no-progress", "--bundle",
+                             str(BUNDLE)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    lines, waiting = [], threading.Event()
+
+    def read_stderr():
+        for line in proc.stderr:
+            lines.append(line)
+            if "another fusionlungnet run is writing there" in line:
+                waiting.set()
+
+    reader = threading.Thread(target=read_stderr)
+    reader.start()
+    assert waiting.wait(300), "".join(lines)[-2000:]
+    time.sleep(1)
+    assert proc.poll() is None and not (out / "lungmask.nii.gz").exists(), "it waits"
+    release.set()
+    t.join()
+    stdout = proc.stdout.read()
+    proc.wait(600)
+    reader.join()
+    assert proc.returncode == 0, "".join(lines)[-2000:]
+    assert "ok" in stdout
+    assert (out / "lungmask.nii.gz").is_file() and (out / "report.json").is_file()
+    assert not (out / "seg.dcm").exists(), "--overwrite replaced what the first run wrote: one consistent set"

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from monai.networks.layers.factories import Pool
 
 from fusionlungnet_monai.networks.blocks import conv_norm_act, resize_to

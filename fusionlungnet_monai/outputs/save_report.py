@@ -6,7 +6,6 @@ import logging
 import os
 from typing import Hashable, Mapping
 
-import numpy as np
 from monai.config import KeysCollection
 from monai.data import FolderLayout
 from monai.transforms import MapTransform
