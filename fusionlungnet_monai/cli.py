@@ -131,7 +131,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from fusionlungnet_monai.data.checks import check_output_dir
-    from fusionlungnet_monai.predict import case_name, list_cases
+    from fusionlungnet_monai.predict import list_cases
 
     inp, out = Path(args.input), Path(args.output)
     if args.skip_existing and args.overwrite:
@@ -140,7 +140,19 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         raise InputError(None, "--skip-existing and --overwrite exclude each other")
     skipped: list = []
     cases = list_cases(inp, skipped)
+    created = not out.exists() and not getattr(args, "distributed", False)  # torchrun: the processes share it
     check_output_dir(out, inputs=(inp,))  # an output inside the input, or unwritable, is a usage error (exit 2)
+    try:
+        return _predict_into(args, inp, out, cases, skipped)
+    finally:
+        if created and out.is_dir() and not any(out.iterdir()):
+            out.rmdir()  # a refused run leaves no empty output folder behind
+
+
+def _predict_into(args, inp, out, cases, skipped) -> int:
+    """:func:`_cmd_predict` once the cases are listed and the output folder exists."""
+    from fusionlungnet_monai.predict import case_name
+
     batch = len(cases) > 1 or inp.resolve() != cases[0].resolve()
     names = [case_name(c) for c in cases]
     counts = {n: names.count(n) for n in names}  # two inputs never write to the same output (a.nii.gz, a.png)
@@ -223,6 +235,9 @@ def _run_cases(args, out, cases, names, skipped, batch, rank, world, formats) ->
                         print(f"warning {case}: {w}")
                 elif batch and res.nothing_to_segment:
                     print(f"skipped {case}: {res.nothing_to_segment}", file=sys.stderr)
+                elif not batch and res.input_error:  # the one input refused: an input error, as before the run
+                    print(f"error: {res.error}", file=sys.stderr)
+                    return 2
                 else:
                     print(f"FAILED  {res.error}", file=sys.stderr)
     except KeyboardInterrupt:

@@ -225,6 +225,7 @@ class CaseResult:
     error: str = ""
     report: dict = field(default_factory=dict)
     nothing_to_segment: str = ""  # why the input holds no CT volume (a study's localizer, reformat ...): a batch skips it
+    input_error: bool = False  # refused as input (InputError), not failed inside the pipeline
 
 
 def _estimated_from_peaks(image) -> bool:
@@ -493,9 +494,9 @@ class Predictor:
                 os.replace(f, out / f.name)
             res.ok, res.report = True, report
         except NothingToSegment as e:
-            res.error, res.nothing_to_segment = str(e), e.problem
+            res.error, res.nothing_to_segment, res.input_error = str(e), e.problem, True
         except InputError as e:
-            res.error = str(e)
+            res.error, res.input_error = str(e), True
         except KeyboardInterrupt:
             res.error = f"{case}: interrupted"
             raise

@@ -81,13 +81,13 @@ def test_a_study_folder_segments_its_ct_and_skips_its_scout_and_reformats(model,
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert summary["ok"] == 1 and summary["failed"] == 0, summary
     reasons = {Path(s["input"]).name: s["reason"] for s in summary["skipped"]}
-    assert "localizer" in reasons["1_scout"] and "coronal series of 1 slice" in reasons["3_coronal"], reasons
+    assert "localizer" in reasons["1_scout"] and "a lone coronal slice" in reasons["3_coronal"], reasons
     assert "2 skipped (no CT volume to segment)" in r.stdout and "FAILED" not in r.stderr
     shutil.rmtree(study / "2_axial")
     r = predict(study, tmp_path / "out2", "--model", model, "--input-size", "64", expect_rc=1)
     assert "0 of 2 cases done, 0 failed, 2 skipped" in r.stdout
-    r = predict(study / "1_scout", tmp_path / "out3", "--model", model, "--input-size", "64", expect_rc=1)
-    assert "localizer" in r.stderr
+    r = predict(study / "1_scout", tmp_path / "out3", "--model", model, "--input-size", "64", expect_rc=2)
+    assert "localizer" in r.stderr and not (tmp_path / "out3").exists()  # one input refused: exit 2, no empty folder
     # a damaged CT series still fails the batch: only folders without any CT volume are skipped
     (study / "4_damaged").mkdir()
     (study / "4_damaged" / "x.dcm").write_bytes(b"\x00" * 200)
@@ -178,7 +178,7 @@ def test_rerun_keeps_results_unless_overwrite_and_drops_stale_files(model, phant
     predict(series, out, "--model", model, "--input-size", "64", "--format", "dicom-seg")
     assert (out / "seg.dcm").is_file()
     stamp = (out / "lungmask.nii.gz").stat().st_mtime_ns
-    r = predict(series, out, "--model", model, "--input-size", "64", expect_rc=1)
+    r = predict(series, out, "--model", model, "--input-size", "64", expect_rc=2)
     assert "--overwrite" in r.stderr and (out / "lungmask.nii.gz").stat().st_mtime_ns == stamp
     predict(series, out, "--model", model, "--input-size", "64", "--overwrite")
     assert (out / "lungmask.nii.gz").stat().st_mtime_ns != stamp
@@ -203,7 +203,7 @@ def test_4d_nifti_and_nan_voxels(model, phantom_dir, tmp_path):
     data = np.asarray(img.dataobj).astype(np.float32)
     four = tmp_path / "four.nii.gz"
     nib.save(nib.Nifti1Image(np.stack([data, data], -1), img.affine), str(four))
-    r = predict(four, tmp_path / "o4", "--model", model, "--input-size", "64", expect_rc=1)
+    r = predict(four, tmp_path / "o4", "--model", model, "--input-size", "64", expect_rc=2)
     assert "four.nii.gz" in r.stderr and len(r.stderr.strip().splitlines()) == 1
     data[40:50, 40:50, 3] = np.nan
     data[60:62, 60:62, 4] = [[np.inf, -np.inf], [np.inf, np.inf]]

@@ -379,6 +379,9 @@ def _validate(info: SeriesInfo) -> None:
     num_slices = len(z)
     if main != 2:  # the pipeline reorients every volume to axial planes (LPS) and writes the mask back
         plane = "sagittal" if main == 0 else "coronal"
+        if num_slices == 1:
+            return _not_a_ct_volume(info, f"a lone {plane} slice: the 2D model segments axial slices; give the axial "
+                                          f"series, or the {plane} series ({MIN_REFORMAT_SLICES} or more slices)")
         if num_slices < MIN_REFORMAT_SLICES:
             return _not_a_ct_volume(info, f"a {plane} series of {num_slices} slice(s): too few to reformat axial "
                                           f"planes from ({MIN_REFORMAT_SLICES} or more needed)")
@@ -441,14 +444,18 @@ def select_ct_series(folder: str | os.PathLike, series_uid: str | None = None) -
 
 def multiframe_info(path: str | os.PathLike) -> SeriesInfo | None:
     """The checked :class:`SeriesInfo` of a multi-frame (enhanced) CT file, which holds a whole series, or ``None``
-    for a single-frame file.
+    for a single-frame file (a lone slice), after the series' rules on what holds no CT to segment.
 
     Raises:
         InputError: when the multi-frame file is not an axial CT volume (the rules of :func:`select_ct_series`).
+        NothingToSegment: when a lone slice is no axial CT slice (another modality, a localizer, an RGB screenshot,
+            a coronal or sagittal reformat): the rules a series of such slices is refused by.
     """
     path = Path(path)
     info = _scan_cached(path.parent, [path])[0]  # the input check's scan, when it made one
     if not info.frame_positions:
+        if info.nothing_to_segment:
+            raise NothingToSegment(path, info.rejected)
         return None
     if info.rejected:
         error = NothingToSegment if info.nothing_to_segment else InputError
@@ -461,6 +468,7 @@ PICTURE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 VOLUME_SUFFIXES = (".nii", ".nii.gz", ".mha", ".mhd", ".nrrd")
 IMAGE_SUFFIXES = PICTURE_SUFFIXES + VOLUME_SUFFIXES + (".dcm",)
 _NIFTI = (".nii", ".nii.gz")
+_ITK_VOLUMES = (".mha", ".mhd", ".nrrd")
 
 
 def compact_integers(data: np.ndarray) -> np.ndarray:
@@ -559,6 +567,8 @@ class CTSeriesReader(ImageReader):
                             meta[tag] = value
                     images.append(image)
                 else:
+                    if not name.lower().endswith(_ITK_VOLUMES):
+                        multiframe_info(name)  # a DICOM file: a lone slice or a series in one file, by the series' rules
                     image = reader.read(name, **kwargs)  # a vector image would reach the network as channels
                     check_grey_slice_size(name, components=image.GetNumberOfComponentsPerPixel())
                     images.append(image)
