@@ -474,3 +474,26 @@ def test_a_series_of_two_patients_studies_or_frames_is_refused(key, what, tmp_pa
             read(folder)
         assert "\n" not in str(e.value) and str(folder) in str(e.value)
     assert check_input(DATA / "lidc_idri_slabs" / "LIDC-IDRI-0002") == "series"  # one patient, study and frame
+
+
+def test_a_lone_slice_is_as_deep_as_its_slice_thickness():
+    """A real LIDC-IDRI-0003 slice alone (SliceThickness 2.5, no SpacingBetweenSlices): ITK assumed 1 mm, so its
+    lungs came out 2.5 times too small in mL (the probe's 5 mm slice: 23 mL against 118 mL as NIfTI). The depth is
+    the file's SliceThickness now, in the CLI and the bundle (one reader), and the report says what it counted with."""
+    from fusionlungnet_monai.classical import classical_lung_mask
+    from fusionlungnet_monai.data import LoadCTImage
+    from fusionlungnet_monai.outputs import describe_lungs
+
+    f = sorted((DATA / "lidc_idri_slabs" / "LIDC-IDRI-0003").rglob("*.dcm"))[5]
+    ds = pydicom.dcmread(str(f), stop_before_pixels=True)
+    assert "SpacingBetweenSlices" not in ds and float(ds.SliceThickness) == 2.5
+    img = LoadCTImage(image_only=True)(str(f))
+    assert tuple(img.shape) == (512, 512, 1)
+    np.testing.assert_allclose(np.asarray(img.affine)[:3, 2], [0, 0, 2.5])  # the slice normal, 2.5 mm long
+    np.testing.assert_allclose(np.asarray(img.meta["spacing"]), [0.820312, 0.820312, 2.5], rtol=1e-6)
+    mask = classical_lung_mask(np.asarray(img)[..., 0], [0.820312, 0.820312]) > 0
+    report = describe_lungs(mask[..., None], np.asarray(img), np.asarray(img.affine), second=False)
+    assert report["one_slice_depth_mm"] == 2.5
+    assert report["volumes_ml"]["total_ml"] == pytest.approx(round(mask.sum() * 0.820312**2 * 2.5 / 1000, 1), abs=0.1)
+    series = LoadCTImage(image_only=True)(str(f.parent))
+    assert float(np.linalg.norm(np.asarray(series.affine)[:3, 2])) == pytest.approx(2.5, abs=0.01)  # a series: as before

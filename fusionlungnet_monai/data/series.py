@@ -575,13 +575,39 @@ class CTSeriesReader(ImageReader):
             img = images if len(images) > 1 else images[0]
         else:
             img = reader.read(names if len(names) > 1 else names[0], **kwargs)
-        return reader, img
+        return reader, img, names
 
     def get_data(self, img):
-        reader, obj = img
+        reader, obj, names = img
         data, meta = obj.get_data(reader) if isinstance(obj, _ChunkedSeries) else reader.get_data(obj)
         check_grey_slice_size(meta.get("filename_or_obj"), data.shape)
+        if data.ndim == 3 and data.shape[2] == 1 and isinstance(reader, ITKReader) and len(names) == 1:
+            _lone_slice_depth(names[0], meta)
         return compact_integers(data), meta
+
+
+def _lone_slice_depth(name: str, meta: dict) -> None:
+    """A lone DICOM slice's depth from its SliceThickness where it has no SpacingBetweenSlices: ITK takes the depth
+    from SpacingBetweenSlices alone and assumes 1 mm without it (a 5 mm slice's lungs came out 5 times too small in
+    mL). Sets ``meta``'s affines and spacing in place."""
+    if not os.path.isfile(str(name)) or str(name).lower().endswith(_ITK_VOLUMES):
+        return
+    try:
+        ds = read_dicom(name, stop_before_pixels=True)
+        if ds.get("SpacingBetweenSlices") is not None or int(ds.get("NumberOfFrames", 1) or 1) > 1:
+            return
+        depth = float(ds.get("SliceThickness", 0) or 0)
+    except Exception:  # noqa: BLE001  the reader read it; a header it cannot parse keeps ITK's depth
+        return
+    if not np.isfinite(depth) or depth <= 0:
+        return
+    for key in ("affine", "original_affine"):
+        if key in meta:
+            a = np.array(meta[key], dtype=float)
+            a[:3, 2] *= depth / max(float(np.linalg.norm(a[:3, 2])), 1e-12)
+            meta[key] = a
+    if "spacing" in meta:
+        meta["spacing"] = np.asarray([*np.asarray(meta["spacing"], dtype=float)[:2], depth])
 
 
 @contextlib.contextmanager

@@ -130,7 +130,8 @@ def describe_lungs(mask: np.ndarray, ct: np.ndarray, affine: np.ndarray, qc_path
     Returns:
         ``shape``, ``spacing_mm``, ``num_slices``, ``volumes_ml`` (``total_ml``, ``right_ml``, ``left_ml``),
         ``warnings``, ``outputs`` (``qc_png``: axial, coronal and sagittal views in radiological orientation, the
-        same for any storage order) and, with ``second``, ``second_opinion``.
+        same for any storage order), with ``second`` ``second_opinion``, and for a one-slice volume (a lone DICOM
+        slice) ``one_slice_depth_mm``, the depth its mL are counted with (SpacingBetweenSlices, else SliceThickness).
     """
     from fusionlungnet_monai.classical import finite_hu
     from fusionlungnet_monai.outputs.masks import affine_3d
@@ -139,6 +140,7 @@ def describe_lungs(mask: np.ndarray, ct: np.ndarray, affine: np.ndarray, qc_path
     from fusionlungnet_monai.volumes import lung_volumes, right_share_warning
 
     mask, ct = binary_view(mask), np.asarray(ct)  # the CT in its stored type: int16 and float32 alike
+    two_d = mask.ndim == 2  # a picture
     if mask.ndim == 2:  # one slice: a slice axis for the volumes and the picture
         mask, ct = mask[..., None], ct[..., None]
         labels = None if labels is None else labels[..., None]
@@ -148,6 +150,8 @@ def describe_lungs(mask: np.ndarray, ct: np.ndarray, affine: np.ndarray, qc_path
     out: dict = {"shape": list(mask.shape), "spacing_mm": spacing, "num_slices": int(mask.shape[2]),
                  "volumes_ml": {k: (None if v is None else round(v, 1)) for k, v in volumes.items()},
                  "warnings": [], "outputs": {}}
+    if mask.shape[2] == 1 and not two_d:
+        out["one_slice_depth_mm"] = round(spacing[2], 3)  # the mL are the lung area times this depth
     if not spacing_known:
         out["warnings"].append("the file gives no voxel size (NIfTI pixdim 0): 1 mm was assumed, so the volumes in mL "
                                "and the field-of-view padding are not to be trusted")
