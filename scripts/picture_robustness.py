@@ -7,6 +7,7 @@ gamma 0.5 and 2 on the lung window, JPEG quality 30, 8-bit noise (sigma 8 grey l
 inverted and with noise, and a wide window that keeps the scanner's padding, inverted, as JPEG quality 60.
 
 Usage: python scripts/picture_robustness.py [--no-picture-hu]   # --no-picture-hu: pictures scaled /255 (0.3.13)
+       [--model WEIGHTS] [--cases LIDC-IDRI-0003]   # other weights; only the held-out slab (0002 is trained on)
        python scripts/picture_robustness.py --evaluate   # the same pictures and masks as a folder of slice/mask
                                                           # pairs through `python -m monai.bundle run evaluating`
                                                           # (the network alone, at its input grid; six metrics)
@@ -22,6 +23,8 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "tests" / "data" / "lidc_idri_slabs"
+MODEL = ROOT / "bundle" / "models" / "model.pt"
+CASES = ("LIDC-IDRI-0002", "LIDC-IDRI-0003")
 WINDOWS = {"lung": dict(width=1500, level=-600), "inverted": dict(width=1500, level=-600, invert=True),
            "mediastinal": dict(width=400, level=40), "wide": dict(width=4096, level=1024),
            "paper [-1024, 600]": dict(width=1624, level=-212),
@@ -44,16 +47,19 @@ def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--no-picture-hu", action="store_true", help="switch pre#picture_hu off (pictures /255)")
     ap.add_argument("--evaluate", action="store_true", help="score through the bundle's evaluate.json instead")
+    ap.add_argument("--model", default=str(MODEL), help="the weights (default: the shipped ones)")
+    ap.add_argument("--cases", default=",".join(CASES), help="LIDC-IDRI slabs of tests/data (comma-separated)")
     a = ap.parse_args(argv)
+    cases = [c for c in a.cases.split(",") if c]
     if a.evaluate:
-        return evaluate()
-    pr = Predictor(progress=False)
+        return evaluate(a.model, cases)
+    pr = Predictor(model=a.model, progress=False)
     if a.no_picture_hu:
         base = pr._overrides
         pr._overrides = lambda: {**base(), "pre#picture_hu#_disabled_": True}
     rows: dict = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for case in ("LIDC-IDRI-0002", "LIDC-IDRI-0003"):
+        for case in cases:
             ct, sp = load_ct_lps(DATA / case)
             ref = classical_lung_mask(ct, sp) > 0
             for z in (1, ct.shape[2] // 2, ct.shape[2] - 2):
@@ -64,13 +70,14 @@ def main(argv=None) -> dict:
                     m = np.asarray(pr.segment(path)[1]) > 0
                     r = ref[:, :, z]
                     rows.setdefault(name, []).append(float((m & r).sum() / max((m | r).sum(), 1)))
-    print("| window | mean IoU | per slice (0002 z1, z6, z10; 0003 z1, z5, z9) |\n|---|---|---|")
+    print("| window | mean IoU | per slice (" + "; ".join(f"{c[-4:]} z1, middle, last but one" for c in cases)
+          + ") |\n|---|---|---|")
     for name, v in rows.items():
         print(f"| {name} | {np.mean(v):.3f} | {' '.join(f'{x:.2f}' for x in v)} |")
     return rows
 
 
-def pictures(folder: Path) -> dict:
+def pictures(folder: Path, cases=None) -> dict:
     """Write every slice through every window as ``folder/images/<window>__<slice>.png`` with its reference mask
     (0/255) under ``folder/masks``; returns ``{file stem: window}``."""
     from PIL import Image
@@ -82,7 +89,7 @@ def pictures(folder: Path) -> dict:
     for sub in ("images", "masks"):
         (folder / sub).mkdir(parents=True, exist_ok=True)
     stems = {}
-    for case in ("LIDC-IDRI-0002", "LIDC-IDRI-0003"):
+    for case in cases or CASES:
         ct, sp = load_ct_lps(DATA / case)
         ref = classical_lung_mask(ct, sp) > 0
         for z in (1, ct.shape[2] // 2, ct.shape[2] - 2):
@@ -96,9 +103,10 @@ def pictures(folder: Path) -> dict:
     return stems
 
 
-def evaluate() -> dict:
-    """The pictures as a folder of slice/mask pairs through ``python -m monai.bundle run evaluating`` (shipped
-    weights): per window, the mean of the images' IoU, Dice (F1), precision, recall, accuracy and MCC."""
+def evaluate(model=None, cases=None) -> dict:
+    """The pictures as a folder of slice/mask pairs through ``python -m monai.bundle run evaluating`` (``model``,
+    default the shipped weights): per window, the mean of the images' IoU, Dice (F1), precision, recall, accuracy
+    and MCC."""
     import csv
     import json
     import subprocess
@@ -106,12 +114,12 @@ def evaluate() -> dict:
 
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        stems = pictures(folder)
+        stems = pictures(folder, cases)
         items = [{"image": f"images/{s}.png", "label": f"masks/{s}.png"} for s in sorted(stems)]
         (folder / "datalist.json").write_text(json.dumps({"training": items[:1], "validation": items}))
         cmd = [sys.executable, "-m", "monai.bundle", "run", "evaluating", "--config_file",
                "['configs/train.json','configs/evaluate.json']", "--bundle_root", str(ROOT / "bundle"),
-               "--dataset_dir", str(folder), "--eval_ckpt", str(ROOT / "bundle" / "models" / "model.pt"),
+               "--dataset_dir", str(folder), "--eval_ckpt", str(model or MODEL),
                "--output_dir", str(folder / "eval"), "--num_workers", "0", "--progress_bar", "false"]
         subprocess.run(cmd, check=True, cwd=ROOT / "bundle", stdout=subprocess.DEVNULL)
         with open(folder / "eval" / "per_image.csv") as f:

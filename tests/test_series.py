@@ -497,3 +497,24 @@ def test_a_lone_slice_is_as_deep_as_its_slice_thickness():
     assert report["volumes_ml"]["total_ml"] == pytest.approx(round(mask.sum() * 0.820312**2 * 2.5 / 1000, 1), abs=0.1)
     series = LoadCTImage(image_only=True)(str(f.parent))
     assert float(np.linalg.norm(np.asarray(series.affine)[:3, 2])) == pytest.approx(2.5, abs=0.01)  # a series: as before
+
+
+def test_a_slice_under_another_slices_sop_instance_uid_is_kept_and_named(tmp_path):
+    """Real LIDC-IDRI-0002 with slice 5 given slice 4's SOPInstanceUID (a broken export): 0.3.13 dropped it as a
+    duplicate and said only "irregular spacing". Another position is another slice: it is read, and the warning
+    names the cause. A true copy (same position) is still dropped without a word."""
+    folder = tmp_path / "shared_uid"
+    folder.mkdir()
+    files = sorted((DATA / "lidc_idri_slabs" / "LIDC-IDRI-0002").rglob("*.dcm"))
+    sops = [pydicom.dcmread(str(f), stop_before_pixels=True).SOPInstanceUID for f in files]
+    for k, f in enumerate(files):
+        ds = pydicom.dcmread(str(f))
+        if k == 5:
+            ds.SOPInstanceUID = sops[4]
+        ds.save_as(str(folder / f.name))
+    (folder / "copy_of_4.dcm").write_bytes(files[4].read_bytes())
+    info = select_ct_series(folder)
+    assert info.num_slices == len(files) == 12
+    words = [w for w in info.warnings if "share their SOPInstanceUID with another slice" in w]
+    assert len(words) == 1 and files[5].name in words[0] and files[4].name in words[0], info.warnings
+    assert not any("irregular" in w for w in info.warnings), info.warnings

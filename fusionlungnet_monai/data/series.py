@@ -213,7 +213,8 @@ _IDENTITY = {"PatientID": "patients", "StudyInstanceUID": "studies", "FrameOfRef
 
 def _scan_files(folder: Path, files: list[Path]) -> list[SeriesInfo]:
     groups: dict[str, SeriesInfo] = {}
-    seen_sop: set = set()
+    seen_sop: dict = {}  # SOPInstanceUID -> (first file, (series, position))
+    shared_sop: dict = {}  # series -> [(first file, file)]: another slice under a SOPInstanceUID already seen
     n_dicom, no_preamble = 0, []
     for path in files:
         try:
@@ -225,10 +226,15 @@ def _scan_files(folder: Path, files: list[Path]) -> list[SeriesInfo]:
             continue
         n_dicom += 1
         sop = str(ds.get("SOPInstanceUID", "")) or None
+        ori, positions = _plane_geometry(ds)
+        where = (str(ds.get("SeriesInstanceUID", "")), tuple(positions[0]) if positions else None)
         if sop and sop in seen_sop:
-            continue  # byte-identical duplicates and copies of the same instance
+            first, first_where = seen_sop[sop]
+            if first_where == where or where[1] is None:
+                continue  # byte-identical duplicates and copies of the same instance
+            shared_sop.setdefault(where[0], []).append((first, path))  # another slice under the same UID: kept
         if sop:
-            seen_sop.add(sop)
+            seen_sop.setdefault(sop, (path, where))
         uid = str(ds.get("SeriesInstanceUID", ""))
         info = groups.setdefault(uid, SeriesInfo(uid=uid, modality=str(ds.get("Modality", "")),
                                                  image_type="\\".join(ds.get("ImageType", []) or []),
@@ -237,7 +243,6 @@ def _scan_files(folder: Path, files: list[Path]) -> list[SeriesInfo]:
         if sop_class in _NON_IMAGE_SOP or sop_class.startswith("1.2.840.10008.5.1.4.1.1.88"):
             _not_a_ct_volume(info, f"{_NON_IMAGE_SOP.get(sop_class, 'structured report')} object, not an image")
         info.files.append(path)
-        ori, positions = _plane_geometry(ds)
         if len(positions) > 1:  # a multi-frame (enhanced) image: one file holds the whole series
             info.frame_positions = positions
         info.positions.append(positions[0] if positions else None)
@@ -274,6 +279,11 @@ def _scan_files(folder: Path, files: list[Path]) -> list[SeriesInfo]:
             hint = f"; {len(no_preamble)} file(s) such as {no_preamble[0].name} hold a {MetaWithoutPreamble.problem}"
         raise InputError(folder, f"no DICOM files found ({len(files)} file(s) checked){hint}")
     for info in groups.values():
+        if pairs := shared_sop.get(info.uid):
+            info.warnings.append(f"{len(pairs)} file(s) share their SOPInstanceUID with another slice of the series "
+                                 f"(e.g. {pairs[0][1].name} and {pairs[0][0].name}, at other positions): both were "
+                                 "read as slices; the export's UIDs are broken (a DICOM SEG of this series cannot "
+                                 "reference them one to one)")
         if info.no_pixels and not info.rejected:
             info.rejected = ("no image pixels" if len(info.no_pixels) == len(info.files) else
                              f"{len(info.no_pixels)} of {len(info.files)} slices have no pixel data (e.g. "
