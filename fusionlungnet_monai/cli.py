@@ -164,6 +164,14 @@ def _predict_into(args, inp, out, cases, skipped) -> int:
         skipped = skipped if rank == 0 else []
         args.no_progress = True
     formats = {"nifti"} | set(args.format or [])
+    if "dicom-seg" in formats:
+        import importlib.util
+
+        if importlib.util.find_spec("highdicom") is None:  # before the run, not after it
+            from fusionlungnet_monai.data.errors import InputError
+
+            raise InputError(None, "--format dicom-seg needs the highdicom package (pip install highdicom, or "
+                                   "reinstall fusionlungnet-monai, which requires it)")
     with _run_lock(out, args.overwrite, rank, world):
         return _run_cases(args, out, cases, names, skipped, batch, rank, world, formats)
 
@@ -173,18 +181,21 @@ def _run_lock(out, overwrite: bool, rank: int, world: int):
     rank 0 of a distributed run, whose other processes learn whether it was, and refuse with it."""
     import contextlib
 
-    from fusionlungnet_monai.outputs.lock import output_lock
-
-    if world == 1:
-        return output_lock(out, wait=overwrite)
-    import torch.distributed as dist
+    from fusionlungnet_monai.outputs.lock import output_lock, remove_stale_partials
 
     stack, error = contextlib.ExitStack(), None
     if rank == 0:
         try:
             stack.enter_context(output_lock(out, wait=overwrite))
+            remove_stale_partials(out)  # the folder is this run's now: what a killed run left is garbage
         except Exception as e:  # noqa: BLE001  handed to every process below
+            if world == 1:
+                raise
             error = e
+    if world == 1:
+        return stack
+    import torch.distributed as dist
+
     shared = [error]
     dist.broadcast_object_list(shared, src=0)
     if shared[0] is not None:

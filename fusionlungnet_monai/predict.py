@@ -23,6 +23,7 @@ import numpy as np
 
 from fusionlungnet_monai import outputs
 from fusionlungnet_monai.data.checks import IMAGE_SUFFIXES, check_input, check_output_dir, file_stem
+from fusionlungnet_monai.outputs.lock import PARTIAL_PREFIX
 from fusionlungnet_monai.data.errors import InputError, NothingToSegment
 from fusionlungnet_monai.data.readers import archive_kind, quiet_logger, read_dicom
 from fusionlungnet_monai.data.series import is_dicom_file
@@ -478,7 +479,7 @@ class Predictor:
                 if existing and not overwrite:
                     raise InputError(out, f"holds results of an earlier run ({existing[0].name}); "
                                           "pass --overwrite to replace them")
-                stage = Path(tempfile.mkdtemp(prefix=".fusionlungnet-partial-", dir=out))
+                stage = Path(tempfile.mkdtemp(prefix=PARTIAL_PREFIX, dir=out))
                 t1 = time.perf_counter()
                 image, mask, info = self.segment(case, kind)
                 t2 = time.perf_counter()

@@ -370,3 +370,40 @@ def test_a_second_run_into_the_same_output_folder_refuses_or_waits(model, phanto
     assert "ok" in stdout
     assert (out / "lungmask.nii.gz").is_file() and (out / "report.json").is_file()
     assert not (out / "seg.dcm").exists(), "--overwrite replaced what the first run wrote: one consistent set"
+
+
+def test_a_killed_runs_staging_folder_is_swept_and_reports_are_as_readable_as_masks(model, phantom_dir, tmp_path):
+    """SIGKILL during a write left a hidden `.fusionlungnet-partial-*` folder that no later run removed; report.json
+    was written 0600 (mkstemp) while the masks were 0644. The next run into the folder (holding its lock) removes
+    what a killed run staged, and the report gets the masks' mode."""
+    series, out = phantom_dir / "dicom" / "ph000", tmp_path / "o"
+    (out / ".fusionlungnet-partial-k1ll3d").mkdir(parents=True)
+    (out / "case" / ".fusionlungnet-partial-0ld").mkdir(parents=True)
+    old = os.umask(0o022)
+    try:
+        predict(series, out, "--model", model, "--input-size", "64", "--overwrite")
+    finally:
+        os.umask(old)
+    assert not list(out.rglob(".fusionlungnet-partial-*"))
+    mode = lambda name: (out / name).stat().st_mode & 0o777  # noqa: E731
+    assert mode("report.json") == mode("lungmask.nii.gz") == 0o644
+
+
+def test_dicom_seg_without_highdicom_is_refused_before_the_run(phantom_dir, tmp_path, monkeypatch, capsys):
+    """0.3.13 ran the whole case (27 s) and then failed on the missing package, throwing the mask away. highdicom is
+    a core requirement now; where it is missing anyway, the run refuses at once and says how to install it."""
+    import importlib.util
+
+    from fusionlungnet_monai.cli import main
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "highdicom" else real(name, *a))
+    out = tmp_path / "o"
+    t0 = time.perf_counter()
+    assert main(["predict", str(phantom_dir / "dicom" / "ph000"), str(out), "--format", "dicom-seg",
+                 "--no-progress"]) == 2
+    assert time.perf_counter() - t0 < 30
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["error: --format dicom-seg needs the highdicom package (pip install highdicom, or reinstall "
+                   "fusionlungnet-monai, which requires it)"]
+    assert not out.exists()

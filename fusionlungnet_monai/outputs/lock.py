@@ -10,7 +10,10 @@ from typing import Iterator
 
 from fusionlungnet_monai.data.errors import InputError
 
-__all__ = ["output_lock", "BUSY"]
+__all__ = ["output_lock", "remove_stale_partials", "BUSY", "PARTIAL_PREFIX"]
+
+#: the hidden folder a case is staged in before its files are renamed into place (``Predictor.predict``)
+PARTIAL_PREFIX = ".fusionlungnet-partial-"
 
 #: what a second run into a locked output folder says (without --overwrite)
 BUSY = ("another fusionlungnet run is writing to this folder; wait for it to finish, choose another output folder, "
@@ -49,3 +52,20 @@ def output_lock(folder: str | os.PathLike, wait: bool = False) -> Iterator[None]
         yield
     finally:
         os.close(fd)  # closing the last descriptor releases the lock
+
+
+def remove_stale_partials(folder: str | os.PathLike) -> list[Path]:
+    """Remove the staging folders (:data:`PARTIAL_PREFIX`) a killed run (SIGKILL, power loss) left in ``folder`` and
+    in its case folders. Call it holding :func:`output_lock`: no other run is writing there then.
+
+    Returns:
+        the folders removed.
+    """
+    import shutil
+
+    folder = Path(folder)
+    found = [p for pattern in (f"{PARTIAL_PREFIX}*", f"*/{PARTIAL_PREFIX}*") for p in folder.glob(pattern)
+             if p.is_dir() and not p.is_symlink()]
+    for p in found:
+        shutil.rmtree(p, ignore_errors=True)
+    return found

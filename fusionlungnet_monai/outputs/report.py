@@ -191,6 +191,9 @@ def write_json(obj: dict, path: str | os.PathLike) -> str:
     try:
         with os.fdopen(fd, "w") as f:
             json.dump(obj, f, indent=1)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 would make the report private while the masks are not
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
