@@ -205,3 +205,33 @@ def test_a_python_caller_keeps_its_exception_hook():
     hook = sys.excepthook
     report_input_errors()  # what the configs' initialize runs; pytest is not `python -m monai.bundle`
     assert sys.excepthook is hook
+
+
+@pytest.mark.slow
+def test_bundle_reports_the_warnings_the_cli_reports(phantom_dir, tmp_path):
+    """The bundle was silent on NaN voxels (its HU copy is made finite before the report) and logged a series'
+    warnings without putting them in report.json; the CLI reported both. Now the bundle's report has them too."""
+    import json
+
+    import nibabel as nib
+
+    img = nib.load(str(phantom_dir / "nifti" / "ph000_image.nii.gz"))
+    data = np.asarray(img.dataobj).astype(np.float32)
+    data[40:50, 40:50, 3] = np.nan
+    nan = tmp_path / "in" / "nan.nii.gz"
+    nan.parent.mkdir()
+    nib.save(nib.Nifti1Image(data, img.affine), str(nan))
+    study = tmp_path / "study"
+    files = _ct_series(phantom_dir, study)
+    uid = pydicom.uid.generate_uid()
+    for k, f in enumerate(files[:6]):  # a second, shorter reconstruction of the same study
+        ds = pydicom.dcmread(str(f))
+        ds.SeriesInstanceUID, ds.SOPInstanceUID = uid, pydicom.uid.generate_uid()
+        ds.save_as(str(study / f"second_{k}.dcm"))
+    for path, words in ((nan, "100 voxels are NaN"), (study, "the folder holds 2 usable CT series")):
+        out = tmp_path / f"out_{path.stem}"
+        r = _run("--config_file", "configs/inference.json", "--input", str(path), "--output_dir", str(out),
+                 "--ckpt_path", str(BUNDLE / "models" / "model.pt"))
+        assert r.returncode == 0, r.stderr[-3000:]
+        report = json.loads(next(out.rglob("*_report.json")).read_text())
+        assert sum(words in w for w in report["warnings"]) == 1, report["warnings"]

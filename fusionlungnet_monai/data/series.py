@@ -417,8 +417,9 @@ def _validate(info: SeriesInfo) -> None:
                                  "constant spacing, so positions along z are approximate")
 
 
-def select_ct_series(folder: str | os.PathLike, series_uid: str | None = None) -> SeriesInfo:
-    """Pick the axial CT series of ``folder`` (or the one with ``series_uid``); logs what was found and picked.
+def select_ct_series(folder: str | os.PathLike, series_uid: str | None = None, quiet: bool = False) -> SeriesInfo:
+    """Pick the axial CT series of ``folder`` (or the one with ``series_uid``); logs what was found and picked, and
+    warns with its warnings, unless ``quiet`` (a second look at a folder already picked from).
 
     Raises:
         InputError: when no usable series is there, or ``series_uid`` is not found / not usable.
@@ -446,6 +447,8 @@ def select_ct_series(folder: str | os.PathLike, series_uid: str | None = None) -
                                    "most slices, then ORIGINAL before DERIVED, then the thinnest); --series-uid picks "
                                    "another: "
                                    + ", ".join(name(s) for s in others[:5]) + (" ..." if len(others) > 5 else ""))
+    if quiet:
+        return picked
     logger.info("%s: %d series found (%s); picked %s", folder, len(series), report, picked.uid or "<empty UID>")
     for w in picked.warnings:
         warnings.warn(f"{folder}: series {picked.uid or '<empty UID>'}: {w}", stacklevel=2)

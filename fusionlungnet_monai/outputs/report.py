@@ -113,7 +113,8 @@ def second_opinion(mask: np.ndarray, ct: np.ndarray, spacing: Sequence[float],
 
 
 def describe_lungs(mask: np.ndarray, ct: np.ndarray, affine: np.ndarray, qc_path: str | os.PathLike | None = None,
-                   labels: np.ndarray | None = None, second: bool = True, spacing_known: bool = True) -> dict:
+                   labels: np.ndarray | None = None, second: bool = True, spacing_known: bool = True,
+                   nonfinite: Sequence[int] = (0, 0)) -> dict:
     """The lung part of a case's report, for a mask on its CT's grid (the CLI's ``report.json`` and the bundle's
     ``post#report``).
 
@@ -126,6 +127,8 @@ def describe_lungs(mask: np.ndarray, ct: np.ndarray, affine: np.ndarray, qc_path
         labels: the mask's right/left label map when the caller made one (else the volumes split it here).
         second: run the classical second opinion (its Dice and "check this case" warning; cyan in the picture).
         spacing_known: ``False`` when the file gave no voxel size and 1 mm was assumed (a warning says so).
+        nonfinite: NaN and infinite voxel counts of the input when ``ct`` is a finite copy of it
+            (:data:`~fusionlungnet_monai.transforms.array.NONFINITE_META`); a float ``ct`` is counted itself.
 
     Returns:
         ``shape``, ``spacing_mm``, ``num_slices``, ``volumes_ml`` (``total_ml``, ``right_ml``, ``left_ml``),
@@ -155,15 +158,17 @@ def describe_lungs(mask: np.ndarray, ct: np.ndarray, affine: np.ndarray, qc_path
     if not spacing_known:
         out["warnings"].append("the file gives no voxel size (NIfTI pixdim 0): 1 mm was assumed, so the volumes in mL "
                                "and the field-of-view padding are not to be trusted")
+    nan, inf = (int(n) for n in nonfinite)
     if ct.dtype.kind == "f" and not np.isfinite(ct).all():  # one pass over the volume when it is finite
         nan, inf = int(np.isnan(ct).sum()), int(np.isinf(ct).sum())
+        ct = finite_hu(ct)
+    if nan or inf:
         if nan:
             out["warnings"].append(f"{nan} voxels are NaN (not a number) in the input; they were read as air "
                                    "(-1024 HU), which may add holes or lung where they lie")
         if inf:
             out["warnings"].append(f"{inf} voxels are infinite in the input; they were read as the brightest or "
                                    "darkest value of the network's HU window")
-        ct = finite_hu(ct)
     out["warnings"] += sanity_warnings(mask, ct, affine, out["volumes_ml"]["total_ml"])
     if mask.shape[2] > 1 and (split := right_share_warning(volumes["right_ml"], volumes["left_ml"])):
         out["warnings"].append(split)

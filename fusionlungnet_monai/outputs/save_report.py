@@ -6,6 +6,7 @@ import logging
 import os
 from typing import Hashable, Mapping
 
+import numpy as np
 from monai.config import KeysCollection
 from monai.data import FolderLayout
 from monai.transforms import MapTransform
@@ -49,6 +50,8 @@ class SaveLungReportd(MapTransform):
 
     def __call__(self, data: Mapping[Hashable, object]) -> dict:
         from fusionlungnet_monai.data.readers import SPACING_UNKNOWN
+        from fusionlungnet_monai.data.series import select_ct_series
+        from fusionlungnet_monai.transforms.array import NONFINITE_META
         from fusionlungnet_monai.version import __version__
 
         d = dict(data)
@@ -58,8 +61,15 @@ class SaveLungReportd(MapTransform):
             m, ct = convert_to_numpy(mask)[0], convert_to_numpy(hu)[0]  # channel first; views of CPU tensors
             qc = str(self.layouts["qc"].filename(subject=name)) if self.qc else None
             unknown = any(getattr(t, "meta", {}).get(SPACING_UNKNOWN) for t in (mask, hu))
+            nonfinite = getattr(hu, "meta", {}).get(NONFINITE_META) or (0, 0)
             lungs = describe_lungs(m, ct.reshape(m.shape), convert_to_numpy(mask.affine), qc,
-                                   second=self.second_opinion, spacing_known=not unknown)
+                                   second=self.second_opinion, spacing_known=not unknown,
+                                   nonfinite=[int(n) for n in np.ravel(np.asarray(convert_to_numpy(nonfinite), float))[:2]])
+            if os.path.isdir(name):  # the series' own warnings (several series, irregular spacing ...), as the CLI's
+                picked, uid = select_ct_series(name, quiet=True), getattr(hu, "meta", {}).get("0020|000e")
+                if uid and str(uid) != picked.uid:  # the config's series_uid picked another one
+                    picked = select_ct_series(name, str(uid), quiet=True)
+                lungs["warnings"] = picked.warnings + lungs["warnings"]
             path = write_json({"input": name, "version": __version__, **lungs},
                               self.layouts["report"].filename(subject=name))
             v = lungs["volumes_ml"]

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from monai.config import NdarrayOrTensor
+from monai.data import MetaTensor
 from monai.transforms import InvertibleTransform, KeepLargestConnectedComponent, MedianSmooth, Pad, SqueezeDim, Transform
 from monai.utils import TransformBackends, convert_to_dst_type, convert_to_numpy, convert_to_tensor
 from scipy import ndimage
@@ -857,20 +858,30 @@ class FillMaskHoles(Transform):
         return replace_in_box(img, box, (sub | holes).reshape(mask[box].shape))
 
 
+#: meta key of :func:`compact_hu`'s output: ``[NaN count, infinite count]`` of the input it made finite
+NONFINITE_META = "fln_nonfinite"
+
+
 def compact_hu(img: NdarrayOrTensor) -> NdarrayOrTensor:
     """A CT in HU as ``int16`` (rounded, clipped to the int16 range, NaN as -1024 HU): half the memory of float32, a
     quarter of int64, exact for the integer HU that scanners store. Volumes are converted 16 slices at a time (no
     float temporary of the whole volume). An image that is already ``int16`` or 8-bit (``uint8``) is not copied: the
     result shares its voxels (with its own meta), so nothing may change the input in place afterwards (no step of the
     bundle's preprocessing does: its first intensity step works on its own float32 copy). The output type follows the
-    input; MetaTensor meta is kept."""
+    input; MetaTensor meta is kept, with :data:`NONFINITE_META` where NaN or inf voxels were made finite."""
     t = convert_to_tensor(img, track_meta=False)
     if t.dtype in (torch.uint8, torch.int16):
         return convert_to_dst_type(t, img)[0]
     out = torch.empty(t.shape, dtype=torch.int16, device=t.device)
+    nan = inf = 0
     for idx in _slab_index(t):
         part = t[idx]
         if part.is_floating_point():
+            if not bool(torch.isfinite(part).all()):
+                nan, inf = nan + int(torch.isnan(part).sum()), inf + int(torch.isinf(part).sum())
             part = torch.nan_to_num(part, nan=-1024.0).round()
         out[idx].copy_(part.clamp(-32768, 32767).to(torch.int16))
-    return convert_to_dst_type(out, img, dtype=torch.int16)[0]
+    out = convert_to_dst_type(out, img, dtype=torch.int16)[0]
+    if (nan or inf) and isinstance(out, MetaTensor):  # the report's NaN/inf warning (the copy is finite)
+        out.meta[NONFINITE_META] = [nan, inf]
+    return out
