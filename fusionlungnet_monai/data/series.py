@@ -580,7 +580,7 @@ class CTSeriesReader(ImageReader):
                             meta[tag] = value
                     images.append(image)
                 else:
-                    if not name.lower().endswith(_ITK_VOLUMES):
+                    if not name.lower().endswith(_ITK_VOLUMES) and is_dicom_file(name):
                         multiframe_info(name)  # a DICOM file: a lone slice or a series in one file, by the series' rules
                     image = reader.read(name, **kwargs)  # a vector image would reach the network as channels
                     check_grey_slice_size(name, components=image.GetNumberOfComponentsPerPixel())
