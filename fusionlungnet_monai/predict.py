@@ -23,10 +23,10 @@ import numpy as np
 
 from fusionlungnet_monai import outputs
 from fusionlungnet_monai.data.checks import IMAGE_SUFFIXES, check_input, check_output_dir, file_stem
-from fusionlungnet_monai.outputs.lock import PARTIAL_PREFIX
 from fusionlungnet_monai.data.errors import InputError, NothingToSegment
 from fusionlungnet_monai.data.readers import archive_kind, quiet_logger, read_dicom
 from fusionlungnet_monai.data.series import is_dicom_file
+from fusionlungnet_monai.outputs.lock import PARTIAL_PREFIX
 from fusionlungnet_monai.networks.fusionlungnet import ENCODER_STRIDE
 from fusionlungnet_monai.outputs import PLAUSIBLE_LUNG_ML, SECOND_OPINION_DICE
 from fusionlungnet_monai.transforms.picture import PICTURE_META, POLARITIES

@@ -226,8 +226,9 @@ def _scan_files(folder: Path, files: list[Path]) -> list[SeriesInfo]:
             continue
         n_dicom += 1
         sop = str(ds.get("SOPInstanceUID", "")) or None
+        uid = str(ds.get("SeriesInstanceUID", ""))
         ori, positions = _plane_geometry(ds)
-        where = (str(ds.get("SeriesInstanceUID", "")), tuple(positions[0]) if positions else None)
+        where = (uid, tuple(positions[0]) if positions else None)
         if sop and sop in seen_sop:
             first, first_where = seen_sop[sop]
             if first_where == where or where[1] is None:
@@ -235,7 +236,6 @@ def _scan_files(folder: Path, files: list[Path]) -> list[SeriesInfo]:
             shared_sop.setdefault(where[0], []).append((first, path))  # another slice under the same UID: kept
         if sop:
             seen_sop.setdefault(sop, (path, where))
-        uid = str(ds.get("SeriesInstanceUID", ""))
         info = groups.setdefault(uid, SeriesInfo(uid=uid, modality=str(ds.get("Modality", "")),
                                                  image_type="\\".join(ds.get("ImageType", []) or []),
                                                  description=str(ds.get("SeriesDescription", ""))))
@@ -607,7 +607,7 @@ def _lone_slice_depth(name: str, meta: dict) -> None:
         return
     try:
         ds = read_dicom(name, stop_before_pixels=True)
-        if ds.get("SpacingBetweenSlices") is not None or int(ds.get("NumberOfFrames", 1) or 1) > 1:
+        if ds.get("SpacingBetweenSlices") is not None:
             return
         depth = float(ds.get("SliceThickness", 0) or 0)
     except Exception:  # noqa: BLE001  the reader read it; a header it cannot parse keeps ITK's depth

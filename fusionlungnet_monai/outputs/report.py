@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
+import secrets
 from pathlib import Path
 from typing import Sequence
 
@@ -144,7 +144,7 @@ def describe_lungs(mask: np.ndarray, ct: np.ndarray, affine: np.ndarray, qc_path
 
     mask, ct = binary_view(mask), np.asarray(ct)  # the CT in its stored type: int16 and float32 alike
     two_d = mask.ndim == 2  # a picture
-    if mask.ndim == 2:  # one slice: a slice axis for the volumes and the picture
+    if two_d:  # one slice: a slice axis for the volumes and the picture
         mask, ct = mask[..., None], ct[..., None]
         labels = None if labels is None else labels[..., None]
     affine = affine_3d(np.asarray(affine))
@@ -192,13 +192,12 @@ def write_json(obj: dict, path: str | os.PathLike) -> str:
         the written path.
     """
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}-", suffix=".json", dir=path.parent)
+    tmp = path.parent / f".{path.stem}-{secrets.token_hex(6)}.json"
+    # created like any other file (mode 0666 less the umask, as the masks are): mkstemp's 0600 made reports private
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         with os.fdopen(fd, "w") as f:
             json.dump(obj, f, indent=1)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 would make the report private while the masks are not
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

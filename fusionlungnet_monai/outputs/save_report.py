@@ -61,10 +61,10 @@ class SaveLungReportd(MapTransform):
             m, ct = convert_to_numpy(mask)[0], convert_to_numpy(hu)[0]  # channel first; views of CPU tensors
             qc = str(self.layouts["qc"].filename(subject=name)) if self.qc else None
             unknown = any(getattr(t, "meta", {}).get(SPACING_UNKNOWN) for t in (mask, hu))
-            nonfinite = getattr(hu, "meta", {}).get(NONFINITE_META) or (0, 0)
+            nonfinite = np.ravel(np.asarray(convert_to_numpy(getattr(hu, "meta", {}).get(NONFINITE_META) or (0, 0)),
+                                            dtype=np.int64))[:2]  # [NaN, inf] of the input, collated or not
             lungs = describe_lungs(m, ct.reshape(m.shape), convert_to_numpy(mask.affine), qc,
-                                   second=self.second_opinion, spacing_known=not unknown,
-                                   nonfinite=[int(n) for n in np.ravel(np.asarray(convert_to_numpy(nonfinite), float))[:2]])
+                                   second=self.second_opinion, spacing_known=not unknown, nonfinite=nonfinite)
             if os.path.isdir(name):  # the series' own warnings (several series, irregular spacing ...), as the CLI's
                 picked, uid = select_ct_series(name, quiet=True), getattr(hu, "meta", {}).get("0020|000e")
                 if uid and str(uid) != picked.uid:  # the config's series_uid picked another one
