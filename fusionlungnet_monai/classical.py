@@ -27,10 +27,9 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-from fusionlungnet_monai.transforms.array import (
-    AIR_HU,
-    LUNG_HU_THRESHOLD,
-    bounding_box,
+from fusionlungnet_monai.utils.geometry import bounding_box
+from fusionlungnet_monai.utils.hu import AIR_HU, LUNG_HU_THRESHOLD
+from fusionlungnet_monai.utils.masks import (
     fill_holes_2d,
     in_plane_structure,
     label_components,

@@ -3,9 +3,25 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import importlib.util
+import json
+import logging
+import os
+import signal
 import sys
+from pathlib import Path
 from typing import Sequence
 
+import torch
+import torch.distributed as dist
+
+from fusionlungnet_monai.data.checks import check_output_dir
+from fusionlungnet_monai.data.errors import InputError
+from fusionlungnet_monai.outputs import write_json
+from fusionlungnet_monai.outputs.lock import output_lock, remove_stale_partials
+from fusionlungnet_monai.phantom import write_phantom_case
+from fusionlungnet_monai.predict import CaseResult, Predictor, case_name, list_cases
 from fusionlungnet_monai.version import __version__
 
 __all__ = ["main", "build_parser"]
@@ -43,7 +59,6 @@ def _case_prefix(text: str) -> str:
 
 
 def _cmd_phantom(args: argparse.Namespace) -> int:
-    from fusionlungnet_monai.phantom import write_phantom_case
 
     for i in range(args.cases):
         case_id = f"{args.prefix}{i:03d}"
@@ -64,9 +79,6 @@ def _cmd_phantom(args: argparse.Namespace) -> int:
 
 def _earlier_result(case, case_out: Path):
     """The result of an earlier run of ``case`` in ``case_out`` (its readable ``report.json``), or ``None``."""
-    import json
-
-    from fusionlungnet_monai.predict import CaseResult
 
     try:
         report = json.loads((case_out / "report.json").read_text())
@@ -76,7 +88,6 @@ def _earlier_result(case, case_out: Path):
 
 
 def _write_summary(out: Path, results: list, skipped: list, interrupted: bool) -> Path:
-    from fusionlungnet_monai.outputs import write_json
 
     out.mkdir(parents=True, exist_ok=True)
     summary = {"cases": len(results), "ok": sum(r.ok for r in results), "failed": sum(not r.ok for r in results),
@@ -92,17 +103,13 @@ def _write_summary(out: Path, results: list, skipped: list, interrupted: bool) -
 def _init_distributed(args: argparse.Namespace) -> tuple[int, int]:
     """Under ``torchrun`` with ``--distributed``: join the process group (NCCL on GPUs, gloo on CPU) and pick this
     process's GPU. Returns ``(rank, world_size)``; ``(0, 1)`` otherwise."""
-    import os
 
     if not getattr(args, "distributed", False):
         return 0, 1
-    from fusionlungnet_monai.data.errors import InputError
 
     if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
         raise InputError(None, "--distributed needs torchrun (torchrun --nproc_per_node N -m fusionlungnet_monai "
                                "predict ... --distributed)")
-    import torch
-    import torch.distributed as dist
 
     cuda = args.device.startswith("cuda")
     if not dist.is_initialized():
@@ -116,7 +123,6 @@ def _init_distributed(args: argparse.Namespace) -> tuple[int, int]:
 
 def _gather(results: list, interrupted: bool, n_cases: int) -> tuple[list, bool, int]:
     """All processes' results, in case order, with the run's interrupted flag and case count."""
-    import torch.distributed as dist
 
     parts: list = [None] * dist.get_world_size()
     dist.all_gather_object(parts, (results, interrupted, n_cases))
@@ -128,14 +134,10 @@ def _gather(results: list, interrupted: bool, n_cases: int) -> tuple[list, bool,
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
-    from pathlib import Path
 
-    from fusionlungnet_monai.data.checks import check_output_dir
-    from fusionlungnet_monai.predict import list_cases
 
     inp, out = Path(args.input), Path(args.output)
     if args.skip_existing and args.overwrite:
-        from fusionlungnet_monai.data.errors import InputError
 
         raise InputError(None, "--skip-existing and --overwrite exclude each other")
     skipped: list = []
@@ -151,7 +153,6 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
 def _predict_into(args, inp, out, cases, skipped) -> int:
     """:func:`_cmd_predict` once the cases are listed and the output folder exists."""
-    from fusionlungnet_monai.predict import case_name
 
     batch = len(cases) > 1 or inp.resolve() != cases[0].resolve()
     names = [case_name(c) for c in cases]
@@ -165,10 +166,8 @@ def _predict_into(args, inp, out, cases, skipped) -> int:
         args.no_progress = True
     formats = {"nifti"} | set(args.format or [])
     if "dicom-seg" in formats:
-        import importlib.util
 
         if importlib.util.find_spec("highdicom") is None:  # before the run, not after it
-            from fusionlungnet_monai.data.errors import InputError
 
             raise InputError(None, "--format dicom-seg needs the highdicom package (pip install highdicom, or "
                                    "reinstall fusionlungnet-monai, which requires it)")
@@ -179,9 +178,6 @@ def _predict_into(args, inp, out, cases, skipped) -> int:
 def _run_lock(out, overwrite: bool, rank: int, world: int):
     """The output folder's lock for this run (:func:`~fusionlungnet_monai.outputs.lock.output_lock`): taken by
     rank 0 of a distributed run, whose other processes learn whether it was, and refuse with it."""
-    import contextlib
-
-    from fusionlungnet_monai.outputs.lock import output_lock, remove_stale_partials
 
     stack, error = contextlib.ExitStack(), None
     if rank == 0:
@@ -194,7 +190,6 @@ def _run_lock(out, overwrite: bool, rank: int, world: int):
             error = e
     if world == 1:
         return stack
-    import torch.distributed as dist
 
     shared = [error]
     dist.broadcast_object_list(shared, src=0)
@@ -206,9 +201,6 @@ def _run_lock(out, overwrite: bool, rank: int, world: int):
 def _run_cases(args, out, cases, names, skipped, batch, rank, world, formats) -> int:
     """Segment ``cases`` into ``out`` (the output folder locked), print each result, write the batch summary;
     returns the exit code."""
-    from pathlib import Path
-
-    from fusionlungnet_monai.predict import CaseResult, Predictor
 
     for p, why in skipped:
         print(f"skipped {p}: {why}", file=sys.stderr)
@@ -235,7 +227,9 @@ def _run_cases(args, out, cases, names, skipped, batch, rank, world, formats) ->
                 try:
                     res = predictor.predict(case, case_out, overwrite=args.overwrite)
                 except KeyboardInterrupt:
-                    results.append(CaseResult(input=str(case), error=f"{case}: interrupted"))
+                    done = predictor.last_done  # interrupted as predict returned: its files are all in place
+                    finished = done is not None and done.input == str(case)
+                    results.append(done if finished else CaseResult(input=str(case), error=f"{case}: interrupted"))
                     raise
                 results.append(res)
                 if res.ok:
@@ -366,10 +360,6 @@ def _sigterm_as_interrupt(signum, frame):  # SIGTERM ends the run like Ctrl-C: c
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the process exit code (0 ok, 1 some cases failed, 2 usage/input error, 130 interrupted)."""
-    import logging
-    import signal
-
-    from fusionlungnet_monai.data.errors import InputError
 
     parser = build_parser()
     args = parser.parse_args(argv)

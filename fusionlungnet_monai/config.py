@@ -10,13 +10,15 @@ run with a one-line error for anything else.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any, Sequence
 
 import torch
 
 from fusionlungnet_monai.data.errors import InputError
+from fusionlungnet_monai.networks.fusionlungnet import ENCODER_STRIDE
 
-__all__ = ["as_bool", "amp_dtype", "default_amp_dtype", "check_training_settings", "check_checkpoint"]
+__all__ = ["as_bool", "amp_dtype", "default_amp_dtype", "check_training_settings", "check_checkpoint", "check_weights"]
 
 _TRUE = {"true", "1", "yes", "on", "y", "t"}
 _FALSE = {"false", "0", "no", "off", "n", "f", "none", "null", ""}
@@ -100,8 +102,6 @@ def check_training_settings(max_epochs: Any, batch_size: Any, val_batch_size: An
     _whole("num_workers", num_workers, 0)
     if isinstance(learning_rate, bool) or not isinstance(learning_rate, (int, float)) or not learning_rate > 0:
         raise InputError("learning_rate", f"expected a positive number, got {learning_rate!r}")
-    from fusionlungnet_monai.networks.fusionlungnet import ENCODER_STRIDE
-
     size = list(spatial_size) if isinstance(spatial_size, Sequence) and not isinstance(spatial_size, str) else None
     if size is None or len(size) != 2:
         raise InputError("spatial_size", f"expected two sizes, e.g. [160, 160], got {spatial_size!r}")
@@ -127,11 +127,24 @@ def check_checkpoint(path: str | os.PathLike, option: str = "ckpt_path") -> str:
     Raises:
         InputError: naming the file.
     """
-    from pathlib import Path
-
-    from fusionlungnet_monai.predict import check_weights
-
     if not os.path.isfile(path):
         raise InputError(path, f"no weights file here: train first, or give --{option} PATH")
     check_weights(Path(path))
     return str(path)
+
+
+def check_weights(path: Path) -> None:
+    """A FusionLungNet state dict (plain, or a checkpoint holding one under ``"model"``).
+
+    Raises:
+        InputError: when the file is not a PyTorch checkpoint or holds another network's weights.
+    """
+    try:  # memory-mapped: only the keys are looked at here; the workflow loads the tensors once, later
+        sd = torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
+    except Exception as e:
+        raise InputError(path, f"not a PyTorch weights file ({type(e).__name__})") from None
+    if isinstance(sd, dict) and isinstance(sd.get("model"), dict):
+        sd = sd["model"]
+    if not isinstance(sd, dict) or not any(str(k).startswith("encoder.conv1") for k in sd) or \
+            not any(str(k).startswith(("caa.", "fuse2.")) for k in sd):
+        raise InputError(path, "does not hold FusionLungNet weights (a state dict with encoder/caa/fuse keys)")

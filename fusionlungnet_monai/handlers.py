@@ -14,6 +14,8 @@ import torch
 from ignite.handlers.checkpoint import BaseSaveHandler
 from monai.handlers import CheckpointSaver
 
+from fusionlungnet_monai.data.errors import find_input_error
+
 if TYPE_CHECKING:
     from ignite.engine import Engine
 
@@ -367,7 +369,6 @@ class InputErrorHandler:
         engine.add_event_handler(Events.EXCEPTION_RAISED, self)
 
     def __call__(self, engine: Engine, e: Exception) -> None:
-        from fusionlungnet_monai.data.errors import find_input_error
 
         err = find_input_error(e)
         if err is not None:

@@ -15,12 +15,12 @@ from __future__ import annotations
 from typing import Any, Callable, Sequence
 
 import torch
-from monai.handlers import IgniteMetricHandler
+from monai.handlers import IgniteMetricHandler, from_engine
 from monai.metrics import CumulativeIterationMetric, get_confusion_matrix
 from monai.metrics.confusion_matrix import compute_confusion_matrix_metric
 
 __all__ = ["METRIC_NAMES", "BinarySegmentationMetric", "SegmentationMetricHandler", "metrics_from_confusion",
-           "compute_segmentation_metrics"]
+           "compute_segmentation_metrics", "metric_handlers"]
 
 #: our metric names -> MONAI confusion-matrix metric names
 METRIC_NAMES = {
@@ -105,6 +105,32 @@ class SegmentationMetricHandler(IgniteMetricHandler):
                  output_transform: Callable = lambda x: x, save_details: bool = True) -> None:
         super().__init__(metric_fn=BinarySegmentationMetric(metric_name, aggregation),
                          output_transform=output_transform, save_details=save_details)
+
+
+def metric_handlers(names: Sequence[str] | None = None, exclude: Sequence[str] = (), aggregation: str = "mean",
+                    pred_key: str = "pred", label_key: str = "label") -> dict[str, SegmentationMetricHandler]:
+    """The metric handlers of a training's validation or an evaluation, by the names MONAI's workflows log them
+    under: ``val_<name>``, ``val_<name>_global`` for the ``"global"`` aggregation.
+
+    Args:
+        names: metric names (default: all six of :data:`METRIC_NAMES`, in the paper's order).
+        exclude: names to leave out (e.g. the key metric, given on its own).
+        aggregation: ``"mean"`` or ``"global"``.
+        pred_key, label_key: where the prediction and the reference mask are in the engine's output.
+
+    Returns:
+        ``{handler name: SegmentationMetricHandler}``, for ``key_val_metric`` or ``additional_metrics``.
+
+    Raises:
+        ValueError: for an unknown metric name.
+    """
+    chosen = [n for n in (METRIC_NAMES if names is None else names) if n not in exclude]
+    unknown = sorted(set(chosen) - set(METRIC_NAMES))
+    if unknown:
+        raise ValueError(f"unknown metrics {unknown}; choose from {', '.join(METRIC_NAMES)}.")
+    suffix = "" if aggregation == "mean" else f"_{aggregation}"
+    return {f"val_{n}{suffix}": SegmentationMetricHandler(n, aggregation, from_engine([pred_key, label_key]))
+            for n in chosen}
 
 
 def compute_segmentation_metrics(y_pred: torch.Tensor | Sequence[torch.Tensor], y: torch.Tensor | Sequence[torch.Tensor],

@@ -12,9 +12,11 @@ import json
 import logging
 import os
 import shutil
+import signal
 import tempfile
 import time
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -22,16 +24,29 @@ from typing import Sequence
 import numpy as np
 
 from fusionlungnet_monai import outputs
+from fusionlungnet_monai.config import as_bool, check_weights
 from fusionlungnet_monai.data.checks import IMAGE_SUFFIXES, check_input, check_output_dir, file_stem
 from fusionlungnet_monai.data.errors import InputError, NothingToSegment
-from fusionlungnet_monai.data.readers import archive_kind, quiet_logger, read_dicom
-from fusionlungnet_monai.data.series import is_dicom_file
-from fusionlungnet_monai.outputs.lock import PARTIAL_PREFIX
+from fusionlungnet_monai.data.readers import SPACING_UNKNOWN, archive_kind, quiet_logger, read_dicom
+from fusionlungnet_monai.data.series import (
+    LoadCTImage,
+    SeriesInfo,
+    is_dicom_file,
+    multiframe_info,
+    preload_itk,
+    select_ct_series,
+)
 from fusionlungnet_monai.networks.fusionlungnet import ENCODER_STRIDE
 from fusionlungnet_monai.outputs import PLAUSIBLE_LUNG_ML, SECOND_OPINION_DICE
-from fusionlungnet_monai.transforms.picture import PICTURE_META, POLARITIES
+from fusionlungnet_monai.outputs.lock import PARTIAL_PREFIX
+from fusionlungnet_monai.transforms import CTIntensityNormalize, PictureToHU
+from fusionlungnet_monai.transforms.pre.picture import POLARITIES
+from fusionlungnet_monai.utils.geometry import bounding_box, head_foot_axis
+from fusionlungnet_monai.utils.hu import PICTURE_META
+from fusionlungnet_monai.utils.masks import binary_view
 from fusionlungnet_monai.version import __version__
-from fusionlungnet_monai.workflow import find_bundle, infer_tensors
+from fusionlungnet_monai.volumes import split_left_right
+from fusionlungnet_monai.workflow import find_bundle, infer_tensors, load_inference_workflow
 
 __all__ = ["Predictor", "CaseResult", "case_name", "list_cases", "check_device", "check_weights", "fast_size",
            "PLAUSIBLE_LUNG_ML", "RESULT_FILES", "SECOND_OPINION_DICE"]
@@ -67,25 +82,6 @@ def check_device(device: str) -> None:
         raise InputError(None, f"--device {device}: only {torch.cuda.device_count()} CUDA device(s)")
 
 
-def check_weights(path: Path) -> None:
-    """A FusionLungNet state dict (plain, or a checkpoint holding one under ``"model"``).
-
-    Raises:
-        InputError: when the file is not a PyTorch checkpoint or holds another network's weights.
-    """
-    import torch
-
-    try:  # memory-mapped: only the keys are looked at here; the workflow loads the tensors once, later
-        sd = torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
-    except Exception as e:
-        raise InputError(path, f"not a PyTorch weights file ({type(e).__name__})") from None
-    if isinstance(sd, dict) and isinstance(sd.get("model"), dict):
-        sd = sd["model"]
-    if not isinstance(sd, dict) or not any(str(k).startswith("encoder.conv1") for k in sd) or \
-            not any(str(k).startswith(("caa.", "fuse2.")) for k in sd):
-        raise InputError(path, "does not hold FusionLungNet weights (a state dict with encoder/caa/fuse keys)")
-
-
 def fast_size(bundle_dir: str | os.PathLike) -> int:
     """The fast profile's network input size: ``FAST_SCALE`` of the bundle's ``spatial_size`` (its larger side),
     rounded to a multiple of 32 (the network downsamples by 32), at least 32."""
@@ -110,6 +106,27 @@ def release_freed_memory() -> None:
             ctypes.CDLL("libc.so.6").malloc_trim(0)
         except (OSError, AttributeError):  # not glibc (musl ...)
             pass
+
+
+@contextmanager
+def _signals_held():
+    """SIGINT and SIGTERM held back while the block runs and raised again, to their own handlers, when it ends (in
+    the main thread; elsewhere, where Python cannot change handlers, a no-op). A thread's signal mask would not do:
+    the kernel hands a process's signal to any thread that does not block it (torch's, ITK's)."""
+    caught: list = []
+    try:
+        previous = {s: signal.signal(s, lambda signum, frame: caught.append(signum))
+                    for s in (signal.SIGINT, signal.SIGTERM)}
+    except ValueError:  # not the main thread
+        previous = None
+    try:
+        yield
+    finally:
+        if previous is not None:
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+            for s in dict.fromkeys(caught):
+                signal.raise_signal(s)
 
 
 def _binary_pred(pred):
@@ -230,7 +247,7 @@ class CaseResult:
 
 
 def _estimated_from_peaks(image) -> bool:
-    """Whether ``pre#picture_hu`` found the picture's air and soft-tissue peaks (the HU steps then run on it)."""
+    """Whether the preprocessing's ``picture_hu`` step found the picture's air and soft-tissue peaks (the HU steps then run on it)."""
     estimate = image.meta.get(PICTURE_META)
     return bool(estimate) and json.loads(estimate).get("method") == "peaks"
 
@@ -301,6 +318,9 @@ class Predictor:
         self.network_size = int(input_size) if input_size else (fast_size(self.bundle) if fast else None)
         self._workflows: dict = {}
         self._volume_steps = None
+        #: the last case whose files were all moved into place (``None`` before the first): a caller interrupted while
+        #: ``predict`` returned can tell a finished case from an interrupted one
+        self.last_done: CaseResult | None = None
 
     def close(self) -> None:
         """Release the workflows (network, checkpoint)."""
@@ -316,11 +336,9 @@ class Predictor:
         """The bundle's inference ``ConfigWorkflow`` for ``"volume"`` kinds or ``"picture"`` (built once)."""
         key = "picture" if kind == "picture" else "volume"
         if key not in self._workflows:
-            from fusionlungnet_monai.workflow import load_inference_workflow
 
             overrides = self._overrides()
             if key == "volume":
-                from fusionlungnet_monai.data.series import preload_itk
 
                 overrides.update({f"post#{k}#_disabled_": True for k in VOLUME_STEPS})  # run on the stitched mask
                 preload_itk()  # ITK's readers load on first use: here, not in the first case
@@ -332,20 +350,20 @@ class Predictor:
 
     def _overrides(self) -> dict:
         overrides = {"ckpt_path": str(self.model), "device": f"$torch.device('{self.device}')",
-                     "sw_batch_size": self.batch_size, "series_uid": self.series_uid, "input": []}
+                     "sw_batch_size": self.batch_size, "series_uid": self.series_uid, "input": [],
+                     "check_weights": None}  # checked once, in __init__
         if not self.refine:
             overrides["refine_boundary"] = False
         if not self.remove_airways:
             overrides["remove_airways"] = False
         if self.picture_polarity != "auto":
-            overrides["picture_polarity"] = self.picture_polarity
+            overrides["preprocessing#picture_polarity"] = self.picture_polarity
         if self.network_size:
             overrides["spatial_size"] = [self.network_size] * 2
         return overrides
 
     def _switch(self, name: str, kind: str = "volume") -> bool:
         """A boolean config id of the workflow for ``kind`` as configured (``refine_boundary``, ``remove_airways``)."""
-        from fusionlungnet_monai.config import as_bool
 
         return as_bool(self.workflow(kind).parser.get_parsed_content(name), name)
 
@@ -368,7 +386,6 @@ class Predictor:
         import torch
         from monai.data import MetaTensor
 
-        from fusionlungnet_monai.transforms.array import bounding_box, head_foot_axis
 
         wf, affine = self.workflow("volume"), image.affine
         mask = torch.zeros(tuple(image.shape), dtype=torch.uint8)
@@ -422,7 +439,6 @@ class Predictor:
         """
         from monai.data import MetaTensor
 
-        from fusionlungnet_monai.data.series import LoadCTImage, SeriesInfo, multiframe_info, select_ct_series
 
         case = Path(case)
         kind = kind or check_input(case, self.series_uid)
@@ -430,7 +446,7 @@ class Predictor:
             image = LoadCTImage(series_uid=self.series_uid, image_only=True)(str(case))
             pred = infer_tensors(self.workflow(kind), [image])[0]["pred"]
             mask = _binary_pred(pred)
-            image.meta[PICTURE_META] = pred.meta.get(PICTURE_META)  # how pre#picture_hu read it as HU
+            image.meta[PICTURE_META] = pred.meta.get(PICTURE_META)  # how the picture_hu step read it as HU
         else:
             image = self._read_ct(case)
             mask = self._infer_volume(image)
@@ -451,7 +467,6 @@ class Predictor:
 
     def _read_ct(self, case: Path):
         """A CT read once, in its stored type (``LoadCTImage(dtype="compact")``: int16 is half of float32)."""
-        from fusionlungnet_monai.data.series import LoadCTImage
 
         image = LoadCTImage(series_uid=self.series_uid, image_only=True, dtype="compact")(str(case))
         release_freed_memory()  # the reader's buffers
@@ -468,6 +483,7 @@ class Predictor:
         """
         case = Path(case)
         res = CaseResult(input=str(case))
+        self.last_done = None
         t0 = time.perf_counter()
         stage = None
         try:
@@ -489,17 +505,20 @@ class Predictor:
                                    "total": round(time.perf_counter() - t0, 3)}
             report["outputs"] = {k: str(out / Path(v).name) for k, v in report["outputs"].items()}
             outputs.write_json(report, stage / "report.json")
-            for old in existing:  # --overwrite: nothing of the earlier run survives next to the new files
-                old.unlink()
-            for f in sorted(stage.iterdir()):
-                os.replace(f, out / f.name)
-            res.ok, res.report = True, report
+            with _signals_held():  # the files and the result together: an interrupt lands before or after both
+                for old in existing:  # --overwrite: nothing of the earlier run survives next to the new files
+                    old.unlink()
+                for f in sorted(stage.iterdir()):
+                    os.replace(f, out / f.name)
+                res.ok, res.report = True, report
+                self.last_done = res
         except NothingToSegment as e:
             res.error, res.nothing_to_segment, res.input_error = str(e), e.problem, True
         except InputError as e:
             res.error, res.input_error = str(e), True
         except KeyboardInterrupt:
-            res.error = f"{case}: interrupted"
+            if not res.ok:  # else the interrupt came as the finished case returned: its files are all in place
+                res.error = f"{case}: interrupted"
             raise
         except Exception as e:  # an unexpected failure in one case must not stop a batch
             logger.debug("case %s failed", case, exc_info=True)
@@ -511,9 +530,6 @@ class Predictor:
 
     def _finish(self, case: Path, info, image, mask, out: Path) -> dict:
         """Write the case's outputs into ``out`` and return its report (see :mod:`fusionlungnet_monai.outputs`)."""
-        from fusionlungnet_monai.data.readers import SPACING_UNKNOWN
-        from fusionlungnet_monai.transforms.array import binary_view
-        from fusionlungnet_monai.volumes import split_left_right
 
         kind = info.kind
         report: dict = {"input": str(case), "kind": kind, "version": __version__, "model": str(self.model),
@@ -525,10 +541,11 @@ class Predictor:
                         "outputs": {}, "warnings": []}
         mask = binary_view(mask)
         if kind == "picture":
-            from fusionlungnet_monai.transforms import CTIntensityNormalize, PictureToHU
 
             report["outputs"]["mask_png"] = outputs.write_mask_png(mask, out / "lungmask.png")
             pic = np.asarray(image, dtype=np.float32)
+            if colour := outputs.colour_warning(pic):
+                report["warnings"].append(colour)
             if pic.ndim == 3:  # RGB(A) -> grey, the luma the network's preprocessing uses
                 pic = pic[..., :3] @ np.asarray(CTIntensityNormalize.LUMA, dtype=np.float32)
             report.update({"shape": list(mask.shape), "lung_pixels": int(mask.sum())})
@@ -539,7 +556,7 @@ class Predictor:
             if not mask.any():
                 report["warnings"].append("empty mask: no lung found")
             second = None
-            if report["picture_window"]:  # the picture's estimated HU, read as pre#picture_hu read it
+            if report["picture_window"]:  # the picture's estimated HU, read as the picture_hu step read it
                 est = report["picture_window"]
                 hu = PictureToHU("inverted" if est["inverted"] else "normal", only_pictures=False)(pic[None])[0]
                 report["second_opinion"], second, warn = outputs.picture_second_opinion(

@@ -6,6 +6,9 @@ from typing import Sequence
 
 import numpy as np
 
+from fusionlungnet_monai.utils.geometry import bounding_box, head_foot_axis
+from fusionlungnet_monai.utils.masks import binary_view, label_components
+
 __all__ = ["split_left_right", "lung_volumes", "right_share_warning", "voxel_volume_ml", "shear_degrees",
            "RIGHT_LABEL", "LEFT_LABEL", "PLAUSIBLE_RIGHT_SHARE", "MAX_SHEAR_DEG"]
 
@@ -23,7 +26,6 @@ def _split_by_midline(m: np.ndarray, affine: np.ndarray, ct: np.ndarray) -> np.n
     -500 HU) splits it; a 3D piece of the mask with more than :data:`ONE_SIDE` of its voxels on one side is all on
     that side (the right lung's recess behind the oesophagus crosses the midline), a piece across it (lungs that
     touch) is split at the midline voxel by voxel."""
-    from fusionlungnet_monai.transforms.array import head_foot_axis, label_components
 
     out = np.zeros(m.shape, dtype=np.uint8)
     hf = head_foot_axis(affine) if m.ndim == 3 else None
@@ -101,7 +103,6 @@ def split_left_right(mask: np.ndarray, affine: np.ndarray, ct: np.ndarray | None
     Returns:
         uint8 label array of the same shape.
     """
-    from fusionlungnet_monai.transforms.array import binary_view, bounding_box, label_components
 
     m = binary_view(mask)
     out = np.zeros(m.shape, dtype=np.uint8)

@@ -45,7 +45,7 @@ def main(argv=None) -> dict:
     from fusionlungnet_monai.transforms import render_window
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--no-picture-hu", action="store_true", help="switch pre#picture_hu off (pictures /255)")
+    ap.add_argument("--no-picture-hu", action="store_true", help="switch the preprocessing's picture_hu step off (pictures /255)")
     ap.add_argument("--evaluate", action="store_true", help="score through the bundle's evaluate.json instead")
     ap.add_argument("--model", default=str(MODEL), help="the weights (default: the shipped ones)")
     ap.add_argument("--cases", default=",".join(CASES), help="LIDC-IDRI slabs of tests/data (comma-separated)")
@@ -56,7 +56,7 @@ def main(argv=None) -> dict:
     pr = Predictor(model=a.model, progress=False)
     if a.no_picture_hu:
         base = pr._overrides
-        pr._overrides = lambda: {**base(), "pre#picture_hu#_disabled_": True}
+        pr._overrides = lambda: {**base(), "preprocessing#disabled": ["picture_hu"]}
     rows: dict = {}
     with tempfile.TemporaryDirectory() as tmp:
         for case in cases:

@@ -79,6 +79,35 @@ def test_expert_masks_of_real_crops_are_kept():
         assert (_run(ct, m) & m).sum() == m.sum(), image
 
 
+@pytest.mark.parametrize("variant", ["emphysema", "sharp_kernel", "low_dose"])
+def test_dark_or_sharpened_lung_cut_by_a_crop_is_kept_room_air_goes(variant):
+    """The elastix crop (lung edge to edge) as ``scripts/robustness.py`` re-makes it: emphysematous (lung median
+    about -950 HU), under a sharp kernel, at low dose. With -950 HU as the rule's air (0.3.14 before this fix) the
+    lung cut by the crop's edges read as room air: 47 % of the expert mask was cleared under emphysema (14 % under
+    the sharp kernel), and the shipped pipeline's IoU fell to 0.49 (sharp kernel 0.84). Now every lung voxel stays,
+    and the room air around a whole-chest slice (LIDC-IDRI-0003, same variant) still goes."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parents[1] / "scripts"))
+    from robustness import variant as remake
+
+    from fusionlungnet_monai.classical import classical_lung_mask
+    from fusionlungnet_monai.data import load_ct_lps
+
+    ct, sp = load_ct_lps(DATA / "elastix_lung_small/3DCT_lung_baseline_small.mha")
+    ref = load_ct_lps(DATA / "elastix_lung_small/3DCT_lung_baseline_small_mask.mha")[0] > 0
+    ct, ref, _ = remake(variant, ct, ref, sp)
+    kept = (_run(ct.astype(np.float32), ref) & ref).sum() / ref.sum()
+    assert kept > 0.999, kept
+    ct, sp = load_ct_lps(DATA / "lidc_idri_slabs" / "LIDC-IDRI-0003")
+    lung = classical_lung_mask(ct, sp) > 0
+    ct, lung, _ = remake(variant, ct, lung, sp)
+    air = (ct < -900) & ~lung
+    out = _run(ct.astype(np.float32), lung | air)
+    assert (out & lung).sum() / lung.sum() > 0.999
+    assert (out & air).sum() < 0.2 * air.sum(), (out & air).sum() / air.sum()
+
+
 def test_any_storage_order_and_inputs_not_in_hu(lidc):
     """A volume stored as coronal slices gives the same voxels as stored axially; a picture scaled 0-255 (no HU)
     and the dictionary version's missing HU key behave as the other HU steps do."""

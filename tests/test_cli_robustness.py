@@ -245,6 +245,34 @@ def test_sigterm_ends_a_batch_cleanly_with_exit_130(model, phantom_dir, tmp_path
     assert not list(tmpdir.iterdir()), "the run's temporary folder is removed"
 
 
+def test_an_interrupt_as_a_case_lands_counts_that_case_done(model, phantom_dir, tmp_path, monkeypatch):
+    """SIGTERM the moment a case's last file is moved into place (the window the batch test above hit now and then):
+    the case's files are all there, so the summary counts it done; the run still ends with 130 and nothing else is
+    written. Before, the summary called that complete case interrupted."""
+    from fusionlungnet_monai.cli import main
+
+    cases = tmp_path / "two"
+    cases.mkdir()
+    for i in range(2):
+        shutil.copy(phantom_dir / "nifti" / "ph000_image.nii.gz", cases / f"c{i}.nii.gz")
+    real = os.replace
+
+    def replace(src, dst):
+        real(src, dst)
+        if Path(dst).name == "report.json" and Path(dst).parent.name == "c0":  # into place, not into staging
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    monkeypatch.setattr(os, "replace", replace)
+    out = tmp_path / "out"
+    rc = main(["predict", str(cases), str(out), "--model", str(model), "--input-size", "64", "--no-progress",
+               "--bundle", str(BUNDLE)])
+    assert rc == 130
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["interrupted"] is True and summary["ok"] == 1, summary
+    assert {x.name for x in (out / "c0").iterdir()} == {"lungmask.nii.gz", "qc.png", "report.json"}
+    assert not (out / "c1").exists() or not any((out / "c1").iterdir())
+
+
 def test_two_inputs_with_one_stem_never_share_an_output_folder(model, phantom_dir, tmp_path):
     cases = tmp_path / "same_stem"
     cases.mkdir()
@@ -264,7 +292,7 @@ def test_disk_full_while_writing_leaves_nothing_half_written(model, phantom_dir,
     one line, the earlier results stay as they were, and no partial file or staging folder remains."""
     import errno
 
-    from fusionlungnet_monai.outputs import qc
+    from fusionlungnet_monai.outputs import report
     from fusionlungnet_monai.predict import Predictor
 
     series, out = phantom_dir / "dicom" / "ph000", tmp_path / "o"
@@ -275,7 +303,7 @@ def test_disk_full_while_writing_leaves_nothing_half_written(model, phantom_dir,
         def full(*a, **k):
             raise OSError(errno.ENOSPC, "No space left on device", str(out / "qc.png"))
 
-        monkeypatch.setattr(qc, "qc_overlay", full)  # the writer the report calls (outputs.describe_lungs)
+        monkeypatch.setattr(report, "qc_overlay", full)  # the writer the report calls (outputs.describe_lungs)
         res = p.predict(series, out, overwrite=True)
     assert not res.ok and "No space left on device" in res.error and "\n" not in res.error
     assert {f.name: f.read_bytes() for f in out.iterdir()} == before, "earlier results untouched, nothing added"

@@ -16,6 +16,7 @@ from fusionlungnet_monai.data import (
     image_size,
     make_datalist,
     pair_images_and_masks,
+    select_ct_series,
 )
 
 DATA = Path(__file__).parent / "data"
@@ -192,7 +193,7 @@ def test_an_archive_is_named_as_one(tmp_path):
 
 def test_rgb_masks_with_equal_channels_and_jpg_masks_train_as_grey(tmp_path):
     """Published slice data sets store masks as RGB PNGs with three equal channels, or as JPG (0/255 with JPEG
-    noise): the training chain's first steps (train.json's pre#load, check_pair, channel_first, binarize_label)
+    noise): the training chain's first steps (the preprocessing's load, check_pair, channel_first, binarize_label)
     give the same 0/1 label as from the grey PNG; a mask whose channels differ is refused in one line."""
     from monai.transforms import EnsureChannelFirstd
     from PIL import Image
@@ -260,3 +261,35 @@ def test_links_to_folders_never_leave_the_input_nor_visit_a_folder_twice(tmp_pat
     skipped = []
     assert list_cases(series, skipped) == [series]
     assert [(p.name, why) for p, why in skipped] == [("loop", "a link back to the input folder: not followed")]
+
+
+def test_files_beside_a_series_that_are_not_read_are_named(tmp_path):
+    """A folder with real LIDC-IDRI-0003 slices, an empty .dcm, a broken NIfTI and an empty PNG: 0.3.13 segmented
+    the series and named none of the others. Now the case's report (CLI and bundle: one scan) names each of them once;
+    with a truncated slice too, the series is refused, and the error names the truncated slice and the others."""
+    import json
+    import shutil
+
+    from fusionlungnet_monai.cli import main
+
+    folder = tmp_path / "series"
+    folder.mkdir()
+    slices = sorted((DATA / "lidc_idri_slabs" / "LIDC-IDRI-0003").rglob("*.dcm"))
+    for f in slices[:4]:
+        shutil.copy(f, folder / f.name)
+    (folder / "empty.dcm").write_bytes(b"")
+    (folder / "broken.nii.gz").write_bytes(b"\x1f\x8b not a volume")
+    (folder / "empty.png").write_bytes(b"")
+    (folder / ".DS_Store").write_bytes(b"hidden: not named")
+    assert main(["predict", str(folder), str(tmp_path / "out"), "--no-progress"]) == 0
+    warnings = json.loads((tmp_path / "out" / "report.json").read_text())["warnings"]
+    named = [w for w in warnings if "not DICOM slices and were not read" in w]
+    assert len(named) == 1 and "3 file(s)" in named[0], warnings
+    for name, why in (("empty.dcm", "empty file"), ("broken.nii.gz", "an image file, not DICOM"),
+                      ("empty.png", "empty file")):
+        assert f"{name} ({why}" in named[0]
+    assert ".DS_Store" not in named[0]
+    (folder / "truncated.dcm").write_bytes(slices[6].read_bytes()[:-5000])
+    with pytest.raises(InputError) as e:
+        select_ct_series(folder)
+    assert "truncated.dcm" in str(e.value) and "broken.nii.gz" in str(e.value) and "\n" not in str(e.value)

@@ -8,7 +8,7 @@ import pytest
 import torch
 from monai.bundle import ConfigParser
 from monai.data import MetaTensor
-from monai.transforms import Compose, Invertd
+from monai.transforms import Compose, Invertd, Resized
 
 from conftest import BUNDLE
 from fusionlungnet_monai.transforms import SlabwiseInvertd
@@ -17,7 +17,7 @@ from fusionlungnet_monai.transforms import SlabwiseInvertd
 def _parser(**over) -> ConfigParser:
     p = ConfigParser()
     p.read_config(str(BUNDLE / "configs" / "inference.json"))
-    p.update({"bundle_root": str(BUNDLE), "spatial_size": [32, 32], "min_fov_mm": 60, **over})
+    p.update({"bundle_root": str(BUNDLE), "spatial_size": [32, 32], "preprocessing#min_fov_mm": 60, **over})
     return p
 
 
@@ -111,7 +111,7 @@ def test_slabwise_invert_inverts_at_once_what_it_cannot_cut():
                           nearest_interp=False)
     assert torch.equal(one(dict(d))["pred"], _whole(pre, post, d))
 
-    unoriented = _parser(**{"pre#orient#_disabled_": True})
+    unoriented = _parser(**{"preprocessing#disabled": ["orient"]})
     pre_u = unoriented.get_parsed_content("preprocessing")
     for storage, slabs in (("LPI", 5), ("coronal, flipped", 1)):  # network slices axial or not (no reorientation)
         d = _with_pred(pre_u, _stored(_chest(), *STORAGE[storage]))
@@ -121,8 +121,8 @@ def test_slabwise_invert_inverts_at_once_what_it_cannot_cut():
         assert len(calls) == slabs and torch.equal(got, _whole(pre_u, post, d))
         np.testing.assert_allclose(np.asarray(got.affine), np.asarray(d["image_hu"].affine), atol=1e-6)
 
-    z_resized = _parser(**{"pre#resize#spatial_size": [32, 32, 20]})
-    pre_z = z_resized.get_parsed_content("preprocessing")
+    pre_z = Compose([Resized("image", spatial_size=[32, 32, 20], mode="bilinear") if isinstance(t, Resized) else t
+                     for t in pre.transforms])
     d = _with_pred(pre_z, _stored(_chest()))
     got = SlabwiseInvertd("pred", pre_z, orig_keys="image", slab_transforms=post, slab_keys=["image_hu"],
                           slab_slices=8, nearest_interp=False)(dict(d))["pred"]

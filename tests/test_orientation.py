@@ -101,22 +101,25 @@ def test_inference_config_reorients_before_the_network():
 
     p = ConfigParser()
     p.read_config(str(BUNDLE / "configs" / "inference.json"))
-    names = [s.split("#")[-1] for s in p["preprocessing"]["transforms"].split("[", 2)[2].split("]")[0]
-             .replace("@pre#", "").split(", ")]
-    assert names.index("orient") < names.index("resize") and p["orientation"] == "LPS"
+    p["bundle_root"] = str(BUNDLE)
+    pre = p.get_parsed_content("preprocessing")
+    names = list(pre.named)
+    assert names.index("orient") < names.index("resize")
+    assert pre.named["orient"].ornt_transform.axcodes == "LPS"
 
 
-def test_train_and_inference_share_the_deterministic_preprocessing():
-    """The chain (field-of-view padding, then the paper's intensity, resize, median, dynamic threshold, artifact removal) is the same in training
-    and inference: same transforms, same parameters, artifact threshold given once in HU."""
+def test_train_evaluate_and_inference_take_one_preprocessing():
+    """The chain (field-of-view padding, then the paper's intensity, resize, median, dynamic threshold, artifact
+    removal) is the same in training, evaluation, volume training and inference: same transforms, same parameters,
+    artifact threshold given once in HU; a setting changed by id changes every one of them."""
     from monai.bundle import ConfigParser
 
-    def chain(files, key):
+    def chain(files, key, **over):
         p = ConfigParser()
         p.read_config([str(BUNDLE / "configs" / f) for f in files])
-        p["bundle_root"] = str(BUNDLE)
+        p.update({"bundle_root": str(BUNDLE), **over})
         out = []
-        for t in p.get_parsed_content(key).transforms if key.endswith("preprocessing") else p.get_parsed_content(key):
+        for t in p.get_parsed_content(key).transforms:
             name = type(t).__name__
             if name == "FieldOfViewPadd":
                 out.append((name, (t.padder.min_fov, t.padder.square, t.padder.cut_fill_hu)))
@@ -133,13 +136,18 @@ def test_train_and_inference_share_the_deterministic_preprocessing():
                 out.append((name, round(float(t.remover.threshold), 6)))
         return out
 
-    train = chain(["train.json"], "train#deterministic_transforms")
     infer = chain(["inference.json"], "preprocessing")
-    assert [n for n, _ in train] == [n for n, _ in infer] == ["FieldOfViewPadd", "CTIntensityNormalized", "Resized",
-                                                            "MedianFilterd", "DynamicThresholdd", "ArtifactRemovald"]
-    assert train == infer
-    volumes = chain(["train.json", "train_volumes.json"], "validate#preprocessing")
-    assert volumes == infer
+    assert [n for n, _ in infer] == ["FieldOfViewPadd", "CTIntensityNormalized", "Resized", "MedianFilterd",
+                                     "DynamicThresholdd", "ArtifactRemovald"]
+    assert dict(infer)["ArtifactRemovald"] == round((-537 + 1024) / 1624, 6)
+    assert chain(["train.json"], "validate#preprocessing") == infer
+    assert chain(["train.json"], "train#preprocessing") == infer  # its augmentation aside
+    assert chain(["train.json", "evaluate.json"], "validate#preprocessing") == infer
+    assert chain(["train.json", "train_volumes.json"], "validate#preprocessing") == infer
+    assert chain(["inference.json", "inference_2d.json"], "preprocessing") == infer
+    changed = {"preprocessing#alpha": 1.5, "preprocessing#median_radius": 2}
+    assert chain(["train.json"], "validate#preprocessing", **changed) == chain(["inference.json"], "preprocessing",
+                                                                               **changed) != infer
 
 
 # storage with the axes permuted: (stored axis order of the LPS array, name); the slices of a series are the last axis
@@ -155,7 +163,7 @@ def test_coronal_and_sagittal_storage_gives_the_axial_mask(kind, tmp_path):
 
     from fusionlungnet_monai.phantom import make_chest_phantom
     from fusionlungnet_monai.predict import Predictor
-    from fusionlungnet_monai.transforms.array import head_foot_axis
+    from fusionlungnet_monai.utils import head_foot_axis
 
     ph = make_chest_phantom(3, num_slices=40, size=96)
     aff = ph.affine_lps

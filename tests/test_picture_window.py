@@ -175,7 +175,7 @@ def test_training_chain_renders_pictures_between_hu_and_network_steps(real_slice
 def test_hu_steps_trust_peak_estimates_only(real_slices):
     """The HU post-processing (``is_hu_image``: refinement) runs on a picture mapped from its air and tissue peaks,
     not on one whose window the percentile fallback guessed (a picture without the two peaks)."""
-    from fusionlungnet_monai.transforms.array import is_hu_image
+    from fusionlungnet_monai.utils import is_hu_image
 
     pic = MetaTensor(torch.as_tensor(render_window(real_slices[0], 1500, -600)[None]),
                      meta={"filename_or_obj": "slice.png"})
@@ -231,3 +231,64 @@ def test_predict_says_check_this_case_on_a_picture_segmented_wrong(real_slices, 
     right = Predictor(progress=False).predict(path, tmp_path / "right")
     assert not any(w.startswith("check this case") for w in right.report["warnings"]), right.report["warnings"]
     assert right.report["second_opinion"]["dice_with_classical"] > 0.95
+
+
+def test_palette_pictures_are_read_by_their_colours(real_slices, tmp_path):
+    """A real slice saved as a 64-colour grey palette PNG gives the mask of its grey twin (0.3.13 read the palette
+    indices as grey: an empty mask); a palette PNG with a transparent colour is refused in one line, as RGBA with
+    transparency is; a label mask stored with a few coloured palette entries is still read by its indices."""
+    from PIL import Image
+
+    from fusionlungnet_monai.data import InputError, LoadCTImage
+    from fusionlungnet_monai.predict import Predictor
+
+    grey = Image.fromarray(np.ascontiguousarray(render_window(real_slices[1], **WINDOWS["lung"]).T))
+    palette = grey.quantize(64)
+    assert palette.mode == "P" and len(palette.getcolors()) <= 64
+    grey.save(tmp_path / "grey.png")
+    palette.save(tmp_path / "palette.png")
+    with Predictor(progress=False) as p:
+        masks = {}
+        for name in ("grey", "palette"):
+            res = p.predict(tmp_path / f"{name}.png", tmp_path / name)
+            assert res.ok, res.error
+            masks[name] = np.asarray(Image.open(tmp_path / name / "lungmask.png")) > 0
+    a, b = masks["grey"], masks["palette"]
+    assert a.sum() > 1000 and 2 * (a & b).sum() / (a.sum() + b.sum()) > 0.98
+
+    see_through = palette.copy()
+    see_through.info["transparency"] = 0
+    see_through.save(tmp_path / "transparent.png", transparency=0)
+    with pytest.raises(InputError, match="transparency not supported"):
+        LoadCTImage(image_only=True)(str(tmp_path / "transparent.png"))
+    res = Predictor(progress=False).predict(tmp_path / "transparent.png", tmp_path / "t")
+    assert not res.ok and "transparency not supported" in res.error
+
+    labels = Image.fromarray((np.asarray(grey) < 60).astype(np.uint8), mode="L").convert("P")
+    labels.putpalette([0, 0, 0, 255, 0, 0] + [0] * 762)  # index 1 shown red: a label mask
+    labels.save(tmp_path / "labels.png")
+    read = np.asarray(LoadCTImage(image_only=True)(str(tmp_path / "labels.png")))
+    assert set(np.unique(read).tolist()) == {0, 1}
+
+
+def test_photos_are_said_not_to_look_like_ct(real_slices, tmp_path):
+    """Photos (scikit-image's, shipped with it: no download) come out with a "check this case" warning or an empty
+    mask, never as a plain result (0.3.13: a photo came out 44 % lung without a word); a colour photo is named as
+    one. A real slice exported grey, as RGB, or as a JPEG is not."""
+    import skimage.data
+    from PIL import Image
+
+    from fusionlungnet_monai.predict import Predictor
+
+    grey = np.ascontiguousarray(render_window(real_slices[1], **WINDOWS["lung"]).T)
+    Image.fromarray(grey).convert("RGB").save(tmp_path / "ct_rgb.jpg", quality=85)
+    with Predictor(progress=False) as p:
+        ct = p.predict(tmp_path / "ct_rgb.jpg", tmp_path / "ct")
+        assert ct.ok and not any(w.startswith("check this case") for w in ct.report["warnings"]), ct.report["warnings"]
+        for name in ("astronaut", "coffee", "chelsea", "camera", "rocket"):
+            photo = getattr(skimage.data, name)()
+            Image.fromarray(photo).save(tmp_path / f"{name}.png")
+            res = p.predict(tmp_path / f"{name}.png", tmp_path / name)
+            warnings = res.report["warnings"]
+            assert res.ok and any(w.startswith(("check this case", "empty mask")) for w in warnings), (name, warnings)
+            assert any("a colour picture" in w for w in warnings) == (photo.ndim == 3), (name, warnings)

@@ -147,6 +147,22 @@ def test_segment_in_memory_scans_the_series_once(model, phantom_dir, tmp_path, m
         assert pinfo.kind == "picture" and pinfo.files == [png] and pmask.ndim == 2
 
 
+def test_the_weights_are_checked_once_per_predict(model, phantom_dir, tmp_path, monkeypatch):
+    """``fusionlungnet predict`` checks its weights file once (``Predictor``); the bundle workflow it runs does not
+    check them again (its ``check_weights`` is switched off), it only loads them."""
+    from fusionlungnet_monai import config
+    from fusionlungnet_monai import predict as predict_mod
+
+    checked = []
+    real = config.check_weights
+    for mod in (config, predict_mod):
+        monkeypatch.setattr(mod, "check_weights", lambda path: checked.append(str(path)) or real(path))
+    with predict_mod.Predictor(bundle_dir=str(BUNDLE), model=str(model), input_size=64, progress=False) as p:
+        assert p.predict(phantom_dir / "dicom" / "ph001", tmp_path / "out").ok
+        assert p.predict(phantom_dir / "dicom" / "ph000", tmp_path / "out2").ok
+    assert checked == [str(model)], checked
+
+
 def test_slabs_give_the_whole_volume_mask(model, phantom_dir, tmp_path):
     """Volumes go through the bundle's workflow in slabs; the stitched mask with the 3D steps run once equals the
     bundle's own whole-volume result (``infer_tensors`` with its full post-processing), for any slab size, up to

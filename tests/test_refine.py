@@ -9,7 +9,7 @@ from scipy import ndimage
 
 from conftest import BUNDLE
 from fusionlungnet_monai.classical import dice_score
-from fusionlungnet_monai.transforms.array import LUNG_HU_THRESHOLD
+from fusionlungnet_monai.utils import LUNG_HU_THRESHOLD
 from fusionlungnet_monai.transforms import HUBoundaryRefine, HUBoundaryRefined, KeepHUd, compact_hu, median3x3_below
 
 
@@ -135,7 +135,7 @@ def test_inference_config_refines_between_invert_and_threshold():
         assert names(parsed(files, "post#invert", **over).slab_transforms) == ["AsDiscreted"]
     assert "KeepHUd" not in names(parsed(["inference.json", "inference_2d.json"], "preprocessing", refine_boundary=False,
                                          body_mask=False).transforms)  # nothing left that needs HU
-    # pictures: the HU copy is taken after pre#picture_hu mapped the picture to HU, and the refinement runs on it
+    # pictures: the HU copy is taken after the picture_hu step mapped the picture to HU, and the refinement runs on it
     pre_2d = names(parsed(["inference.json", "inference_2d.json"], "preprocessing").transforms)
     assert pre_2d.index("PictureToHUd") < pre_2d.index("KeepHUd") < pre_2d.index("CTIntensityNormalized")
     assert names(parsed(["inference.json", "inference_2d.json"], "post#invert").slab_transforms) == [

@@ -107,7 +107,7 @@ def test_reader_keeps_integer_ct_as_int16_in_xyz_order():
     same values; integers beyond int16, floats and 8-bit pictures pass unchanged; the plane-wise copy gives either
     memory order."""
     from fusionlungnet_monai.data.series import compact_integers
-    from fusionlungnet_monai.transforms.array import planewise_copy
+    from fusionlungnet_monai.utils import planewise_copy
 
     zyx = np.random.default_rng(0).integers(-3024, 3071, (5, 7, 9)).astype(np.int32)
     xyz = zyx.transpose(2, 1, 0)
@@ -518,3 +518,34 @@ def test_a_slice_under_another_slices_sop_instance_uid_is_kept_and_named(tmp_pat
     words = [w for w in info.warnings if "share their SOPInstanceUID with another slice" in w]
     assert len(words) == 1 and files[5].name in words[0] and files[4].name in words[0], info.warnings
     assert not any("irregular" in w for w in info.warnings), info.warnings
+
+
+def test_a_slice_of_another_pixel_spacing_rejects_the_series_and_coarse_slices_are_said(tmp_path):
+    """Real LIDC-IDRI-0002 with one slice's PixelSpacing changed (0.682 -> 0.8 mm: ITK gave every slice the first
+    one's, without a word in 0.3.13) is refused in one line naming both spacings and a file; the same series with
+    its slices 100 mm apart (6,608 mL without a warning in the probe) gets a warning that the spacing is suspect,
+    in the report of the CLI and of the bundle (one rule: ``describe_lungs``)."""
+    from fusionlungnet_monai.data import LoadCTImage, check_input
+    from fusionlungnet_monai.outputs import describe_lungs
+
+    files = sorted((DATA / "lidc_idri_slabs" / "LIDC-IDRI-0002").rglob("*.dcm"))
+    odd = tmp_path / "odd_spacing"
+    odd.mkdir()
+    for k, f in enumerate(files):
+        ds = pydicom.dcmread(str(f))
+        if k == 7:
+            ds.PixelSpacing = [0.8, 0.8]
+        ds.save_as(str(odd / f.name))
+    for read in (check_input, lambda p: LoadCTImage(image_only=True)(str(p))):
+        with pytest.raises(InputError, match=r"slices of different PixelSpacing 0\.682x0\.682 mm .*, 0\.8x0\.8 mm "
+                                             rf"\({re.escape(files[7].name)}\)") as e:
+            read(odd)
+        assert "\n" not in str(e.value)
+    img = LoadCTImage(image_only=True)(str(files[0].parent))
+    mask = np.asarray(img) < -400
+    for gap, said in ((1.25, False), (100.0, True)):
+        affine = np.asarray(img.affine).copy()
+        affine[:3, 2] *= gap / np.linalg.norm(affine[:3, 2])
+        report = describe_lungs(mask, np.asarray(img), affine, second=False)
+        assert any(f"slices {gap:.1f} mm apart" in w for w in report["warnings"]) == said, report["warnings"]
+        assert not any("pixels of" in w for w in report["warnings"])

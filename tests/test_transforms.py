@@ -149,7 +149,8 @@ def test_dynamic_threshold_cuda_matches_cpu():
 def test_stacked_hole_filling_equals_per_slice_scipy():
     from scipy import ndimage
 
-    from fusionlungnet_monai.transforms.array import _box_mean, fill_holes_2d
+    from fusionlungnet_monai.transforms.pre.array import _box_mean
+    from fusionlungnet_monai.utils import fill_holes_2d
 
     rng = np.random.default_rng(3)
     masks = rng.random((6, 40, 33)) > 0.55
@@ -281,7 +282,7 @@ def test_field_of_view_padd_leaves_no_label_where_it_fills_tissue():
 
 
 def test_bounding_box_grows_by_the_margin_within_the_array_and_is_none_when_empty():
-    from fusionlungnet_monai.transforms.array import bounding_box
+    from fusionlungnet_monai.utils import bounding_box
 
     m = np.zeros((6, 7, 5), dtype=np.uint8)
     m[0, 2:4, 3] = 1

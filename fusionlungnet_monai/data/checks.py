@@ -13,12 +13,13 @@ from monai.data import MetaTensor
 from monai.transforms import MapTransform
 
 from fusionlungnet_monai.data.errors import InputError
-from fusionlungnet_monai.data.readers import (MetaWithoutPreamble, archive_problem, check_one_volume, picture_problem,
+from fusionlungnet_monai.data.readers import (CTNiftiReader, MetaWithoutPreamble, archive_problem, check_one_volume, picture_problem,
                                               pydicom_decodes, read_dicom)
 from fusionlungnet_monai.data.series import (
     IMAGE_SUFFIXES,
     PICTURE_SUFFIXES,
     VOLUME_SUFFIXES,
+    LoadCTImage,
     check_grey_slice_size,
     is_dicom_file,
     multiframe_info,
@@ -103,8 +104,6 @@ def _check_dicom_file(path: Path) -> tuple[int, ...]:
 
 def _check_volume(path: Path) -> tuple[int, ...]:
     if path.name.lower().endswith((".nii", ".nii.gz")):  # the header through the reader that will read it
-        from fusionlungnet_monai.data.readers import CTNiftiReader
-
         return tuple(int(n) for n in CTNiftiReader().read(str(path)).shape)
     import itk
 
@@ -178,8 +177,6 @@ def check_pair(image: str | os.PathLike, mask: str | os.PathLike, require_foregr
     """
     _check_sizes(image, mask, image_size(image), image_size(mask, mask=True))
     if require_foreground:
-        from fusionlungnet_monai.data.series import LoadCTImage
-
         m = np.asarray(LoadCTImage(image_only=True)(str(mask)))
         if not np.any(m > 0):
             raise InputError(mask, "mask has no foreground pixel (all zero)")

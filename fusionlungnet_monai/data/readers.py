@@ -5,9 +5,11 @@ their MONAI base would read wrongly or raise on from deep inside.
   word (the missing half comes back as zeros), reads NaN as 0 HU, and cannot open ``int8`` volumes or sheared
   affines. nibabel raises on a truncated stream, keeps NaN (the intensity step reads it as air) and reads both.
 - Pictures in modes the network's intensity step has no meaning for (grey + alpha, CMYK, YCbCr, LAB, HSV) are
-  converted to grey or RGB by PIL; grey, RGB, 1-bit and palette pictures (label masks) are read as stored. 16-bit
-  and 32-bit pictures, and pictures with transparent pixels, are refused (:func:`picture_problem`), as the input
-  checks refuse them.
+  converted to grey or RGB by PIL; grey, RGB and 1-bit pictures are read as stored. A palette picture is read by its
+  colours (:func:`palette_as_stored`): grey when every colour it uses is grey (a CT picture saved with a palette),
+  RGB when it uses more than :data:`MAX_LABEL_COLOURS` colours, and by its indices only when it uses a few colours
+  that are not all grey (a label mask). 16-bit and 32-bit pictures, and pictures with transparent pixels (an alpha
+  channel or a palette's transparency), are refused (:func:`picture_problem`), as the input checks refuse them.
 - DICOM datasets stored without the 128-byte preamble, ``DICM`` marker and file meta group (older exports, which
   GDCM/ITK read) are read by :func:`read_dicom` too: pydicom refuses them unless forced.
 - ITK's MetaImage reader writes why it failed to the process's stderr, not into its exception:
@@ -33,7 +35,8 @@ from pydicom.errors import InvalidDicomError
 
 from fusionlungnet_monai.data.errors import InputError
 
-__all__ = ["CTNiftiReader", "check_one_volume", "picture_problem", "picture_reader", "read_dicom",
+__all__ = ["CTNiftiReader", "check_one_volume", "picture_problem", "picture_reader", "palette_as_stored", "MAX_LABEL_COLOURS",
+           "read_dicom",
            "MetaWithoutPreamble", "archive_kind", "archive_problem", "pydicom_decodes", "quiet_logger", "read_failure",
            "metaimage_messages", "SPACING_UNKNOWN"]
 
@@ -130,6 +133,24 @@ def _first_line(error: Exception, limit: int = 120) -> str:
     return f"{type(error).__name__}: {(str(error).splitlines() or [''])[0][:limit]}"
 
 
+#: a palette picture that uses at most this many colours, not all grey, is a label mask (read by its indices)
+MAX_LABEL_COLOURS = 32
+
+
+def palette_as_stored(image):
+    """A palette (``P``) PIL image in the mode that reads it as it looks: ``L`` when every colour it uses is grey,
+    ``RGB`` when it uses more than :data:`MAX_LABEL_COLOURS` colours, else the image itself (a label mask: its
+    indices are its labels). Other modes pass unchanged."""
+    if image.mode != "P":
+        return image
+    used = [i for _, i in (image.getcolors(256) or [])]
+    palette = image.getpalette() or []
+    rgb = [tuple(palette[3 * i : 3 * i + 3]) for i in used]
+    if all(len(c) == 3 and c[0] == c[1] == c[2] for c in rgb):
+        return image.convert("L")
+    return image.convert("RGB") if len(used) > MAX_LABEL_COLOURS else image
+
+
 def picture_problem(image) -> str | None:
     """Why a PIL ``image`` cannot be read as a CT slice or mask, or ``None``: 16-bit or 32-bit values (which the
     picture's 0-255 window would clip: HU belong in DICOM or NIfTI), or transparency (the grey or colour under
@@ -140,12 +161,15 @@ def picture_problem(image) -> str | None:
                 "or use DICOM/NIfTI for HU data")
     if "A" in image.getbands() and image.getchannel("A").getextrema()[0] < 255:
         return f"{mode} image with transparency not supported: flatten it to grey or RGB"
+    if "transparency" in image.info and image.convert("RGBA").getchannel("A").getextrema()[0] < 255:
+        return f"{mode} image with transparency not supported: flatten it to grey or RGB"
     return None
 
 
 def _grey_or_rgb(image):
     """A PIL image in a mode the intensity step reads: grey + alpha -> grey, CMYK and other colour spaces -> RGB
-    (an alpha channel only when fully opaque); other modes unchanged.
+    (an alpha channel only when fully opaque), a palette by its colours or, for a label mask, its indices
+    (:func:`palette_as_stored`); other modes unchanged.
 
     Raises:
         InputError: for what :func:`picture_problem` refuses, without the file's name (the loader adds it).
@@ -153,6 +177,7 @@ def _grey_or_rgb(image):
     problem = picture_problem(image)
     if problem:
         raise InputError(None, problem)
+    image = palette_as_stored(image)
     mode = _CONVERT.get(image.mode)
     return image.convert(mode) if mode else image
 

@@ -26,6 +26,7 @@ from monai.utils import ensure_tuple
 from fusionlungnet_monai.data.errors import InputError, NothingToSegment
 from fusionlungnet_monai.data.readers import (CTNiftiReader, MetaWithoutPreamble, metaimage_messages,
                                               picture_reader, quiet_logger, read_dicom, read_failure)
+from fusionlungnet_monai.utils.geometry import planewise_copy
 
 __all__ = ["SeriesInfo", "scan_dicom_folder", "select_ct_series", "multiframe_info", "CTSeriesReader", "LoadCTImage",
            "LoadCTImaged", "is_dicom_file", "load_ct_lps", "functional_value", "rescale_slope"]
@@ -82,6 +83,7 @@ class SeriesInfo:
     negative_slope: list = field(default_factory=list)  # files with a negative RescaleSlope (HU would come inverted)
     kind: str = "series"  # what check_input calls the input: series, dicom, volume or picture
     identity: dict = field(default_factory=dict)  # PatientID / StudyInstanceUID / FrameOfReferenceUID -> values seen
+    pixel_spacings: dict = field(default_factory=dict)  # usable PixelSpacing (mm, rounded) -> the first file with it
 
     @property
     def num_slices(self) -> int:
@@ -165,6 +167,21 @@ def _plane_geometry(ds) -> tuple[tuple, list]:
     return tuple(round(float(v), 4) for v in (ori or [])), positions if any(positions) else []
 
 
+def _unread_note(unread: list) -> str:
+    """One line naming the files of a folder that were not read as DICOM slices, and why."""
+    return (f"{len(unread)} file(s) in the folder are not DICOM slices and were not read: "
+            + ", ".join(f"{p.name} ({why})" for p, why in unread[:6]) + (" ..." if len(unread) > 6 else ""))
+
+
+def _why_unread(path: Path, error: Exception) -> str:
+    """Why a file of a series folder was not read as DICOM, in a few words."""
+    if path.stat().st_size == 0:
+        return "empty file"
+    if path.name.lower().endswith(PICTURE_SUFFIXES + VOLUME_SUFFIXES):
+        return "an image file, not DICOM: give it as an input of its own"
+    return f"not DICOM, or damaged: {type(error).__name__}"
+
+
 def _normal(orientation: Sequence[float]) -> np.ndarray:
     o = np.asarray(orientation, dtype=float)
     return np.cross(o[:3], o[3:])
@@ -215,14 +232,16 @@ def _scan_files(folder: Path, files: list[Path]) -> list[SeriesInfo]:
     groups: dict[str, SeriesInfo] = {}
     seen_sop: dict = {}  # SOPInstanceUID -> (first file, (series, position))
     shared_sop: dict = {}  # series -> [(first file, file)]: another slice under a SOPInstanceUID already seen
-    n_dicom, no_preamble = 0, []
+    n_dicom, no_preamble, unread = 0, [], []
     for path in files:
         try:
             ds = read_dicom(path, defer_size="1 KB")  # headers + whether PixelData is there, not its bytes
         except MetaWithoutPreamble:
             no_preamble.append(path)
             continue
-        except Exception:
+        except Exception as e:
+            if not any(part.startswith(".") for part in path.relative_to(folder).parts):
+                unread.append((path, _why_unread(path, e)))
             continue
         n_dicom += 1
         sop = str(ds.get("SOPInstanceUID", "")) or None
@@ -260,7 +279,11 @@ def _scan_files(folder: Path, files: list[Path]) -> list[SeriesInfo]:
             if value := str(ds.get(key, "") or "").strip():
                 info.identity.setdefault(key, set()).add(value)
         info.samples.add(int(ds.get("SamplesPerPixel", 1) or 1))
-        info.no_spacing += not _usable_spacing(functional_value(ds, "PixelSpacing", "PixelMeasuresSequence"))
+        spacing = functional_value(ds, "PixelSpacing", "PixelMeasuresSequence")
+        if _usable_spacing(spacing):
+            info.pixel_spacings.setdefault(tuple(round(float(s), 3) for s in spacing), path)
+        else:
+            info.no_spacing += 1
         info.no_rescale += functional_value(ds, "RescaleIntercept", "PixelValueTransformationSequence") is None
         slope = rescale_slope(ds)
         info.zero_slope += slope == 0
@@ -279,6 +302,8 @@ def _scan_files(folder: Path, files: list[Path]) -> list[SeriesInfo]:
             hint = f"; {len(no_preamble)} file(s) such as {no_preamble[0].name} hold a {MetaWithoutPreamble.problem}"
         raise InputError(folder, f"no DICOM files found ({len(files)} file(s) checked){hint}")
     for info in groups.values():
+        if unread:
+            info.warnings.append(_unread_note(unread))
         if pairs := shared_sop.get(info.uid):
             info.warnings.append(f"{len(pairs)} file(s) share their SOPInstanceUID with another slice of the series "
                                  f"(e.g. {pairs[0][1].name} and {pairs[0][0].name}, at other positions): both were "
@@ -296,6 +321,10 @@ def _scan_files(folder: Path, files: list[Path]) -> list[SeriesInfo]:
                              f"(e.g. {info.negative_slope[0].name}): their HU would be read inverted; fix the header")
         if len(info.sizes) > 1 and not info.rejected:
             info.rejected = "slices of different sizes " + ", ".join(f"{r}x{c}" for r, c in sorted(info.sizes))
+        if len(info.pixel_spacings) > 1 and not info.rejected and np.ptp(list(info.pixel_spacings), axis=0).max() > 2e-3:
+            info.rejected = ("slices of different PixelSpacing " + ", ".join(
+                f"{r:g}x{c:g} mm ({f.name})" for (r, c), f in sorted(info.pixel_spacings.items())) +
+                ": ITK would give every slice the first one's")
         mixed = [(k, sorted(v)) for k, v in info.identity.items() if len(v) > 1]
         if mixed and not info.rejected:
             key, values = mixed[0]
@@ -437,7 +466,8 @@ def select_ct_series(folder: str | os.PathLike, series_uid: str | None = None, q
         usable = [s for s in series if not s.rejected]
         if not usable:
             error = NothingToSegment if all(s.nothing_to_segment for s in series) else InputError
-            raise error(folder, f"no axial CT series to segment; found: {report}")
+            notes = {w for s in series for w in s.warnings if " are not DICOM slices and were not read: " in w}
+            raise error(folder, f"no axial CT series to segment; found: {report}" + "".join(f"; {n}" for n in notes))
         picked = max(usable, key=lambda s: (s.is_axial, s.num_slices, "ORIGINAL" in s.image_type.upper(),
                                             -s.slice_thickness))
         others = [s for s in usable if s is not picked]
@@ -487,9 +517,8 @@ _ITK_VOLUMES = (".mha", ".mhd", ".nrrd")
 def compact_integers(data: np.ndarray) -> np.ndarray:
     """``data`` as a C-contiguous array, with integers wider than 16 bits that fit in 16 bits as ``int16`` (ITK reads
     many CT series as int32, in ``(z, y, x)`` memory order); other arrays unchanged. The copy is
-    :func:`~fusionlungnet_monai.transforms.array.planewise_copy`'s, faster than the one MONAI's ``LoadImage`` would
+    :func:`~fusionlungnet_monai.utils.geometry.planewise_copy`'s, faster than the one MONAI's ``LoadImage`` would
     make."""
-    from fusionlungnet_monai.transforms.array import planewise_copy
 
     if data.dtype.kind not in "iu" or data.dtype.itemsize <= 2 or data.size == 0 or not _fits_int16(data):
         return data

@@ -10,6 +10,8 @@ import numpy as np
 from monai.data import NibabelWriter
 from monai.utils import convert_data_type
 
+from fusionlungnet_monai.utils.geometry import planewise_copy
+
 __all__ = ["affine_3d", "write_mask_nifti", "write_mask_png", "MaskNibabelWriter"]
 
 
@@ -54,7 +56,6 @@ def write_mask_nifti(labels: np.ndarray, affine: np.ndarray, path: str | os.Path
     """
     import nibabel as nib
 
-    from fusionlungnet_monai.transforms.array import planewise_copy
 
     data = planewise_copy(np.asarray(labels), np.uint8, order="F")  # NIfTI's order: nibabel writes it as it is
     nib.save(nib.Nifti1Image(data, affine_3d(affine)), str(path))

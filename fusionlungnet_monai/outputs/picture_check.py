@@ -1,5 +1,5 @@
 """The second opinion on a picture (a PNG/JPG slice): a picture has no HU of its own, so the volume path's
-classical second opinion runs on the picture's estimated HU (``pre#picture_hu``), beside three plausibility
+classical second opinion runs on the picture's estimated HU (the preprocessing's ``picture_hu`` step), beside three plausibility
 rules that need no HU at all. Any failure makes the report say "check this case"."""
 
 from __future__ import annotations
@@ -8,9 +8,11 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
+from fusionlungnet_monai.classical import classical_lung_mask, dice_score
 from fusionlungnet_monai.outputs.report import SECOND_OPINION_DICE
 
-__all__ = ["PICTURE_FOV_MM", "MAX_OUTSIDE_BODY", "MAX_LUNG_HU", "LUNG_SHARE_OF_BODY", "picture_second_opinion"]
+__all__ = ["PICTURE_FOV_MM", "MAX_OUTSIDE_BODY", "MAX_LUNG_HU", "LUNG_SHARE_OF_BODY", "MAX_GREY_CHANNEL_DIFF",
+           "picture_second_opinion", "colour_warning"]
 
 #: a picture has no voxel size: its larger side is taken to span this many mm (a chest CT's field of view)
 PICTURE_FOV_MM = 350.0
@@ -22,6 +24,23 @@ MAX_LUNG_HU = -300.0
 LUNG_SHARE_OF_BODY = (0.01, 0.75)
 #: a piece of the mask counts as a lung from this share of the body's area (smaller pieces are fragments)
 MIN_LUNG_SHARE = 0.005
+#: a grey picture's colour channels differ by at most this on average (grey levels; JPEG's colour noise on a grey
+#: export stays under 1); a colour photo's differ by tens
+MAX_GREY_CHANNEL_DIFF = 3.0
+
+
+def colour_warning(picture: np.ndarray) -> str | None:
+    """A "check this case" warning when a picture ``(x, y, channels)`` is in colour (its red, green and blue differ
+    by more than :data:`MAX_GREY_CHANNEL_DIFF` on average): CT slices are grey, so it is a photo, a colour
+    screenshot or an overlay, not a slice as a viewer exports it. ``None`` for grey pictures."""
+    p = np.asarray(picture, dtype=np.float32)
+    if p.ndim != 3 or p.shape[-1] < 3:
+        return None
+    diff = float(np.mean(np.abs(p[..., 0] - p[..., 1]) + np.abs(p[..., 1] - p[..., 2])) / 2)
+    if diff <= MAX_GREY_CHANNEL_DIFF:
+        return None
+    return (f"check this case: a colour picture (its red, green and blue differ by {diff:.0f} grey levels on "
+            "average), where a CT slice is grey: is it a CT slice? (a photo, a colour screenshot or an overlay is not)")
 
 
 def _body(hu: np.ndarray) -> np.ndarray:
@@ -52,7 +71,6 @@ def picture_second_opinion(mask: np.ndarray, hu: np.ndarray, trusted_hu: bool = 
     Returns:
         ``(summary, classical_mask or None, warnings)``.
     """
-    from fusionlungnet_monai.classical import classical_lung_mask, dice_score
 
     m, hu = np.asarray(mask) > 0, np.asarray(hu, dtype=np.float32)
     body = _body(hu)

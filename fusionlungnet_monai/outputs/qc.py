@@ -7,6 +7,8 @@ from typing import Sequence
 
 import numpy as np
 
+from fusionlungnet_monai.utils.masks import binary_view
+
 __all__ = ["qc_overlay", "outline_view", "LUNG_DISPLAY_WINDOW"]
 
 #: display window for lungs (level -600, width 1500)
@@ -68,7 +70,6 @@ def qc_overlay(ct_hu: np.ndarray, mask: np.ndarray, path: str | os.PathLike,
     """
     from PIL import Image
 
-    from fusionlungnet_monai.transforms.array import binary_view
 
     ct, m = np.asarray(ct_hu), binary_view(mask)  # only the three views are converted to float
     if ct.ndim != 3 or ct.shape != m.shape:

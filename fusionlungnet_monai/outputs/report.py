@@ -11,14 +11,23 @@ from typing import Sequence
 
 import numpy as np
 
-from fusionlungnet_monai.transforms.array import HU_AIR_CHECK, head_foot_axis, lps_orientation
-from fusionlungnet_monai.volumes import MAX_SHEAR_DEG, shear_degrees, voxel_volume_ml
+from fusionlungnet_monai.classical import classical_lung_mask, dice_score, finite_hu
+from fusionlungnet_monai.outputs.masks import affine_3d
+from fusionlungnet_monai.outputs.qc import qc_overlay
+from fusionlungnet_monai.utils.geometry import head_foot_axis, lps_orientation
+from fusionlungnet_monai.utils.hu import HU_AIR_CHECK
+from fusionlungnet_monai.utils.masks import binary_view
+from fusionlungnet_monai.volumes import MAX_SHEAR_DEG, lung_volumes, right_share_warning, shear_degrees, voxel_volume_ml
 
 __all__ = ["CT_MEDIAN_HU", "MIN_CHEST_FOV_MM", "PLAUSIBLE_LUNG_ML", "SECOND_OPINION_DICE", "SECOND_OPINION_GRID_MM",
            "describe_lungs", "sanity_warnings", "second_opinion", "write_json"]
 
 #: adult total lung volume range used for the plausibility warning (mL)
 PLAUSIBLE_LUNG_ML = (1000.0, 10000.0)
+#: chest CT slices lie at most this far apart (mm); beyond, the slice spacing in the file is suspect
+MAX_SLICE_MM = 10.0
+#: chest CT pixels are at most this large (mm; a 64² matrix over a 350 mm field of view has 5.5 mm pixels)
+MAX_PIXEL_MM = 8.0
 #: the median of a CT in HU lies in this range (mostly air or soft tissue; padding such as -3024 or -32768 covers at
 #: most the corners outside the reconstruction circle, 21 % of a slice): beyond it the values are scaled, not HU
 CT_MEDIAN_HU = (-1500.0, 4000.0)
@@ -32,7 +41,7 @@ SECOND_OPINION_GRID_MM = 1.5
 
 def sanity_warnings(mask: np.ndarray, ct: np.ndarray, affine: np.ndarray, total_ml: float) -> list[str]:
     """Warnings about a ``(x, y, z)`` mask and its CT: empty, implausible volume, not HU (no air, or scaled values),
-    a field of view too small for a chest, not axial."""
+    slices or pixels coarser than a chest CT's, a field of view too small for a chest, a sheared grid, not axial."""
     w = []
     if not mask.any():
         w.append("empty mask: no lung found")
@@ -53,6 +62,13 @@ def sanity_warnings(mask: np.ndarray, ct: np.ndarray, affine: np.ndarray, total_
     to_lps, _, spacing = lps_orientation(affine)
     fov = [n * spacing[int(to_lps[a, 0])] for a, n in enumerate(mask.shape)]  # mm, per stored axis
     plane = [v for a, v in enumerate(fov) if int(to_lps[a, 0]) != 2] if mask.shape[2] > 1 else fov[:2]
+    pixel = [spacing[int(to_lps[a, 0])] for a in range(3) if int(to_lps[a, 0]) != 2]
+    if spacing[2] > MAX_SLICE_MM:
+        w.append(f"slices {spacing[2]:.1f} mm apart, more than the {MAX_SLICE_MM:.0f} mm of any chest CT: is the slice "
+                 "spacing in the file right (in mm)? The volumes in mL are not to be trusted")
+    if max(pixel) > MAX_PIXEL_MM:
+        w.append(f"pixels of {pixel[0]:.1f} x {pixel[1]:.1f} mm, coarser than any chest CT's ({MAX_PIXEL_MM:.0f} mm or "
+                 "less): is the voxel size in the file right (in mm)? The volumes in mL are not to be trusted")
     if max(plane) < MIN_CHEST_FOV_MM:
         w.append(f"the in-plane field of view is {plane[0]:.0f} x {plane[1]:.0f} mm, smaller than any chest: is the "
                  "voxel size in the file right (in mm)? The mask and the volumes in mL are not to be trusted")
@@ -86,7 +102,6 @@ def second_opinion(mask: np.ndarray, ct: np.ndarray, spacing: Sequence[float],
     """
     from nibabel import orientations as nio
 
-    from fusionlungnet_monai.classical import classical_lung_mask, dice_score
 
     back = None
     if affine is not None:
@@ -128,7 +143,7 @@ def describe_lungs(mask: np.ndarray, ct: np.ndarray, affine: np.ndarray, qc_path
         second: run the classical second opinion (its Dice and "check this case" warning; cyan in the picture).
         spacing_known: ``False`` when the file gave no voxel size and 1 mm was assumed (a warning says so).
         nonfinite: NaN and infinite voxel counts of the input when ``ct`` is a finite copy of it
-            (:data:`~fusionlungnet_monai.transforms.array.NONFINITE_META`); a float ``ct`` is counted itself.
+            (:data:`~fusionlungnet_monai.utils.hu.NONFINITE_META`); a float ``ct`` is counted itself.
 
     Returns:
         ``shape``, ``spacing_mm``, ``num_slices``, ``volumes_ml`` (``total_ml``, ``right_ml``, ``left_ml``),
@@ -136,11 +151,6 @@ def describe_lungs(mask: np.ndarray, ct: np.ndarray, affine: np.ndarray, qc_path
         same for any storage order), with ``second`` ``second_opinion``, and for a one-slice volume (a lone DICOM
         slice) ``one_slice_depth_mm``, the depth its mL are counted with (SpacingBetweenSlices, else SliceThickness).
     """
-    from fusionlungnet_monai.classical import finite_hu
-    from fusionlungnet_monai.outputs.masks import affine_3d
-    from fusionlungnet_monai.outputs.qc import qc_overlay
-    from fusionlungnet_monai.transforms.array import binary_view
-    from fusionlungnet_monai.volumes import lung_volumes, right_share_warning
 
     mask, ct = binary_view(mask), np.asarray(ct)  # the CT in its stored type: int16 and float32 alike
     two_d = mask.ndim == 2  # a picture

@@ -12,7 +12,11 @@ from monai.data import FolderLayout
 from monai.transforms import MapTransform
 from monai.utils import ImageMetaKey, convert_to_numpy
 
+from fusionlungnet_monai.data.readers import SPACING_UNKNOWN
+from fusionlungnet_monai.data.series import select_ct_series
 from fusionlungnet_monai.outputs.report import describe_lungs, write_json
+from fusionlungnet_monai.utils.hu import NONFINITE_META
+from fusionlungnet_monai.version import __version__
 
 __all__ = ["SaveLungReportd"]
 
@@ -49,11 +53,6 @@ class SaveLungReportd(MapTransform):
                                               makedirs=True) for postfix, ext in (("report", ".json"), ("qc", ".png"))}
 
     def __call__(self, data: Mapping[Hashable, object]) -> dict:
-        from fusionlungnet_monai.data.readers import SPACING_UNKNOWN
-        from fusionlungnet_monai.data.series import select_ct_series
-        from fusionlungnet_monai.transforms.array import NONFINITE_META
-        from fusionlungnet_monai.version import __version__
-
         d = dict(data)
         for key in self.key_iterator(d):
             mask, hu = d[key], d[self.hu_key]

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
+from fusionlungnet_monai.phantom.writers import write_dicom_series, write_localizer, write_nifti, write_png_slices
+
 __all__ = ["Phantom", "make_phantom"]
 
 # 5x7 bitmap glyphs for the burnt-in text (enough for ids like "FLN 0042 L").
@@ -224,8 +226,6 @@ def write_phantom_case(
         a dict with the :class:`Phantom` (``"phantom"``) and the written paths per format.
     """
     from pathlib import Path
-
-    from fusionlungnet_monai.phantom.writers import write_dicom_series, write_localizer, write_nifti, write_png_slices
 
     unknown = set(formats) - {"dicom", "nifti", "png"}
     if unknown:

@@ -13,7 +13,7 @@ from typing import Sequence
 import numpy as np
 
 from fusionlungnet_monai.data.errors import InputError
-from fusionlungnet_monai.transforms.array import DEFAULT_HU_WINDOW  # same window for PNG export and network input
+from fusionlungnet_monai.utils.hu import DEFAULT_HU_WINDOW  # same window for PNG export and network input
 
 __all__ = [
     "DEFAULT_HU_WINDOW",

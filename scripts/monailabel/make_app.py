@@ -96,6 +96,19 @@ def merged_config(files: list[Path]) -> dict:
     return parser.get()
 
 
+def _has_id(conf: dict, key: str) -> bool:
+    """Whether a raw config has the id ``key``: a top-level id, or a setting of its preprocessing chain
+    (``preprocessing#alpha``: an argument of ``LungCTPreprocessing``, written in no config but given by id)."""
+    import inspect
+
+    from fusionlungnet_monai.transforms import LungCTPreprocessing
+
+    head, _, rest = key.partition("#")
+    if head == "preprocessing" and rest:
+        return "preprocessing" in conf and rest in inspect.signature(LungCTPreprocessing).parameters
+    return key in conf
+
+
 def make_app(app: Path, bundle: Path, name: str, model: Path | str | None, data: str,
              settings: dict | None = None) -> Path:
     """Write the app; ``settings`` (config id -> value) are written into every copied config that has the id.
@@ -118,7 +131,7 @@ def make_app(app: Path, bundle: Path, name: str, model: Path | str | None, data:
     # the server answers with the mask: no report files in the app's folder per request, unless --set asks for them
     settings = {"write_report": False, **(settings or {})}
     configs = [json.loads(f.read_text()) for f in sorted((bundle / "configs").glob("*.json"))]
-    unknown = sorted(k for k in settings if not any(k in c for c in configs))
+    unknown = sorted(k for k in settings if not any(_has_id(c, k) for c in configs))
     if unknown:
         raise SystemExit(f"--set {unknown[0]}: no config of {bundle} has this id (nothing would change)")
     target = app / "model" / name
@@ -126,7 +139,7 @@ def make_app(app: Path, bundle: Path, name: str, model: Path | str | None, data:
     cfg = target / "configs"
     for f in cfg.glob("*.json"):
         conf = json.loads(f.read_text())
-        hits = {k: v for k, v in settings.items() if k in conf}
+        hits = {k: v for k, v in settings.items() if _has_id(conf, k)}
         if hits:
             conf.update(hits)
             f.write_text(json.dumps(conf, indent=1))

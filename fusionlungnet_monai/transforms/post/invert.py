@@ -13,7 +13,7 @@ from monai.data import MetaTensor
 from monai.transforms import InvertibleTransform, Invertd, MapTransform
 from monai.utils import TraceKeys, ensure_tuple_rep
 
-from fusionlungnet_monai.transforms.array import head_foot_axis
+from fusionlungnet_monai.utils.geometry import head_foot_axis
 
 __all__ = ["SlabwiseInvertd"]
 

@@ -24,11 +24,11 @@ from monai.transforms import RandomizableTransform, Transform
 from monai.utils import TransformBackends, convert_to_dst_type, convert_to_numpy
 from scipy import ndimage
 
+from fusionlungnet_monai.utils.hu import PICTURE_META, is_eight_bit
+
 __all__ = ["estimate_picture_window", "PictureToHU", "RandCTWindow", "PICTURE_META", "POLARITIES", "LUMA", "AIR_HU_ANCHOR",
            "TISSUE_HU_ANCHOR", "LUNG_HU_ANCHOR", "CLINICAL_WINDOWS", "render_window", "to_grey"]
 
-#: where :class:`PictureToHU` records its estimate in the image's meta (MetaTensor ``meta``)
-PICTURE_META = "picture_window"
 #: HU given to the air anchor (outside the body), the lung anchor (when no outside air is seen) and the soft tissue
 AIR_HU_ANCHOR, LUNG_HU_ANCHOR, TISSUE_HU_ANCHOR = -1000.0, -850.0, 40.0
 #: a clipped end's assumed distance from the soft-tissue peak in HU: the mediastinal window W400/L40 ends 200 HU
@@ -228,9 +228,7 @@ class PictureToHU(Transform):
         self.polarity, self.only_pictures = polarity, only_pictures
 
     def __call__(self, img: NdarrayOrTensor) -> NdarrayOrTensor:
-        from fusionlungnet_monai.transforms.array import CTIntensityNormalize
-
-        if self.only_pictures and not CTIntensityNormalize(mode="auto").is_eight_bit(img):
+        if self.only_pictures and not is_eight_bit(img):
             return img
         grey = to_grey(convert_to_numpy(img))
         est = estimate_picture_window(grey, self.polarity)
