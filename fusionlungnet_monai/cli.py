@@ -59,7 +59,6 @@ def _case_prefix(text: str) -> str:
 
 
 def _cmd_phantom(args: argparse.Namespace) -> int:
-
     for i in range(args.cases):
         case_id = f"{args.prefix}{i:03d}"
         res = write_phantom_case(
@@ -88,7 +87,6 @@ def _earlier_result(case, case_out: Path):
 
 
 def _write_summary(out: Path, results: list, skipped: list, interrupted: bool) -> Path:
-
     out.mkdir(parents=True, exist_ok=True)
     summary = {"cases": len(results), "ok": sum(r.ok for r in results), "failed": sum(not r.ok for r in results),
                "interrupted": interrupted,
@@ -138,7 +136,6 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
     inp, out = Path(args.input), Path(args.output)
     if args.skip_existing and args.overwrite:
-
         raise InputError(None, "--skip-existing and --overwrite exclude each other")
     skipped: list = []
     cases = list_cases(inp, skipped)
@@ -166,9 +163,7 @@ def _predict_into(args, inp, out, cases, skipped) -> int:
         args.no_progress = True
     formats = {"nifti"} | set(args.format or [])
     if "dicom-seg" in formats:
-
         if importlib.util.find_spec("highdicom") is None:  # before the run, not after it
-
             raise InputError(None, "--format dicom-seg needs the highdicom package (pip install highdicom, or "
                                    "reinstall fusionlungnet-monai, which requires it)")
     with _run_lock(out, args.overwrite, rank, world):

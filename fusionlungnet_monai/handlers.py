@@ -369,7 +369,6 @@ class InputErrorHandler:
         engine.add_event_handler(Events.EXCEPTION_RAISED, self)
 
     def __call__(self, engine: Engine, e: Exception) -> None:
-
         err = find_input_error(e)
         if err is not None:
             raise err from None

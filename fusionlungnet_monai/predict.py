@@ -336,10 +336,8 @@ class Predictor:
         """The bundle's inference ``ConfigWorkflow`` for ``"volume"`` kinds or ``"picture"`` (built once)."""
         key = "picture" if kind == "picture" else "volume"
         if key not in self._workflows:
-
             overrides = self._overrides()
             if key == "volume":
-
                 overrides.update({f"post#{k}#_disabled_": True for k in VOLUME_STEPS})  # run on the stitched mask
                 preload_itk()  # ITK's readers load on first use: here, not in the first case
             with quiet_logger("monai.bundle.workflows"):  # "logging file is set to False" is not news here
@@ -541,7 +539,6 @@ class Predictor:
                         "outputs": {}, "warnings": []}
         mask = binary_view(mask)
         if kind == "picture":
-
             report["outputs"]["mask_png"] = outputs.write_mask_png(mask, out / "lungmask.png")
             pic = np.asarray(image, dtype=np.float32)
             if colour := outputs.colour_warning(pic):

@@ -84,6 +84,7 @@ class SeriesInfo:
     kind: str = "series"  # what check_input calls the input: series, dicom, volume or picture
     identity: dict = field(default_factory=dict)  # PatientID / StudyInstanceUID / FrameOfReferenceUID -> values seen
     pixel_spacings: dict = field(default_factory=dict)  # usable PixelSpacing (mm, rounded) -> the first file with it
+    unread: list = field(default_factory=list)  # (path, why) of the folder's files not read as DICOM
 
     @property
     def num_slices(self) -> int:
@@ -303,6 +304,7 @@ def _scan_files(folder: Path, files: list[Path]) -> list[SeriesInfo]:
         raise InputError(folder, f"no DICOM files found ({len(files)} file(s) checked){hint}")
     for info in groups.values():
         if unread:
+            info.unread = unread
             info.warnings.append(_unread_note(unread))
         if pairs := shared_sop.get(info.uid):
             info.warnings.append(f"{len(pairs)} file(s) share their SOPInstanceUID with another slice of the series "
@@ -466,8 +468,9 @@ def select_ct_series(folder: str | os.PathLike, series_uid: str | None = None, q
         usable = [s for s in series if not s.rejected]
         if not usable:
             error = NothingToSegment if all(s.nothing_to_segment for s in series) else InputError
-            notes = {w for s in series for w in s.warnings if " are not DICOM slices and were not read: " in w}
-            raise error(folder, f"no axial CT series to segment; found: {report}" + "".join(f"; {n}" for n in notes))
+            unread = next((s.unread for s in series if s.unread), None)  # the folder's: every series has it
+            raise error(folder, f"no axial CT series to segment; found: {report}"
+                                + (f"; {_unread_note(unread)}" if unread else ""))
         picked = max(usable, key=lambda s: (s.is_axial, s.num_slices, "ORIGINAL" in s.image_type.upper(),
                                             -s.slice_thickness))
         others = [s for s in usable if s is not picked]

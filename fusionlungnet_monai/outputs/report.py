@@ -62,7 +62,7 @@ def sanity_warnings(mask: np.ndarray, ct: np.ndarray, affine: np.ndarray, total_
     to_lps, _, spacing = lps_orientation(affine)
     fov = [n * spacing[int(to_lps[a, 0])] for a, n in enumerate(mask.shape)]  # mm, per stored axis
     plane = [v for a, v in enumerate(fov) if int(to_lps[a, 0]) != 2] if mask.shape[2] > 1 else fov[:2]
-    pixel = [spacing[int(to_lps[a, 0])] for a in range(3) if int(to_lps[a, 0]) != 2]
+    pixel = spacing[:2]  # LPS order: x and y are in-plane
     if spacing[2] > MAX_SLICE_MM:
         w.append(f"slices {spacing[2]:.1f} mm apart, more than the {MAX_SLICE_MM:.0f} mm of any chest CT: is the slice "
                  "spacing in the file right (in mm)? The volumes in mL are not to be trusted")
